@@ -1,0 +1,130 @@
+"""Post-import hooks: run a callback right after a module finishes importing.
+
+``seed_everything(0); import torch`` must leave torch seeded, yet seedlock must never import
+torch itself (seconds of start-up, and a GPU context nobody asked for). So for every installed
+but not-yet-imported library, seedlock registers a callback here; a finder at the front of
+``sys.meta_path`` notices the import, lets the real loader run, then calls the callback.
+
+Once every pending callback has run, the finder removes itself.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+__all__ = ["cancel", "on_import", "pending"]
+
+_lock = threading.RLock()
+_callbacks: dict[str, dict[str, Callable[[], None]]] = {}
+_resolving = threading.local()
+
+
+def on_import(module: str, key: str, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` once, right after ``module`` is imported.
+
+    ``key`` names the registration: registering the same ``(module, key)`` again replaces the
+    earlier callback (a second ``seed_everything`` supersedes the first).
+    """
+    with _lock:
+        _callbacks.setdefault(module, {})[key] = callback
+        if _FINDER not in sys.meta_path:
+            sys.meta_path.insert(0, _FINDER)
+
+
+def cancel(module: str, key: str) -> None:
+    """Forget a registration that has not fired yet (no error if there is none)."""
+    with _lock:
+        _callbacks.get(module, {}).pop(key, None)
+        _prune()
+
+
+def pending(module: str) -> list[str]:
+    """Keys of the callbacks still waiting for ``module``."""
+    with _lock:
+        return list(_callbacks.get(module, {}))
+
+
+def _prune() -> None:
+    for name in [m for m, cbs in _callbacks.items() if not cbs]:
+        del _callbacks[name]
+    if not _callbacks and _FINDER in sys.meta_path:
+        sys.meta_path.remove(_FINDER)
+
+
+def _fire(module: str) -> None:
+    with _lock:
+        callbacks = _callbacks.pop(module, {})
+        _prune()
+    for callback in callbacks.values():
+        try:
+            callback()
+        except Exception as exc:
+            # Raising here would make the user's `import torch` fail after torch imported fine;
+            # a loud warning is the honest outcome.
+            warnings.warn(
+                f"seedlock: the post-import hook for {module!r} failed: {exc!r}; "
+                f"{module} is NOT seeded",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+class _Loader(importlib.abc.Loader):
+    """Wraps the real loader; after ``exec_module`` it puts the real loader back and fires."""
+
+    def __init__(self, loader: Any, spec: importlib.machinery.ModuleSpec) -> None:
+        self._loader = loader
+        self._spec = spec
+
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...
+        return getattr(self._loader, name)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        created: ModuleType | None = self._loader.create_module(spec)
+        return created
+
+    def exec_module(self, module: ModuleType) -> None:
+        try:
+            self._loader.exec_module(module)
+        finally:
+            self._spec.loader = self._loader
+            if getattr(module, "__loader__", None) is self:
+                module.__loader__ = self._loader
+        _fire(self._spec.name)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in _callbacks or getattr(_resolving, "active", False):
+            return None
+        _resolving.active = True
+        try:
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+            else:
+                return None
+        finally:
+            _resolving.active = False
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _Loader(spec.loader, spec)
+        return spec
+
+
+_FINDER = _Finder()

@@ -1,0 +1,147 @@
+"""The protocol every RNG family speaks, and the small records it returns.
+
+A backend wraps one library's *global* random state. Everything above (``seed_everything``,
+the determinism profile, capture / restore, the CLI, the pytest plugin) talks to backends only
+through :class:`Backend`; none of it names a library.
+
+Rules every backend keeps:
+
+* ``available()`` and ``loaded()`` never import the library: importing torch or TensorFlow
+  costs seconds and may initialise a GPU. Libraries that are installed but not yet imported are
+  seeded by the post-import hook (:mod:`seedlock._hooks`) when the user imports them.
+* ``seed(value)`` receives a value already in ``[0, 2**seed_bits)``: the width the library's
+  global generator really keeps. Nothing is truncated behind the user's back.
+* ``capture()`` returns plain data (ints, str, bytes, lists, dicts, tensors / arrays), never
+  an object that needs pickle; ``restore(capture())`` is exact.
+* ``deterministic(on, options)`` flips only what can be flipped *now* without importing the
+  library, and returns one :class:`Change` per switch so the caller can undo it. It is called
+  again by the post-import hook once the library is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+__all__ = ["Backend", "BaseBackend", "Change", "DeterminismOptions", "flip", "set_env"]
+
+
+@dataclass(frozen=True)
+class DeterminismOptions:
+    """What the determinism profile asks of every backend (see :func:`seedlock.deterministic`)."""
+
+    warn_only: bool = False
+    tf32: bool = False
+    fallback_random: bool = False
+    cublas_workspace_config: str = ":4096:8"
+
+
+@dataclass
+class Change:
+    """One switch a backend flipped: enough to report it and to put it back."""
+
+    backend: str
+    name: str
+    old: Any
+    new: Any
+    setter: Callable[[Any], None]
+
+    def undo(self) -> None:
+        self.setter(self.old)
+
+    def __str__(self) -> str:
+        return f"{self.backend}: {self.name} {self.old!r} -> {self.new!r}"
+
+
+
+def flip(
+    backend: str, name: str, getter: Callable[[], Any], setter: Callable[[Any], None], value: Any
+) -> Change | None:
+    """Set a switch to ``value`` through ``setter``; an undoable change, or ``None`` if already so."""
+    old = getter()
+    if old == value:
+        return None
+    setter(value)
+    return Change(backend, name, old, value, setter)
+
+
+def set_env(backend: str, name: str, value: str | None) -> Change | None:
+    """Set (``value``) or remove (``None``) an environment variable, as an undoable change."""
+
+    def setter(v: str | None) -> None:
+        if v is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = v
+
+    return flip(backend, f"${name}", lambda: os.environ.get(name), setter, value)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One RNG family. Third parties register theirs under the entry-point group
+    ``seedlock.backends``; the entry point names a class or a zero-argument factory."""
+
+    #: Short name used in reports and state files ("torch").
+    name: str
+    #: Top-level module whose import makes the backend loaded ("torch").
+    module: str
+    #: Width of the seed the library's global generator actually keeps.
+    seed_bits: int
+
+    def available(self) -> bool:
+        """Is the library installed? Must not import it."""
+        ...
+
+    def loaded(self) -> bool:
+        """Has the user (or anything) imported it already?"""
+        ...
+
+    def seed(self, value: int) -> str:
+        """Seed the global generator(s) with ``value``; return what was seeded, in words."""
+        ...
+
+    def capture(self) -> dict[str, Any]:
+        """The global generators' whole state as plain data."""
+        ...
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put back a state returned by :meth:`capture`."""
+        ...
+
+    def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
+        """Flip the library's determinism switches that can be flipped now; return the changes."""
+        ...
+
+
+class BaseBackend:
+    """Convenience base: availability and load checks from :attr:`module`."""
+
+    name: ClassVar[str]
+    module: ClassVar[str]
+    seed_bits: ClassVar[int] = 32
+
+    def available(self) -> bool:
+        if self.module in sys.modules:
+            return True
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def loaded(self) -> bool:
+        return self.module in sys.modules
+
+    def _require_loaded(self) -> Any:
+        """The library's module; only called once :meth:`loaded` is true."""
+        return sys.modules[self.module]
+
+    def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"<seedlock backend {self.name!r}>"

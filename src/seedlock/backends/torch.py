@@ -1,0 +1,130 @@
+"""PyTorch: the CPU generator and every accelerator torch exposes (CUDA, MPS, XPU, MTIA, and
+out-of-tree devices registered as ``privateuse1``), through torch's own device modules.
+
+CUDA is never initialised here. ``torch.manual_seed`` queues the CUDA seed (``_lazy_call``) until
+CUDA starts, so seeding a machine with GPUs costs nothing until the first CUDA op, and seeding
+before ``fork()`` keeps CUDA usable in the children.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, ClassVar
+
+from seedlock.backends.base import BaseBackend, Change, DeterminismOptions, flip, set_env
+
+__all__ = ["TorchBackend"]
+
+_CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
+
+
+class TorchBackend(BaseBackend):
+    name: ClassVar[str] = "torch"
+    module: ClassVar[str] = "torch"
+    # The CPU generator is an MT19937 seeded from the low 32 bits of the seed: torch.manual_seed(0)
+    # and torch.manual_seed(2**32) give the same numbers. 32 derived bits lose nothing.
+    seed_bits: ClassVar[int] = 32
+
+    def seed(self, value: int) -> str:
+        torch = self._require_loaded()
+        torch.manual_seed(value)
+        return ", ".join(["cpu", *self._accelerators(torch)])
+
+    @staticmethod
+    def _accelerators(torch: Any) -> list[str]:
+        """Devices torch.manual_seed reached, in words, without initialising any of them."""
+        found = []
+        n = torch.cuda.device_count()
+        if n:
+            lazy = "" if torch.cuda.is_initialized() else ", applied when CUDA starts"
+            found.append(f"cuda x{n}{lazy}")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            found.append("mps")
+        xpu = getattr(torch, "xpu", None)
+        if xpu is not None and xpu.is_available():
+            found.append(f"xpu x{xpu.device_count()}")
+        return found
+
+    def capture(self) -> dict[str, Any]:
+        torch = self._require_loaded()
+        state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+        # Reading CUDA states would initialise CUDA; before that, the seeds are still queued and
+        # the CPU state alone determines them.
+        if torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        torch = self._require_loaded()
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state:
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
+        changes: list[Change | None] = []
+        if on and _CUBLAS not in os.environ:
+            if self.loaded() and self._require_loaded().cuda.is_initialized():
+                warnings.warn(
+                    f"{_CUBLAS} is read when cuBLAS starts, and CUDA is already initialised: "
+                    f"setting it now may come too late. Set {_CUBLAS}={options.cublas_workspace_config} "
+                    "before the first CUDA call, or launch with `seedlock run --deterministic`.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            changes.append(set_env(self.name, _CUBLAS, options.cublas_workspace_config))
+        if self.loaded():
+            changes.extend(self._switches(self._require_loaded(), on, options))
+        return [c for c in changes if c is not None]
+
+    def _switches(self, torch: Any, on: bool, options: DeterminismOptions) -> list[Change | None]:
+        b = torch.backends
+
+        def algorithms() -> tuple[bool, bool]:
+            return (
+                torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+            )
+
+        def set_algorithms(v: tuple[bool, bool]) -> None:
+            torch.use_deterministic_algorithms(v[0], warn_only=v[1])
+
+        def attr(obj: Any, attr_name: str, value: Any, label: str) -> Change | None:
+            return flip(
+                self.name,
+                label,
+                lambda: getattr(obj, attr_name),
+                lambda v: setattr(obj, attr_name, v),
+                value,
+            )
+
+        changes = [
+            flip(
+                self.name,
+                "use_deterministic_algorithms (mode, warn_only)",
+                algorithms,
+                set_algorithms,
+                (on, options.warn_only if on else False),
+            ),
+            attr(b.cudnn, "deterministic", on, "backends.cudnn.deterministic"),
+        ]
+        if hasattr(b, "mkldnn") and hasattr(b.mkldnn, "deterministic"):
+            changes.append(attr(b.mkldnn, "deterministic", on, "backends.mkldnn.deterministic"))
+        if not on:
+            # Turning determinism off leaves the numerics switches (benchmark, TF32) alone: they
+            # are performance choices the user makes, not part of "deterministic or not".
+            return changes
+        changes += [
+            attr(b.cudnn, "benchmark", False, "backends.cudnn.benchmark"),
+            attr(b.cuda.matmul, "allow_tf32", options.tf32, "backends.cuda.matmul.allow_tf32"),
+            attr(b.cudnn, "allow_tf32", options.tf32, "backends.cudnn.allow_tf32"),
+        ]
+        if options.fallback_random:
+            # Inductor draws random numbers with its own kernels unless told to call eager's.
+            import torch._inductor.config as inductor_config
+
+            changes.append(
+                attr(inductor_config, "fallback_random", True, "_inductor.config.fallback_random")
+            )
+        return changes

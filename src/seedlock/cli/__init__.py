@@ -1,0 +1,49 @@
+"""The ``seedlock`` command. One module per subcommand, each with ``add_parser`` and ``run``.
+
+Subcommand modules are imported only when chosen, so ``seedlock --version`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from seedlock._version import __version__
+
+__all__ = ["main"]
+
+# subcommand -> (module, one-line help)
+_COMMANDS = {
+    "demo": ("seedlock.cli.demo", "train a small model twice in two processes and compare bits"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seedlock",
+        description="Bit-for-bit reproducible PyTorch / NumPy / Python runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"seedlock {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in _COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``seedlock`` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not args or args[0] not in _COMMANDS:
+        ns = parser.parse_args(args)  # --version, --help, or an error for unknown commands
+        if ns.command is None:
+            parser.print_help()
+            return 2
+    name, rest = args[0], args[1:]
+    module = importlib.import_module(_COMMANDS[name][0])
+    sub = argparse.ArgumentParser(prog=f"seedlock {name}", description=_COMMANDS[name][1])
+    module.add_arguments(sub)
+    code: int = module.run(sub.parse_args(rest))
+    return code

@@ -1,0 +1,209 @@
+"""Root seed and key-based derivation (:func:`derive`): the stability contract of seedlock.
+
+Everything in seedlock that is not a *classic global* generator (named streams, DataLoader
+samples, workers, ranks, tests) gets its seed from :func:`derive`, a pure function of the root
+seed and a *key path*::
+
+    derive("augment")              # the "augment" stream
+    derive("data", epoch, index)   # one sample of one epoch
+    derive("augment", root=1234)   # the same stream under another root
+
+What is hashed
+--------------
+The message is ``b"seedlock/derive/v1"``, then the number of items, then every key in order
+and the root last, each item encoded as one type byte (``i`` int, ``s`` str, ``b`` bytes), an
+8-byte little-endian length and the payload: ints as minimal two's-complement little-endian
+bytes (so ``-1`` and ``255`` differ), str as UTF-8, bytes as they are. The digest is 32 bytes of
+BLAKE2b (``hashlib.blake2b(digest_size=32)``); the result is its first ``bits`` bits, read as a
+little-endian unsigned integer.
+
+Because every item carries its type and length, distinct key paths are distinct messages: there
+is no way for ``("ab",)`` to meet ``("a", "b")``, ``1`` to meet ``"1"`` or a 64-bit root to meet
+two 32-bit words (the ambiguity NumPy warns about when it advises putting the varying id before
+the root seed). Python's ``hash()`` is never used: it is salted per process.
+
+What is guaranteed
+------------------
+* **Stability.** ``derive(*keys, root=r, bits=n)`` returns the same value on every platform,
+  Python version and seedlock release. The golden vectors in ``tests/test_derive.py`` are the
+  specification; a change that moves one is a breaking change and needs a new ``v`` tag.
+* **Independence by name.** Adding, removing or reordering draws in one stream never shifts
+  another stream: streams are addressed by name, not by call order.
+* **Collisions.** Two different key paths get the same ``n``-bit value with probability
+  ``2**-n`` (BLAKE2b is a cryptographic hash). For 64-bit values that is about one pair in
+  ``10**19``; with ``bits=32`` (what torch's CPU generator and NumPy's legacy global actually keep)
+  a collision among a million streams is likely, which is why the generators with a wide state
+  (NumPy ``Generator``, ``random.Random``) are seeded with 128 bits.
+
+What is unsafe, and why we never do it
+--------------------------------------
+``seed + rank`` or ``seed + worker_id``: seed 1 on rank 0 is seed 0 on rank 1, so two "different"
+runs share streams. Truncating a 64-bit seed to 32 bits (what ``torch.manual_seed`` does on the
+CPU): seeds that differ only in the high bits collide. Here every width is *derived* from the
+digest, never cut from another seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from typing import Union
+
+__all__ = [
+    "ENV_VAR",
+    "Key",
+    "Seed",
+    "check_seed",
+    "derive",
+    "format_seed",
+    "fresh_seed",
+    "get_root",
+    "parse_seed",
+    "set_root",
+]
+
+#: What a seed or a key may be.
+Seed = Union[int, str, bytes]
+Key = Union[int, str, bytes]
+
+#: The environment variable through which child processes, DataLoader workers and distributed
+#: ranks find the root seed (set by :func:`seedlock.seed_everything` and ``seedlock run``).
+ENV_VAR = "SEEDLOCK_SEED"
+
+_TAG = b"seedlock/derive/v1"
+_MAX_BITS = 256
+_root: Seed | None = None
+
+
+def check_seed(seed: object, what: str = "seed") -> Seed:
+    """Return ``seed`` if it is a valid seed or key, else raise ``TypeError``.
+
+    Any ``int`` (negative and beyond 64 bits included), ``str`` and ``bytes`` are accepted.
+    ``bool`` is refused although it is an ``int`` subclass: ``seed_everything(True)`` is almost
+    always a mistake. ``float`` is refused because ``0.5`` and ``0.50000001`` would need a rule
+    nobody could guess.
+    """
+    if isinstance(seed, bool):
+        raise TypeError(
+            f"{what} must be an int, str or bytes, got bool {seed!r} "
+            f"(use {int(seed)} if you meant the number)"
+        )
+    if isinstance(seed, (int, str, bytes)):
+        return seed
+    if isinstance(seed, float):
+        hint = f"use {int(seed)} if you meant {int(seed)}" if seed.is_integer() else "round it"
+        raise TypeError(f"{what} must be an int, str or bytes, got float {seed!r} ({hint})")
+    if isinstance(seed, (bytearray, memoryview)):
+        return bytes(seed)
+    # NumPy / torch integer scalars are common (a seed read from an array): accept any object
+    # that is exactly an integer through __index__.
+    index = getattr(type(seed), "__index__", None)
+    if index is not None:
+        return int(index(seed))
+    raise TypeError(f"{what} must be an int, str or bytes, got {type(seed).__name__} {seed!r}")
+
+
+def _encode(item: Key) -> bytes:
+    if isinstance(item, int):
+        payload = item.to_bytes(item.bit_length() // 8 + 1, "little", signed=True)
+        tag = b"i"
+    elif isinstance(item, str):
+        payload, tag = item.encode("utf-8"), b"s"
+    else:
+        payload, tag = item, b"b"
+    return tag + len(payload).to_bytes(8, "little") + payload
+
+
+def derive(*keys: Key, root: Seed | None = None, bits: int = 64) -> int:
+    """Return the ``bits``-bit seed of the stream named by ``keys`` under ``root``.
+
+    ``root`` defaults to the root seed (see :func:`get_root`). The value is a pure function of
+    ``(keys, root, bits)``, stable across machines and releases (see the module docstring).
+
+    >>> derive("augment", root=0)
+    13451230188544239583
+    >>> derive("data", 3, 17, root=0, bits=32)
+    4179378542
+    """
+    if not 1 <= bits <= _MAX_BITS or isinstance(bits, bool):
+        raise ValueError(f"bits must be between 1 and {_MAX_BITS}, got {bits!r}")
+    items = [check_seed(k, "key") for k in keys]
+    items.append(check_seed(get_root() if root is None else root, "root"))
+    h = hashlib.blake2b(_TAG, digest_size=32)
+    h.update(len(items).to_bytes(8, "little"))
+    for item in items:
+        h.update(_encode(item))
+    return int.from_bytes(h.digest(), "little") & ((1 << bits) - 1)
+
+
+def fresh_seed() -> int:
+    """Draw a new root seed from the operating system's entropy.
+
+    32 bits, so that the seed, once printed, replays with any tool (``np.random.seed`` and
+    ``torch.manual_seed`` keep only 32 bits, and the classic scheme hands the root to them as is).
+    """
+    return secrets.randbits(32)
+
+
+def format_seed(seed: Seed) -> str:
+    """The text form of a seed, as stored in ``SEEDLOCK_SEED`` and printed for replay.
+
+    ints are decimal; str is ``str:<text>``; bytes is ``hex:<hex digits>``. :func:`parse_seed`
+    reads it back, so a str seed that looks like a number stays a str.
+    """
+    seed = check_seed(seed)
+    if isinstance(seed, int):
+        return str(seed)
+    if isinstance(seed, str):
+        return "str:" + seed
+    return "hex:" + seed.hex()
+
+
+def parse_seed(text: str) -> Seed:
+    """Read a seed written by :func:`format_seed` (or typed by a user: ``42``, ``0x2a``)."""
+    text = text.strip()
+    if text.startswith("str:"):
+        return text[4:]
+    if text.startswith("hex:"):
+        try:
+            return bytes.fromhex(text[4:])
+        except ValueError:
+            raise ValueError(f"invalid hex seed {text!r}: expected hex:<hex digits>") from None
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(
+            f"invalid seed {text!r}: expected an integer (42, -7, 0x2a), "
+            "str:<text> or hex:<hex digits>"
+        ) from None
+
+
+def set_root(seed: Seed) -> None:
+    """Make ``seed`` the root of every derived stream in this process and its children.
+
+    Also exported as ``SEEDLOCK_SEED`` so that DataLoader workers, ``torchrun`` ranks and
+    subprocesses started afterwards find it. :func:`seedlock.seed_everything` calls this.
+    """
+    global _root
+    _root = check_seed(seed)
+    os.environ[ENV_VAR] = format_seed(_root)
+
+
+def get_root() -> Seed:
+    """The root seed: the last :func:`set_root` in this process, else ``SEEDLOCK_SEED``.
+
+    Raises ``LookupError`` when neither exists, rather than inventing a seed that nobody recorded.
+    """
+    if _root is not None:
+        return _root
+    text = os.environ.get(ENV_VAR)
+    if text:
+        try:
+            return parse_seed(text)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_VAR}={text!r} is not a seed: {exc}") from None
+    raise LookupError(
+        "no root seed: call seedlock.seed_everything(seed) first, pass root=..., "
+        f"or set {ENV_VAR} (seedlock run does)"
+    )

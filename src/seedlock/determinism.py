@@ -1,0 +1,183 @@
+"""The determinism profile: every switch that trades speed for identical results, reversibly.
+
+``seedlock.deterministic()`` asks each backend to flip its switches (torch: deterministic
+algorithms, cuDNN deterministic / no benchmark, oneDNN deterministic, TF32 off,
+``CUBLAS_WORKSPACE_CONFIG``, optionally Inductor's ``fallback_random``; TensorFlow: op
+determinism; JAX: ``--xla_gpu_deterministic_ops``) and records each change, so that leaving the
+``with`` block, or calling :meth:`DeterminismProfile.restore`, puts back exactly what was there.
+
+For a library not imported yet, the switches that live in the environment are set now (that is
+the only time they work: cuBLAS and XLA read them once, at start-up) and the others when the
+library is imported.
+
+What no in-process switch can do: fix ``PYTHONHASHSEED`` (see :func:`seedlock.ensure_hash_seed`)
+or make CPU float reductions independent of the thread count (pin ``torch.set_num_threads``).
+:func:`explain` looks an op up in seedlock's table of known nondeterministic ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from seedlock.optable import Explanation, explain
+
+from seedlock import _hooks
+from seedlock import backends as _backends
+from seedlock.backends.base import Backend, Change, DeterminismOptions
+
+__all__ = ["DeterminismProfile", "active_profiles", "deterministic", "explain", "Explanation"]
+
+_active: list[DeterminismProfile] = []
+
+
+class DeterminismProfile:
+    """The switches one :func:`deterministic` call flipped; a context manager that undoes them."""
+
+    def __init__(self, enable: bool, options: DeterminismOptions, backends: list[Backend]) -> None:
+        self.enable = enable
+        self.options = options
+        self.changes: list[Change] = []
+        self._backends = backends
+        self._suspended: list[DeterminismProfile] = []
+        self._key = f"seedlock.deterministic.{id(self)}"
+        self.active = False
+
+    # -- applying -------------------------------------------------------------------------
+    def _apply(self, backend: Backend) -> None:
+        self.changes += backend.deterministic(self.enable, self.options)
+
+    def _arm(self, *, apply_now: bool = True) -> None:
+        """Apply to every available backend now; to the unimported ones again on import."""
+        for backend in self._backends:
+            if not backend.available():
+                continue
+            if apply_now:
+                self._apply(backend)
+            if not backend.loaded():
+                _hooks.on_import(backend.module, self._key, lambda b=backend: self._apply(b))
+
+    def _disarm(self) -> None:
+        for backend in self._backends:
+            _hooks.cancel(backend.module, self._key)
+
+    def _suspend_active(self) -> None:
+        """For ``enable=False``: undo every active profile, recording the undo as our changes."""
+        while _active:
+            profile = _active.pop()
+            profile._disarm()
+            profile.active = False
+            for c in reversed(profile.changes):
+                c.undo()
+                self.changes.append(Change(c.backend, c.name, c.new, c.old, c.setter))
+            self._suspended.append(profile)
+
+    # -- undoing --------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Put back every switch and environment variable this profile changed (idempotent)."""
+        if not self.active:
+            return
+        self._disarm()
+        for change in reversed(self.changes):
+            change.undo()
+        self.changes.clear()
+        self.active = False
+        if self in _active:
+            _active.remove(self)
+        for profile in reversed(self._suspended):
+            # Leaving `with deterministic(False)` re-enables what it had switched off; those
+            # profiles' changes were re-applied by the undo loop above.
+            profile.active = True
+            profile._arm(apply_now=False)
+            _active.append(profile)
+        self._suspended.clear()
+
+    def __enter__(self) -> DeterminismProfile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.restore()
+
+    def __str__(self) -> str:
+        head = f"determinism profile ({'on' if self.enable else 'off'})"
+        if not self.changes:
+            return head + ": nothing to change"
+        return head + ":\n" + "\n".join(f"  {c}" for c in self.changes)
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "restored"
+        return f"<DeterminismProfile enable={self.enable} {state}, {len(self.changes)} changes>"
+
+
+def deterministic(
+    enable: bool = True,
+    *,
+    warn_only: bool = False,
+    tf32: bool = False,
+    fallback_random: bool = False,
+    cublas_workspace_config: str = ":4096:8",
+    backends: Iterable[str] | None = None,
+) -> DeterminismProfile:
+    """Switch the determinism profile on (or off), as a call or as a context manager.
+
+    ``enable=True``: deterministic algorithms everywhere (``warn_only=True`` turns torch's errors
+    for ops without a deterministic kernel into warnings), cuDNN deterministic and not
+    benchmarking, TF32 off unless ``tf32=True``, ``CUBLAS_WORKSPACE_CONFIG`` set when missing,
+    Inductor's ``fallback_random`` when asked, TensorFlow op determinism, JAX's
+    deterministic-ops flag (before JAX starts).
+
+    ``enable=False``: undo every seedlock profile still active and switch off determinism that
+    was switched on by other means; leaving a ``with deterministic(False)`` block switches it all
+    back on.
+
+    Every change is recorded; the returned profile's :meth:`~DeterminismProfile.restore` (or the
+    end of the ``with`` block) undoes exactly those changes.
+
+    >>> import seedlock, torch
+    >>> with seedlock.deterministic():
+    ...     torch.are_deterministic_algorithms_enabled()
+    True
+    >>> torch.are_deterministic_algorithms_enabled()
+    False
+    """
+    if cublas_workspace_config not in (":4096:8", ":16:8"):
+        raise ValueError(
+            "cublas_workspace_config must be ':4096:8' or ':16:8' (the two values cuBLAS "
+            f"documents for reproducibility), got {cublas_workspace_config!r}"
+        )
+    options = DeterminismOptions(
+        warn_only=warn_only,
+        tf32=tf32,
+        fallback_random=fallback_random,
+        cublas_workspace_config=cublas_workspace_config,
+    )
+    profile = DeterminismProfile(enable, options, _backends.select(backends))
+    if not enable:
+        profile._suspend_active()
+    profile._arm()
+    profile.active = True
+    if enable:
+        # Only "on" profiles are undone by a later deterministic(False).
+        _active.append(profile)
+    return profile
+
+
+def active_profiles() -> list[DeterminismProfile]:
+    """Profiles switched on and not yet restored, oldest first."""
+    return list(_active)
+
+
+def __getattr__(name: str) -> Any:
+    # The op table is data read on first use; `seedlock.determinism.explain` is its front door.
+    if name in ("explain", "Explanation"):
+        from seedlock import optable
+
+        return getattr(optable, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

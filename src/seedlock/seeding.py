@@ -1,0 +1,263 @@
+"""``seed_everything``: one call that seeds every installed RNG family, and says what it did.
+
+Two schemes decide the value each *global* generator gets:
+
+``classic`` (default)
+    Exactly what the hand-written recipe does (``random.seed(s)``, ``np.random.seed(s)``,
+    ``torch.manual_seed(s)``, ...): every global gets the root ``s`` itself, so migrating to
+    seedlock changes no number. Classic seeds must lie in ``[0, 2**32)``, the range NumPy's legacy
+    generator accepts and torch's CPU generator keeps; any other root (negative, wider, str,
+    bytes) is first mapped to one such value, ``derive("classic", root=s, bits=32)``, that every
+    global then shares.
+
+``independent``
+    Each global gets its own ``derive("global", <backend>, root=s)`` in its own width. The classic
+    recipe seeds NumPy's legacy generator and torch's CPU generator with the same integer, and
+    both are MT19937 with the same seeding routine, so ``np.random.rand()`` and ``torch.rand()``
+    produce correlated streams. Use ``independent`` when that matters more than matching the
+    numbers of an existing script.
+
+Libraries that are installed but not imported yet are not imported: they are seeded by a
+post-import hook the moment the program imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from seedlock import _hooks
+from seedlock import backends as _backends
+from seedlock.backends.base import Backend
+from seedlock.derivation import Seed, check_seed, derive, format_seed, fresh_seed, set_root
+
+__all__ = [
+    "HashSeed",
+    "SeedEntry",
+    "SeedReport",
+    "ensure_hash_seed",
+    "global_seed",
+    "hash_seed",
+    "seed_everything",
+]
+
+Scheme = Literal["classic", "independent"]
+_SCHEMES = ("classic", "independent")
+_CLASSIC_LIMIT = 2**32
+_HOOK_KEY = "seedlock.seed_everything"
+_REEXEC_MARK = "SEEDLOCK_HASH_SEED_REEXEC"
+
+log = logging.getLogger("seedlock")
+
+
+@dataclass(frozen=True)
+class SeedEntry:
+    """One backend's line in a :class:`SeedReport`."""
+
+    backend: str
+    #: ``seeded`` | ``on import`` (installed, seeded when imported) | ``not installed`` | ``skipped``
+    status: str
+    value: int | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class HashSeed:
+    """Whether ``str`` / ``bytes`` hashing (set and dict-of-str order) is fixed in this process."""
+
+    fixed: bool
+    value: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """What :func:`seed_everything` did: printable as a table, convertible to a dict."""
+
+    root: Seed
+    scheme: str
+    fresh: bool
+    entries: tuple[SeedEntry, ...]
+    hash_seed: HashSeed
+    determinism: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, backend: str) -> SeedEntry:
+        for entry in self.entries:
+            if entry.backend == backend:
+                return entry
+        raise KeyError(backend)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["root"] = format_seed(self.root)
+        d["entries"] = [asdict(e) for e in self.entries]
+        d["determinism"] = list(self.determinism)
+        return d
+
+    def __str__(self) -> str:
+        origin = " (fresh entropy: pass it back to replay)" if self.fresh else ""
+        lines = [f"seedlock: root seed {format_seed(self.root)}{origin}, scheme {self.scheme}"]
+        rows = [("backend", "status", "value", "what")]
+        rows += [
+            (e.backend, e.status, "-" if e.value is None else str(e.value), e.detail)
+            for e in self.entries
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for r in rows:
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+        hs = self.hash_seed
+        lines.append(f"  hash seed: {'fixed ' + str(hs.value) if hs.fixed else 'NOT fixed'}"
+                     f" ({hs.detail})")
+        if self.determinism:
+            lines.append("  determinism profile:")
+            lines += [f"    {c}" for c in self.determinism]
+        return "\n".join(lines)
+
+
+def global_seed(backend: Backend, root: Seed, scheme: Scheme = "classic") -> int:
+    """The value ``seed_everything(root, scheme=scheme)`` gives ``backend``'s global generator."""
+    if scheme == "classic":
+        if isinstance(root, int) and 0 <= root < _CLASSIC_LIMIT:
+            return root
+        return derive("classic", root=root, bits=32)
+    return derive("global", backend.name, root=root, bits=backend.seed_bits)
+
+
+def seed_everything(
+    seed: Seed | None = None,
+    *,
+    deterministic: bool = False,
+    scheme: Scheme = "classic",
+    backends: Iterable[str] | None = None,
+) -> SeedReport:
+    """Seed every installed RNG family from one root seed, and report what was seeded.
+
+    ``seed`` is any int (negative or wider than 64 bits included), str or bytes; ``None`` draws a
+    fresh 32-bit seed from OS entropy, which the report shows so the run can be replayed. The
+    root is also exported as ``SEEDLOCK_SEED`` for child processes, DataLoader workers and ranks,
+    and becomes the default root of :func:`seedlock.derive` and the named streams.
+
+    ``deterministic=True`` also switches on the determinism profile
+    (:func:`seedlock.deterministic`). ``backends`` limits the call to the named backends.
+
+    >>> import seedlock, random
+    >>> report = seedlock.seed_everything(0)
+    >>> random.random()  # the same number as after random.seed(0)
+    0.8444218515250481
+    """
+    if scheme not in _SCHEMES:
+        raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
+    fresh = seed is None
+    root = fresh_seed() if seed is None else check_seed(seed)
+    set_root(root)
+    if fresh:
+        log.warning("seedlock: no seed given, drew %s from OS entropy", format_seed(root))
+
+    entries = []
+    chosen = {b.name for b in _backends.select(backends)}
+    for backend in _backends.all_backends():
+        if backend.name not in chosen:
+            entries.append(SeedEntry(backend.name, "skipped", None, "not in backends="))
+            continue
+        entries.append(_seed_one(backend, global_seed(backend, root, scheme)))
+
+    changes: tuple[str, ...] = ()
+    if deterministic:
+        from seedlock.determinism import deterministic as profile
+
+        changes = tuple(str(c) for c in profile(backends=sorted(chosen)).changes)
+    report = SeedReport(root, scheme, fresh, tuple(entries), hash_seed(), changes)
+    log.info("%s", report)
+    return report
+
+
+def _seed_one(backend: Backend, value: int) -> SeedEntry:
+    if not backend.available():
+        _hooks.cancel(backend.module, _HOOK_KEY)
+        return SeedEntry(backend.name, "not installed", None, "")
+    if backend.loaded():
+        _hooks.cancel(backend.module, _HOOK_KEY)
+        return SeedEntry(backend.name, "seeded", value, backend.seed(value))
+
+    def seed_on_import() -> None:
+        backend.seed(value)
+        log.info("seedlock: seeded %s with %d on import", backend.name, value)
+
+    _hooks.on_import(backend.module, _HOOK_KEY, seed_on_import)
+    return SeedEntry(backend.name, "on import", value, f"seeded when {backend.module} is imported")
+
+
+def _startup_environ() -> dict[str, str]:
+    """The environment this interpreter started with. On Linux /proc keeps it even after the
+    program edits os.environ (the classic in-process PYTHONHASHSEED no-op)."""
+    try:
+        with open(f"/proc/{os.getpid()}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return dict(os.environ)
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def hash_seed() -> HashSeed:
+    """Is this interpreter's ``str``/``bytes`` hash seed fixed, and to what?
+
+    The hash seed is read once, at start-up: only ``PYTHONHASHSEED`` in the environment the
+    interpreter *started* with counts; setting ``os.environ["PYTHONHASHSEED"]`` later is a no-op.
+    """
+    if sys.flags.hash_randomization == 0:
+        return HashSeed(True, "0", "hash randomisation disabled (PYTHONHASHSEED=0)")
+    if sys.flags.ignore_environment:
+        return HashSeed(False, None, "python -E/-I ignores PYTHONHASHSEED")
+    value = _startup_environ().get("PYTHONHASHSEED", "random")
+    if value.isdigit():
+        return HashSeed(True, value, "PYTHONHASHSEED set at start-up")
+    return HashSeed(
+        False,
+        None,
+        "set and str-keyed dict order vary per process: use seedlock.ensure_hash_seed() "
+        "or launch with `seedlock run`",
+    )
+
+
+def ensure_hash_seed(seed: Seed | None = None) -> None:
+    """Make sure ``str`` hashing is fixed; if not, re-execute this program with it fixed.
+
+    The value is ``seed`` (default: the root seed) when it is an int in ``[0, 2**32)``, else
+    ``derive("PYTHONHASHSEED", root=seed, bits=32)``. When the running interpreter already started
+    with that ``PYTHONHASHSEED`` this returns at once; otherwise the process is replaced
+    (``os.execv``) by the same command line with the variable set, so call it first thing in a
+    script. It cannot work in an interactive session, where it raises ``RuntimeError``.
+    """
+    from seedlock.derivation import get_root
+
+    root = get_root() if seed is None else check_seed(seed)
+    if isinstance(root, int) and 0 <= root < _CLASSIC_LIMIT:
+        value = str(root)
+    else:
+        value = str(derive("PYTHONHASHSEED", root=root, bits=32))
+    current = hash_seed()
+    if current.fixed and current.value == value:
+        os.environ.pop(_REEXEC_MARK, None)
+        return
+    if os.environ.get(_REEXEC_MARK) == value:
+        raise RuntimeError(
+            f"re-executed with PYTHONHASHSEED={value} but the hash seed is still not fixed "
+            f"({current.detail}); is the interpreter started with -E or -I?"
+        )
+    argv = list(getattr(sys, "orig_argv", []))
+    interactive = hasattr(sys, "ps1") or sys.flags.interactive or not sys.argv or not sys.argv[0]
+    if interactive or not argv:
+        raise RuntimeError(
+            "ensure_hash_seed() must re-execute the program, which is impossible in an "
+            f"interactive session; start Python with PYTHONHASHSEED={value} instead"
+        )
+    os.environ["PYTHONHASHSEED"] = value
+    os.environ[_REEXEC_MARK] = value
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *argv[1:]])

@@ -1,0 +1,44 @@
+"""Importing seedlock is cheap: it imports no framework until the user does."""
+
+from __future__ import annotations
+
+from conftest import run_python
+
+
+def test_import_seedlock_imports_no_framework():
+    run_python(
+        """
+        import seedlock, sys
+        loaded = {'torch', 'numpy', 'jax', 'tensorflow', 'cupy'} & set(sys.modules)
+        assert not loaded, loaded
+        """
+    )
+
+
+def test_seed_everything_imports_no_framework():
+    run_python(
+        """
+        import seedlock, sys
+        seedlock.seed_everything(0, deterministic=True)
+        loaded = {'torch', 'numpy', 'jax', 'tensorflow', 'cupy'} & set(sys.modules)
+        assert not loaded, loaded
+        """
+    )
+
+
+def test_public_names_resolve_lazily():
+    import seedlock
+
+    for name in seedlock.__all__:
+        assert getattr(seedlock, name) is not None
+    assert callable(seedlock.derive)
+    assert "seed_everything" in dir(seedlock)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    import pytest
+
+    import seedlock
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = seedlock.nope
