@@ -11,8 +11,7 @@ import pytest
 @pytest.fixture(autouse=True)
 def _isolate_seedlock_state():
     """Each test starts with no root seed, no active profile and the environment it found."""
-    import seedlock.derivation as derivation
-    from seedlock import _hooks
+    from seedlock import _hooks, derivation
     from seedlock.determinism import active_profiles
 
     env = dict(os.environ)

@@ -163,7 +163,7 @@ def test_missing_root_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(d, "_root", None)
     monkeypatch.delenv(ENV_VAR, raising=False)
-    with pytest.raises(LookupError, match="call seedlock.seed_everything"):
+    with pytest.raises(LookupError, match=r"call seedlock\.seed_everything"):
         derive("x")
 
 

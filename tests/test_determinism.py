@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 import torch
-from conftest import run_python
 
 import seedlock
+from conftest import run_python
 from seedlock.determinism import active_profiles
 
 B = torch.backends
@@ -60,7 +60,9 @@ def _torch_defaults():
     B.mkldnn.deterministic = saved[6]
 
 
-@pytest.mark.parametrize(("label", "read", "prepare", "inside"), SWITCHES, ids=[s[0] for s in SWITCHES])
+@pytest.mark.parametrize(
+    ("label", "read", "prepare", "inside"), SWITCHES, ids=[s[0] for s in SWITCHES]
+)
 def test_context_sets_each_switch_and_restores_it(label, read, prepare, inside):
     prepare()
     before = read()
@@ -70,7 +72,9 @@ def test_context_sets_each_switch_and_restores_it(label, read, prepare, inside):
     assert read() == before
 
 
-@pytest.mark.parametrize(("label", "read", "prepare", "inside"), SWITCHES, ids=[s[0] for s in SWITCHES])
+@pytest.mark.parametrize(
+    ("label", "read", "prepare", "inside"), SWITCHES, ids=[s[0] for s in SWITCHES]
+)
 def test_context_restores_each_switch_when_the_body_raises(label, read, prepare, inside):
     prepare()
     before = read()

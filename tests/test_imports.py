@@ -42,3 +42,9 @@ def test_unknown_attribute_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = seedlock.nope
+
+
+def test_all_lists_exactly_the_lazy_exports():
+    import seedlock
+
+    assert set(seedlock.__all__) == {"__version__", *seedlock._EXPORTS}

@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import run_python
 
 import seedlock
+from conftest import run_python
 from seedlock.derivation import ENV_VAR, derive
 
 CLASSIC_NUMPY_0 = "[0.5488135  0.71518937 0.60276338]"
@@ -281,3 +281,9 @@ def test_seed_everything_with_deterministic_switches_the_profile_on():
     report = seedlock.seed_everything(0, deterministic=True)
     assert torch.are_deterministic_algorithms_enabled()
     assert any("use_deterministic_algorithms" in c for c in report.determinism)
+
+
+def test_jax_is_reported_as_having_no_global_generator():
+    pytest.importorskip("jax")
+    entry = seedlock.seed_everything(0)["jax"]
+    assert (entry.status, entry.value) == ("no global RNG", None)

@@ -37,7 +37,21 @@ _EXPORTS = {
     "DeterminismProfile": "seedlock.determinism",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "DeterminismProfile",
+    "SeedReport",
+    "__version__",
+    "derive",
+    "deterministic",
+    "ensure_hash_seed",
+    "get_root",
+    "hash_seed",
+    "jax_key",
+    "numpy_rng",
+    "random_rng",
+    "seed_everything",
+    "torch_generator",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -48,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from typing import Union
 
 __all__ = [
     "ENV_VAR",
@@ -64,8 +63,8 @@ __all__ = [
 ]
 
 #: What a seed or a key may be.
-Seed = Union[int, str, bytes]
-Key = Union[int, str, bytes]
+Seed = int | str | bytes
+Key = int | str | bytes
 
 #: The environment variable through which child processes, DataLoader workers and distributed
 #: ranks find the root seed (set by :func:`seedlock.seed_everything` and ``seedlock run``).

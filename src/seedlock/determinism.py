@@ -18,6 +18,7 @@ or make CPU float reductions independent of the thread count (pin ``torch.set_nu
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from seedlock import _hooks
 from seedlock import backends as _backends
 from seedlock.backends.base import Backend, Change, DeterminismOptions
 
-__all__ = ["DeterminismProfile", "active_profiles", "deterministic", "explain", "Explanation"]
+__all__ = ["DeterminismProfile", "Explanation", "active_profiles", "deterministic", "explain"]
 
 _active: list[DeterminismProfile] = []
 
@@ -57,7 +58,7 @@ class DeterminismProfile:
             if apply_now:
                 self._apply(backend)
             if not backend.loaded():
-                _hooks.on_import(backend.module, self._key, lambda b=backend: self._apply(b))
+                _hooks.on_import(backend.module, self._key, partial(self._apply, backend))
 
     def _disarm(self) -> None:
         for backend in self._backends:

@@ -59,7 +59,8 @@ class SeedEntry:
     """One backend's line in a :class:`SeedReport`."""
 
     backend: str
-    #: ``seeded`` | ``on import`` (installed, seeded when imported) | ``not installed`` | ``skipped``
+    #: ``seeded`` | ``on import`` (installed, seeded when imported) | ``not installed`` |
+    #: ``skipped`` (not in ``backends=``) | ``no global RNG`` (JAX: use the key factory)
     status: str
     value: int | None
     detail: str
@@ -108,10 +109,12 @@ class SeedReport:
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for r in rows:
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+            cells = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False))
+            lines.append(f"  {cells}  {r[3]}".rstrip())
         hs = self.hash_seed
-        lines.append(f"  hash seed: {'fixed ' + str(hs.value) if hs.fixed else 'NOT fixed'}"
-                     f" ({hs.detail})")
+        lines.append(
+            f"  hash seed: {'fixed ' + str(hs.value) if hs.fixed else 'NOT fixed'} ({hs.detail})"
+        )
         if self.determinism:
             lines.append("  determinism profile:")
             lines += [f"    {c}" for c in self.determinism]
@@ -163,7 +166,7 @@ def seed_everything(
         if backend.name not in chosen:
             entries.append(SeedEntry(backend.name, "skipped", None, "not in backends="))
             continue
-        entries.append(_seed_one(backend, global_seed(backend, root, scheme)))
+        entries.append(_seed_one(backend, root, scheme))
 
     changes: tuple[str, ...] = ()
     if deterministic:
@@ -175,12 +178,14 @@ def seed_everything(
     return report
 
 
-def _seed_one(backend: Backend, value: int) -> SeedEntry:
+def _seed_one(backend: Backend, root: Seed, scheme: Scheme) -> SeedEntry:
+    _hooks.cancel(backend.module, _HOOK_KEY)
     if not backend.available():
-        _hooks.cancel(backend.module, _HOOK_KEY)
         return SeedEntry(backend.name, "not installed", None, "")
+    if backend.seed_bits == 0:
+        return SeedEntry(backend.name, "no global RNG", None, "keys come from seedlock.jax_key")
+    value = global_seed(backend, root, scheme)
     if backend.loaded():
-        _hooks.cancel(backend.module, _HOOK_KEY)
         return SeedEntry(backend.name, "seeded", value, backend.seed(value))
 
     def seed_on_import() -> None:

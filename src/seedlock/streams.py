@@ -51,9 +51,7 @@ def random_rng(name: Key, *keys: Key, root: Seed | None = None) -> random.Random
     return random.Random(derive(name, *keys, root=root, bits=128))
 
 
-def torch_generator(
-    name: Key, *keys: Key, device: Any = "cpu", root: Seed | None = None
-) -> Any:
+def torch_generator(name: Key, *keys: Key, device: Any = "cpu", root: Seed | None = None) -> Any:
     """A ``torch.Generator`` on ``device`` for the stream ``(name, *keys)``.
 
     Creating a generator on an accelerator initialises that device, as torch always does.
@@ -86,9 +84,9 @@ def jax_key(name: Key, *keys: Key, root: Seed | None = None) -> Any:
     ``uint32`` form that old ``PRNGKey`` code expects.
     """
     import jax
-    import numpy as np
+    import jax.numpy as jnp
 
     words = _jax_key_words()
     value = derive(name, *keys, root=root, bits=32 * words)
-    data = np.array([(value >> (32 * i)) & 0xFFFFFFFF for i in range(words)], dtype=np.uint32)
+    data = jnp.array([(value >> (32 * i)) & 0xFFFFFFFF for i in range(words)], dtype=jnp.uint32)
     return jax.random.wrap_key_data(data)

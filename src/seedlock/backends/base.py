@@ -10,7 +10,8 @@ Rules every backend keeps:
   costs seconds and may initialise a GPU. Libraries that are installed but not yet imported are
   seeded by the post-import hook (:mod:`seedlock._hooks`) when the user imports them.
 * ``seed(value)`` receives a value already in ``[0, 2**seed_bits)``: the width the library's
-  global generator really keeps. Nothing is truncated behind the user's back.
+  global generator really keeps. Nothing is truncated behind the user's back. A library with no
+  global generator says ``seed_bits = 0`` and is never seeded.
 * ``capture()`` returns plain data (ints, str, bytes, lists, dicts, tensors / arrays), never
   an object that needs pickle; ``restore(capture())`` is exact.
 * ``deterministic(on, options)`` flips only what can be flipped *now* without importing the
@@ -57,11 +58,10 @@ class Change:
         return f"{self.backend}: {self.name} {self.old!r} -> {self.new!r}"
 
 
-
 def flip(
     backend: str, name: str, getter: Callable[[], Any], setter: Callable[[Any], None], value: Any
 ) -> Change | None:
-    """Set a switch to ``value`` through ``setter``; an undoable change, or ``None`` if already so."""
+    """Set a switch to ``value``; return the undoable change, or ``None`` if it already was."""
     old = getter()
     if old == value:
         return None
@@ -86,12 +86,21 @@ class Backend(Protocol):
     """One RNG family. Third parties register theirs under the entry-point group
     ``seedlock.backends``; the entry point names a class or a zero-argument factory."""
 
-    #: Short name used in reports and state files ("torch").
-    name: str
-    #: Top-level module whose import makes the backend loaded ("torch").
-    module: str
-    #: Width of the seed the library's global generator actually keeps.
-    seed_bits: int
+    @property
+    def name(self) -> str:
+        """Short name used in reports and state files ("torch")."""
+        ...
+
+    @property
+    def module(self) -> str:
+        """Top-level module whose import makes the backend loaded ("torch")."""
+        ...
+
+    @property
+    def seed_bits(self) -> int:
+        """Width of the seed the library's global generator actually keeps; 0 when the library
+        has no global generator (JAX), so there is nothing to seed."""
+        ...
 
     def available(self) -> bool:
         """Is the library installed? Must not import it."""

@@ -24,10 +24,10 @@ def _jax_initialised() -> bool:
 class JaxBackend(BaseBackend):
     name: ClassVar[str] = "jax"
     module: ClassVar[str] = "jax"
-    seed_bits: ClassVar[int] = 64
+    seed_bits: ClassVar[int] = 0
 
     def seed(self, value: int) -> str:
-        return "no global generator: keys come from seedlock.jax_key(name)"
+        raise TypeError("JAX has no global generator to seed: use seedlock.jax_key(name)")
 
     def capture(self) -> dict[str, Any]:
         return {}

@@ -68,8 +68,9 @@ class TorchBackend(BaseBackend):
             if self.loaded() and self._require_loaded().cuda.is_initialized():
                 warnings.warn(
                     f"{_CUBLAS} is read when cuBLAS starts, and CUDA is already initialised: "
-                    f"setting it now may come too late. Set {_CUBLAS}={options.cublas_workspace_config} "
-                    "before the first CUDA call, or launch with `seedlock run --deterministic`.",
+                    f"setting it now may come too late. Set "
+                    f"{_CUBLAS}={options.cublas_workspace_config} before the first CUDA call, "
+                    "or launch with `seedlock run --deterministic`.",
                     RuntimeWarning,
                     stacklevel=4,
                 )
