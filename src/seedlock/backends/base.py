@@ -136,14 +136,15 @@ class BaseBackend:
 
     def available(self) -> bool:
         if self.module in sys.modules:
-            return True
+            # sys.modules[name] = None is Python's way to block an import.
+            return sys.modules[self.module] is not None
         try:
             return importlib.util.find_spec(self.module) is not None
         except (ImportError, ValueError):
             return False
 
     def loaded(self) -> bool:
-        return self.module in sys.modules
+        return sys.modules.get(self.module) is not None
 
     def _require_loaded(self) -> Any:
         """The library's module; only called once :meth:`loaded` is true."""

@@ -1,0 +1,142 @@
+"""``seedlock demo``: real CLI runs, each training the model in two real child processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import seedlock
+from seedlock.cli.demo import INSTALL_HINT
+
+pytestmark = pytest.mark.slow
+
+IDENTICAL = "bit-identical: yes (every epoch's loss and every parameter bit match)"
+HASH_LINE = re.compile(r"^  run ([12])  ([0-9a-f]{64})$", re.MULTILINE)
+LOSS_ROW = re.compile(r"^ +(\d+)  .*  (identical|DIFFER)$", re.MULTILINE)
+
+
+def demo(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m seedlock.cli demo ARGS`` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "seedlock.cli", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def printed_hashes(stdout: str) -> dict[str, str]:
+    return dict(HASH_LINE.findall(stdout))
+
+
+@pytest.fixture(scope="module")
+def table_run() -> subprocess.CompletedProcess[str]:
+    return demo("--epochs", "2")
+
+
+@pytest.fixture(scope="module")
+def json_run() -> subprocess.CompletedProcess[str]:
+    return demo("--epochs", "2", "--json")
+
+
+@pytest.fixture(scope="module")
+def json_output(json_run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert json_run.returncode == 0, json_run.stderr
+    result: dict[str, Any] = json.loads(json_run.stdout)
+    return result
+
+
+def test_demo_exits_0_and_its_last_line_says_bit_identical(table_run):
+    assert table_run.returncode == 0, table_run.stderr
+    assert table_run.stdout.splitlines()[-1] == IDENTICAL
+
+
+def test_demo_prints_the_same_parameter_hash_for_both_runs(table_run):
+    hashes = printed_hashes(table_run.stdout)
+    assert sorted(hashes) == ["1", "2"]
+    assert hashes["1"] == hashes["2"]
+
+
+def test_demo_marks_every_epoch_of_the_loss_table_identical(table_run):
+    assert LOSS_ROW.findall(table_run.stdout) == [("1", "identical"), ("2", "identical")]
+
+
+def test_demo_reports_progress_of_both_runs_on_stderr(table_run):
+    lines = table_run.stderr.splitlines()
+    assert lines[0] == "training 2 runs at once, each in a new Python process ..."
+    assert sorted(line.split(" done in ")[0] for line in lines[1:]) == [
+        "run 1/2 (seed 0)",
+        "run 2/2 (seed 0)",
+    ]
+
+
+def test_json_output_has_the_same_loss_bits_for_both_runs_epoch_by_epoch(json_output):
+    first, second = json_output["runs"]
+    assert len(first["loss_hex"]) == 2
+    assert [float.fromhex(h).hex() for h in first["loss_hex"]] == first["loss_hex"]
+    assert first["loss_hex"] == second["loss_hex"]
+
+
+def test_json_output_says_identical_with_no_differing_epoch(json_output):
+    assert json_output["identical"] is True
+    assert json_output["first_differing_epoch"] is None
+    assert json_output["params_identical"] is True
+    assert json_output["seeds"] == [0, 0]
+
+
+def test_each_run_trains_on_one_thread_under_the_determinism_profile(json_output):
+    for run in json_output["runs"]:
+        assert run["threads"] == 1
+        assert run["seed_report"]["root"] == "0"
+        assert any("use_deterministic_algorithms" in c for c in run["seed_report"]["determinism"])
+
+
+def test_separate_demo_invocations_give_the_same_parameter_hash(table_run, json_output):
+    assert table_run.returncode == 0, table_run.stderr
+    assert json_output["runs"][0]["params_sha256"] == printed_hashes(table_run.stdout)["1"]
+
+
+def test_a_different_second_seed_exits_1_and_says_not_bit_identical():
+    proc = demo("--epochs", "2", "--seed2", "1")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.splitlines()[-1] == (
+        "NOT bit-identical: the loss differs from epoch 1 on, and the parameter hashes differ"
+    )
+    hashes = printed_hashes(proc.stdout)
+    assert hashes["1"] != hashes["2"]
+
+
+def test_without_torch_the_demo_exits_2_and_says_how_to_install_it():
+    # -S leaves site-packages (and with it torch) out; PYTHONPATH still finds seedlock itself.
+    src = Path(seedlock.__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-S", "-m", "seedlock.cli", "demo"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(src)},
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == f"Install what the demo needs with: {INSTALL_HINT}"
+
+
+def test_a_run_falls_back_to_synthetic_data_without_scikit_learn(tmp_path):
+    out = tmp_path / "run.json"
+    # The private child mode, in an interpreter where importing sklearn fails.
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "from seedlock.cli import main\n"
+        f"sys.exit(main(['demo', '--child', {str(out)!r}, '--epochs', '1']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["data"].startswith("synthetic (scikit-learn is not installed): ")
+    assert len(result["loss_hex"]) == 1
