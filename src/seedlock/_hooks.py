@@ -10,14 +10,15 @@ Once every pending callback has run, the finder removes itself.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
 
 __all__ = ["cancel", "on_import", "pending"]
 
@@ -76,17 +77,19 @@ def _fire(module: str) -> None:
             )
 
 
-class _Loader(importlib.abc.Loader):
+# Plain classes rather than importlib.abc subclasses: importlib.abc pulls in importlib.resources
+# and tempfile (~9 ms), and the import system only needs the methods.
+class _Loader:
     """Wraps the real loader; after ``exec_module`` it puts the real loader back and fires."""
 
-    def __init__(self, loader: Any, spec: importlib.machinery.ModuleSpec) -> None:
+    def __init__(self, loader: Any, spec: ModuleSpec) -> None:
         self._loader = loader
         self._spec = spec
 
     def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...
         return getattr(self._loader, name)
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         created: ModuleType | None = self._loader.create_module(spec)
         return created
 
@@ -100,13 +103,13 @@ class _Loader(importlib.abc.Loader):
         _fire(self._spec.name)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
     def find_spec(
         self,
         fullname: str,
         path: Sequence[str] | None,
         target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if fullname not in _callbacks or getattr(_resolving, "active", False):
             return None
         _resolving.active = True
@@ -123,7 +126,7 @@ class _Finder(importlib.abc.MetaPathFinder):
             _resolving.active = False
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        spec.loader = _Loader(spec.loader, spec)
+        spec.loader = _Loader(spec.loader, spec)  # type: ignore[assignment]  # duck-typed
         return spec
 
 

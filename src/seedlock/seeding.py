@@ -28,6 +28,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 from seedlock import _hooks
@@ -196,11 +197,12 @@ def _seed_one(backend: Backend, root: Seed, scheme: Scheme) -> SeedEntry:
     return SeedEntry(backend.name, "on import", value, f"seeded when {backend.module} is imported")
 
 
+@cache
 def _startup_environ() -> dict[str, str]:
     """The environment this interpreter started with. On Linux /proc keeps it even after the
     program edits os.environ (the classic in-process PYTHONHASHSEED no-op)."""
     try:
-        with open(f"/proc/{os.getpid()}/environ", "rb") as f:
+        with open("/proc/self/environ", "rb") as f:
             raw = f.read()
     except OSError:
         return dict(os.environ)

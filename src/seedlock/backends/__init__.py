@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from importlib.metadata import entry_points
 
 from seedlock.backends.base import Backend, BaseBackend, Change, DeterminismOptions
 from seedlock.backends.cupy import CupyBackend
@@ -39,6 +38,9 @@ _registry: list[Backend] | None = None
 
 
 def _load_entry_points() -> list[Backend]:
+    # importlib.metadata costs ~13 ms (email, socket, zipfile): imported only here, once.
+    from importlib.metadata import entry_points
+
     found: list[Backend] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:

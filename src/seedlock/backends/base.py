@@ -12,8 +12,10 @@ Rules every backend keeps:
 * ``seed(value)`` receives a value already in ``[0, 2**seed_bits)``: the width the library's
   global generator really keeps. Nothing is truncated behind the user's back. A library with no
   global generator says ``seed_bits = 0`` and is never seeded.
-* ``capture()`` returns plain data (ints, str, bytes, lists, dicts, tensors / arrays), never
-  an object that needs pickle; ``restore(capture())`` is exact.
+* ``capture()`` returns plain data (dicts with str keys, lists, str, int, float, bool, None and
+  ``bytes`` for binary blobs), never an object that needs pickle; ``restore(capture())`` is
+  exact. ``check_state`` finds every reason a state cannot be restored *before* anything is
+  touched, so a bad checkpoint never leaves the generators half-restored.
 * ``deterministic(on, options)`` flips only what can be flipped *now* without importing the
   library, and returns one :class:`Change` per switch so the caller can undo it. It is called
   again by the post-import hook once the library is imported.
@@ -28,7 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["Backend", "BaseBackend", "Change", "DeterminismOptions", "flip", "set_env"]
+__all__ = [
+    "OPTIONAL_MEMBERS",
+    "Backend",
+    "BaseBackend",
+    "Change",
+    "DeterminismOptions",
+    "blob_problem",
+    "flip",
+    "set_env",
+]
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,24 @@ class Backend(Protocol):
         ...
 
 
+#: Optional members a backend may add (``BaseBackend`` has defaults for all of them):
+#:
+#: ``check_state(state, devices) -> list[str]``
+#:     why ``restore`` could not apply ``state`` here (empty when it can); ``devices`` is the
+#:     device-count policy, ``"exact"`` or ``"common"``. Without it a state is trusted as is.
+#: ``owns(obj) -> bool``, ``capture_generator(obj)``, ``check_generator(obj, state)``,
+#: ``restore_generator(obj, state)``
+#:     for generator *objects* of the library (``numpy.random.Generator``, ``random.Random``,
+#:     ``torch.Generator``) registered with ``seedlock.register``.
+OPTIONAL_MEMBERS = (
+    "check_state",
+    "owns",
+    "capture_generator",
+    "check_generator",
+    "restore_generator",
+)
+
+
 class BaseBackend:
     """Convenience base: availability and load checks from :attr:`module`."""
 
@@ -134,14 +163,20 @@ class BaseBackend:
     module: ClassVar[str]
     seed_bits: ClassVar[int] = 32
 
+    _installed: bool | None = None
+
     def available(self) -> bool:
         if self.module in sys.modules:
             # sys.modules[name] = None is Python's way to block an import.
             return sys.modules[self.module] is not None
-        try:
-            return importlib.util.find_spec(self.module) is not None
-        except (ImportError, ValueError):
-            return False
+        if self._installed is None:
+            # A path scan costs ~40 us per library; what is installed does not change while a
+            # program runs (seedlock asks on every seed_everything), so the answer is kept.
+            try:
+                self._installed = importlib.util.find_spec(self.module) is not None
+            except (ImportError, ValueError):
+                self._installed = False
+        return self._installed
 
     def loaded(self) -> bool:
         return sys.modules.get(self.module) is not None
@@ -153,5 +188,29 @@ class BaseBackend:
     def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
         return []
 
+    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
+        return []
+
+    def owns(self, obj: object) -> bool:
+        return False
+
+    def capture_generator(self, obj: Any) -> dict[str, Any]:
+        raise TypeError(f"{self.name} backend holds no generator objects")
+
+    def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
+        return []
+
+    def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
+        raise TypeError(f"{self.name} backend holds no generator objects")
+
     def __repr__(self) -> str:
         return f"<seedlock backend {self.name!r}>"
+
+
+def blob_problem(label: str, value: object, size: int | None = None) -> list[str]:
+    """A state field that must be ``bytes`` (of ``size`` bytes, when given)."""
+    if not isinstance(value, bytes):
+        return [f"{label} must be bytes, got {type(value).__name__}"]
+    if size is not None and len(value) != size:
+        return [f"{label} has {len(value)} bytes, expected {size}"]
+    return []

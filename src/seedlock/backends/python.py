@@ -1,13 +1,38 @@
-"""Python's ``random`` module: the global Mersenne Twister behind ``random.random()``."""
+"""Python's ``random`` module: the global Mersenne Twister behind ``random.random()``, and
+``random.Random`` objects registered with :func:`seedlock.register`."""
 
 from __future__ import annotations
 
 import random
+import struct
 from typing import Any, ClassVar
 
-from seedlock.backends.base import BaseBackend
+from seedlock.backends.base import BaseBackend, blob_problem
 
 __all__ = ["PythonBackend"]
+
+_WORDS = 625  # 624 words of MT19937 state and the position index
+_MT = struct.Struct(f"<{_WORDS}I")
+
+
+def _to_plain(getstate: tuple[Any, ...]) -> dict[str, Any]:
+    version, internal, gauss_next = getstate
+    return {"version": version, "mt": _MT.pack(*internal), "gauss_next": gauss_next}
+
+
+def _from_plain(state: dict[str, Any]) -> tuple[Any, ...]:
+    return (state["version"], _MT.unpack(state["mt"]), state["gauss_next"])
+
+
+def _check(state: dict[str, Any]) -> list[str]:
+    if not isinstance(state, dict):
+        return [f"state must be a dict, got {type(state).__name__}"]
+    problems = blob_problem("mt", state.get("mt"), _MT.size)
+    if state.get("version") != 3:
+        problems.append(f"version must be 3 (Python 3's random), got {state.get('version')!r}")
+    if not isinstance(state.get("gauss_next"), (float, type(None))):
+        problems.append("gauss_next must be a float or None")
+    return problems
 
 
 class PythonBackend(BaseBackend):
@@ -24,8 +49,22 @@ class PythonBackend(BaseBackend):
         return "random (global Mersenne Twister)"
 
     def capture(self) -> dict[str, Any]:
-        version, internal, gauss_next = random.getstate()
-        return {"version": version, "mt": list(internal), "gauss_next": gauss_next}
+        return _to_plain(random.getstate())
+
+    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
+        return _check(state)
 
     def restore(self, state: dict[str, Any]) -> None:
-        random.setstate((state["version"], tuple(state["mt"]), state["gauss_next"]))
+        random.setstate(_from_plain(state))
+
+    def owns(self, obj: object) -> bool:
+        return isinstance(obj, random.Random)
+
+    def capture_generator(self, obj: Any) -> dict[str, Any]:
+        return _to_plain(obj.getstate())
+
+    def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
+        return _check(state)
+
+    def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
+        obj.setstate(_from_plain(state))

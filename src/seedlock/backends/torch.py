@@ -12,11 +12,28 @@ import os
 import warnings
 from typing import Any, ClassVar
 
-from seedlock.backends.base import BaseBackend, Change, DeterminismOptions, flip, set_env
+from seedlock.backends.base import (
+    BaseBackend,
+    Change,
+    DeterminismOptions,
+    blob_problem,
+    flip,
+    set_env,
+)
 
 __all__ = ["TorchBackend"]
 
 _CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
+# Accelerators whose torch module keeps one generator per device (get_rng_state_all).
+_PER_DEVICE = ("cuda", "xpu")
+
+
+def _blob(tensor: Any) -> bytes:
+    return bytes(tensor.cpu().numpy().tobytes())
+
+
+def _tensor(torch: Any, blob: bytes) -> Any:
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8)
 
 
 class TorchBackend(BaseBackend):
@@ -49,18 +66,78 @@ class TorchBackend(BaseBackend):
 
     def capture(self) -> dict[str, Any]:
         torch = self._require_loaded()
-        state: dict[str, Any] = {"cpu": torch.get_rng_state()}
-        # Reading CUDA states would initialise CUDA; before that, the seeds are still queued and
-        # the CPU state alone determines them.
-        if torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+        state: dict[str, Any] = {"cpu": _blob(torch.get_rng_state())}
+        # Reading a device's state would initialise it. Until CUDA / XPU start, their seeds are
+        # still queued by torch.manual_seed, so the CPU state determines them; once started,
+        # every device's state is captured.
+        for kind in _PER_DEVICE:
+            module = getattr(torch, kind, None)
+            if module is not None and getattr(module, "is_initialized", lambda: False)():
+                state[kind] = [_blob(t) for t in module.get_rng_state_all()]
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            state["mps"] = _blob(torch.mps.get_rng_state())
         return state
+
+    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
+        torch = self._require_loaded()
+        if not isinstance(state, dict):
+            return [f"state must be a dict, got {type(state).__name__}"]
+        problems = blob_problem("cpu", state.get("cpu"), torch.get_rng_state().numel())
+        for kind in _PER_DEVICE:
+            if kind not in state:
+                continue
+            saved = state[kind]
+            if not isinstance(saved, list):
+                problems.append(f"{kind} must be a list of per-device states")
+                continue
+            for i, blob in enumerate(saved):
+                problems += blob_problem(f"{kind}[{i}]", blob)
+            module = getattr(torch, kind, None)
+            here = module.device_count() if module is not None else 0
+            if devices == "exact" and len(saved) != here:
+                problems.append(
+                    f"the state holds {len(saved)} {kind} device(s), this process sees {here} "
+                    "(restore(..., devices='common') restores the devices both have)"
+                )
+            elif here == 0:
+                problems.append(f"the state holds {kind} devices, this process sees none")
+        if "mps" in state:
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                problems.append("the state holds an MPS generator, MPS is not available here")
+            problems += blob_problem("mps", state["mps"])
+        return problems
 
     def restore(self, state: dict[str, Any]) -> None:
         torch = self._require_loaded()
-        torch.set_rng_state(state["cpu"])
-        if "cuda" in state:
-            torch.cuda.set_rng_state_all(state["cuda"])
+        torch.set_rng_state(_tensor(torch, state["cpu"]))
+        for kind in _PER_DEVICE:
+            if kind in state:
+                module = getattr(torch, kind)
+                common = min(len(state[kind]), module.device_count())
+                for index in range(common):
+                    # Lazy before the device starts, like the seeding itself.
+                    module.set_rng_state(_tensor(torch, state[kind][index]), index)
+        if "mps" in state:
+            torch.mps.set_rng_state(_tensor(torch, state["mps"]))
+
+    def owns(self, obj: object) -> bool:
+        return self.loaded() and isinstance(obj, self._require_loaded().Generator)
+
+    def capture_generator(self, obj: Any) -> dict[str, Any]:
+        return {"device": str(obj.device), "state": _blob(obj.get_state())}
+
+    def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
+        if not isinstance(state, dict):
+            return [f"state must be a dict, got {type(state).__name__}"]
+        problems = blob_problem("state", state.get("state"), obj.get_state().numel())
+        if state.get("device") != str(obj.device):
+            problems.append(f"generator is on {obj.device}, the state is for {state.get('device')}")
+        return problems
+
+    def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
+        obj.set_state(_tensor(self._require_loaded(), state["state"]))
 
     def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
         changes: list[Change | None] = []

@@ -1,0 +1,567 @@
+#!/usr/bin/env python
+"""What seedlock costs at start-up and per call, measured side by side with the baselines.
+
+    python benchmarks/bench_seeding.py [--repeats N]
+
+Measures, in one run:
+
+1. ``import seedlock`` against a bare interpreter (``python -c pass``): the wall time of the whole
+   process, and the import alone timed inside the child with ``time.perf_counter``. The acceptance
+   criterion is that ``import seedlock`` adds under 30 ms; the child also checks that no framework
+   (torch, numpy, jax, tensorflow) got imported, before and after a first ``seed_everything(0)``.
+2. ``import torch; import seedlock; seedlock.seed_everything(0)`` against ``import torch`` (process
+   wall time), and the in-process cost of the seedlock part against the classic hand-written
+   recipe (``import random, numpy; random.seed(0); np.random.seed(0); torch.manual_seed(0)``).
+3. The latency of a ``seed_everything(0)`` call once torch and NumPy are imported, against the
+   classic recipe.
+4. When Lightning is importable, the same figures for its ``seed_everything``.
+
+Every start-up figure comes from a fresh interpreter (``subprocess``, ``sys.executable``). Each
+repeat runs every variant once, in an order shuffled per repeat, so machine noise hits all of them
+equally; call latencies are interleaved in blocks inside one child per repeat. Only the standard
+library is used here: the things being measured are imported by the children only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PY = sys.executable
+FRAMEWORKS = ("torch", "numpy", "jax", "tensorflow")
+CRITERION_MS = 30.0
+# Where Lightning keeps seed_everything, in the order we try them.
+LIGHTNING_MODULES = (
+    "lightning.fabric.utilities.seed",
+    "lightning.pytorch",
+    "pytorch_lightning",
+    "lightning_fabric.utilities.seed",
+)
+# Start-up of the cheap variants is ~20 ms and its noise is ~1 ms, so each repeat runs them
+# several times; the torch variants take seconds and run once per repeat.
+LIGHT_ROUNDS = 10
+# Call latency: blocks of consecutive calls, variants rotated per block.
+LATENCY_BLOCKS = 50
+LATENCY_CALLS = 20
+LATENCY_WARMUP = 30
+
+# --- child programs ------------------------------------------------------------------------------
+# Each instrumented child prints one line "@@ <float> <float> ..." (seconds); nothing it does after
+# the last perf_counter() is part of what it reports.
+
+_FRAMEWORK_CHECK = (
+    f"loaded = lambda: ','.join(m for m in {FRAMEWORKS!r} if m in sys.modules) or 'none'\n"
+)
+
+SEEDLOCK_IMPORT_CHILD = (
+    "import sys, time\n"
+    "t0 = time.perf_counter()\n"
+    "import seedlock\n"
+    "t1 = time.perf_counter()\n" + _FRAMEWORK_CHECK + "after_import = loaded()\n"
+    "t2 = time.perf_counter()\n"
+    "seedlock.seed_everything(0)\n"
+    "t3 = time.perf_counter()\n"
+    "print('@@', t1 - t0, t3 - t2, after_import, loaded())\n"
+)
+
+TORCH_CHILD = (
+    "import time\n"
+    "t0 = time.perf_counter()\n"
+    "import torch\n"
+    "t1 = time.perf_counter()\n"
+    "{part}\n"
+    "t2 = time.perf_counter()\n"
+    "print('@@', t1 - t0, t2 - t1)\n"
+)
+CLASSIC_PART = (
+    "import random; import numpy as np; random.seed(0); np.random.seed(0); torch.manual_seed(0)"
+)
+SEEDLOCK_PART = "import seedlock; seedlock.seed_everything(0)"
+LIGHTNING_PART = "from {module} import seed_everything; seed_everything(0)"
+
+PROBE_CHILD = f"""
+import importlib, json, platform, sys
+import numpy, torch, seedlock
+info = {{"python": platform.python_version(), "implementation": platform.python_implementation(),
+        "torch": torch.__version__, "numpy": numpy.__version__,
+        "seedlock": seedlock.__version__, "torch_threads": torch.get_num_threads(),
+        "lightning_module": None, "lightning": None}}
+for name in {LIGHTNING_MODULES!r}:
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        continue
+    if hasattr(module, "seed_everything"):
+        info["lightning_module"] = name
+        top = sys.modules[name.split(".")[0]]
+        info["lightning"] = getattr(top, "__version__", "?")
+        break
+print("@@", json.dumps(info))
+"""
+
+LATENCY_CHILD = """
+import inspect, json, random, sys, time
+import numpy as np
+import torch
+import seedlock
+
+def classic():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+def seedlock_call():
+    seedlock.seed_everything(0)
+
+variants = {"classic": classic, "seedlock": seedlock_call}
+lightning_module = sys.argv[1] if len(sys.argv) > 1 else ""
+if lightning_module:
+    import importlib
+    l_seed = getattr(importlib.import_module(lightning_module), "seed_everything")
+    # verbose=True would log "Seed set to 0" on every call: quiet it, as a loop would.
+    quiet = "verbose" in inspect.signature(l_seed).parameters
+
+    def lightning_call():
+        if quiet:
+            l_seed(0, verbose=False)
+        else:
+            l_seed(0)
+
+    variants["lightning"] = lightning_call
+
+blocks, calls, warmup = (int(x) for x in sys.argv[2:5])
+names = list(variants)
+for name in names:
+    for _ in range(warmup):
+        variants[name]()
+samples = {name: [] for name in names}
+ns = time.perf_counter_ns
+for block in range(blocks):
+    k = block % len(names)
+    for name in names[k:] + names[:k]:
+        f, out = variants[name], samples[name]
+        for _ in range(calls):
+            t = ns()
+            f()
+            out.append(ns() - t)
+print("@@", json.dumps(samples))
+"""
+
+
+# --- running children ----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    wall: float  # seconds, parent-side perf_counter around subprocess.run
+    out: str  # what the child printed after "@@ "
+
+    @property
+    def fields(self) -> list[str]:
+        return self.out.split()
+
+
+def run_child(code: str, *args: str) -> Run:
+    t = time.perf_counter()
+    proc = subprocess.run([PY, "-c", code, *args], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"child failed (exit {proc.returncode}): {code.splitlines()[0]!r} ...")
+    out = ""
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@ "):
+            out = line[3:]
+    return Run(wall, out)
+
+
+@dataclass
+class Series:
+    """Samples of one measure (seconds or nanoseconds, whatever the caller puts in)."""
+
+    values: list[float] = field(default_factory=list)
+
+    def add(self, v: float) -> None:
+        self.values.append(v)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def iqr(self) -> tuple[float, float]:
+        if len(self.values) < 2:
+            return self.values[0], self.values[0]
+        q = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q[0], q[2]
+
+
+def paired(a: Series, b: Series) -> Series:
+    """a[i] - b[i]: the variants of one round ran back to back, so their noise is shared."""
+    return Series([x - y for x, y in zip(a.values, b.values, strict=True)])
+
+
+Thunk = Callable[[], Run]
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- formatting ----------------------------------------------------------------------------------
+# ASCII only: the table must paste cleanly anywhere.
+
+
+def fmt(s: Series, scale: float, unit: str) -> str:
+    lo, hi = s.iqr()
+    d = 1 if s.median * scale >= 10 else 2
+    return f"{s.median * scale:.{d}f} {unit} ({lo * scale:.{d}f} - {hi * scale:.{d}f})"
+
+
+def fmt_diff(s: Series, scale: float, unit: str) -> str:
+    lo, hi = s.iqr()
+    return f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
+
+
+def row(measure: str, this: Series, base: Series | None, *, scale: float, unit: str) -> str:
+    if base is None:
+        return f"| {measure} | {fmt(this, scale, unit)} | n/a | n/a | n/a |"
+    ratio = this.median / base.median if base.median else float("nan")
+    return (
+        f"| {measure} | {fmt(this, scale, unit)} | {fmt(base, scale, unit)} | "
+        f"{ratio:.2f}x | {fmt_diff(paired(this, base), scale, unit)} |"
+    )
+
+
+@dataclass
+class Imported:
+    """One line of ``-X importtime``: a module, its own time and its time with what it imported."""
+
+    name: str
+    depth: int
+    self_us: float
+    cum_us: float
+    parent: str = ""  # the module whose import triggered this one ("" at top level)
+
+
+def _importtime(code: str) -> list[Imported]:
+    proc = subprocess.run(
+        [PY, "-X", "importtime", "-c", code], capture_output=True, text=True, check=False
+    )
+    entries = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cum_us, name = line.split(":", 1)[1].split("|")
+        name = name[1:]  # one space after the bar, then two per nesting level
+        depth = (len(name) - len(name.lstrip(" "))) // 2
+        entries.append(Imported(name.strip(), depth, int(self_us), int(cum_us)))
+    # Children are printed before their parent: a module's parent is the next line one level up.
+    for i, e in enumerate(entries):
+        e.parent = next((p.name for p in entries[i + 1 :] if p.depth < e.depth), "")
+    return entries
+
+
+# -X importtime prints a module that a lazy `importlib.import_module` pulls in at top level.
+_LAZY = "a lazy seedlock import"
+
+
+def importtime_breakdown(code: str, runs: int = 3, top: int = 5) -> list[str]:
+    """What ``code`` imports beyond interpreter start-up: median of ``runs`` ``-X importtime``."""
+    startup = {e.name for e in _importtime("pass")}
+    per_run = [{e.name: e for e in _importtime(code) if e.name not in startup} for _ in range(runs)]
+    # A module is imported once per process, so every module not in the start-up set is ours.
+    ours = [
+        Imported(
+            name,
+            e.depth,
+            statistics.median(r[name].self_us for r in per_run if name in r),
+            statistics.median(r[name].cum_us for r in per_run if name in r),
+            e.parent,
+        )
+        for name, e in per_run[0].items()
+    ]
+    total = sum(e.self_us for e in ours)
+    lines = [
+        f"`python -X importtime -c {code!r}` (median of {runs}): {len(ours)} modules beyond "
+        f"start-up, {total / 1e3:.1f} ms in all.",
+        "  slowest by self time (self / cumulative ms):",
+    ]
+    lines += [
+        f"    {e.name:<32} {e.self_us / 1e3:6.2f} / {e.cum_us / 1e3:6.2f}  (imported by "
+        f"{e.parent or _LAZY})"
+        for e in sorted(ours, key=lambda e: -e.self_us)[:top]
+    ]
+    # The outside modules seedlock itself asks for, with everything they pull in.
+    direct = [
+        e
+        for e in ours
+        if not e.name.startswith("seedlock") and (e.parent.startswith("seedlock") or not e.depth)
+    ]
+    lines.append("  heaviest non-seedlock imports made by seedlock modules (cumulative ms):")
+    lines += [
+        f"    {e.name:<32} {e.cum_us / 1e3:6.2f}  (imported by {e.parent or _LAZY})"
+        for e in sorted(direct, key=lambda e: -e.cum_us)[:top]
+    ]
+    return lines
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    wall: dict[str, Series]  # seconds, per variant
+    import_inproc: Series = field(default_factory=Series)  # `import seedlock`, seconds
+    first_seed_bare: Series = field(default_factory=Series)  # first seed_everything, no torch
+    loaded_after_import: set[str] = field(default_factory=set)
+    loaded_after_seed: set[str] = field(default_factory=set)
+    part_inproc: dict[str, Series] = field(default_factory=dict)  # after `import torch`, seconds
+    latency: dict[str, Series] = field(default_factory=dict)  # ns, every call pooled
+    latency_medians: dict[str, Series] = field(default_factory=dict)  # ns, one per process
+
+
+def variants(lightning_module: str | None) -> tuple[dict[str, Thunk], dict[str, Thunk]]:
+    """(cheap start-ups, expensive start-ups); each thunk runs one fresh interpreter."""
+    light: dict[str, Thunk] = {
+        "bare": lambda: run_child("pass"),
+        "import seedlock": lambda: run_child("import seedlock"),
+        "instrumented": lambda: run_child(SEEDLOCK_IMPORT_CHILD),
+    }
+    parts = {"torch": "pass", "torch+classic": CLASSIC_PART, "torch+seedlock": SEEDLOCK_PART}
+    if lightning_module:
+        parts["torch+lightning"] = LIGHTNING_PART.format(module=lightning_module)
+    heavy: dict[str, Thunk] = {
+        name: functools.partial(run_child, TORCH_CHILD.format(part=part))
+        for name, part in parts.items()
+    }
+    latency_args = (
+        lightning_module or "",
+        str(LATENCY_BLOCKS),
+        str(LATENCY_CALLS),
+        str(LATENCY_WARMUP),
+    )
+    heavy["latency"] = lambda: run_child(LATENCY_CHILD, *latency_args)
+    return light, heavy
+
+
+def record(res: Results, name: str, r: Run) -> None:
+    res.wall.setdefault(name, Series()).add(r.wall)
+    if name == "instrumented":
+        res.import_inproc.add(float(r.fields[0]))
+        res.first_seed_bare.add(float(r.fields[1]))
+        res.loaded_after_import.add(r.fields[2])
+        res.loaded_after_seed.add(r.fields[3])
+    elif name == "latency":
+        for variant, ns in json.loads(r.out).items():
+            res.latency.setdefault(variant, Series()).values.extend(ns)
+            res.latency_medians.setdefault(variant, Series()).add(statistics.median(ns))
+    elif name.startswith("torch"):
+        res.part_inproc.setdefault(name, Series()).add(float(r.fields[1]))
+
+
+def measure(repeats: int, lightning_module: str | None) -> Results:
+    light, heavy = variants(lightning_module)
+    # The probe already imported torch, NumPy, seedlock and Lightning once (bytecode and page
+    # cache are warm); the cheap variants get a few untimed runs of their own.
+    progress("warm-up: cheap start-ups")
+    for _ in range(3):
+        for fn in light.values():
+            fn()
+    res = Results(wall={})
+    order = random.Random(0)
+    for rep in range(repeats):
+        units = [f"light:{i}" for i in range(LIGHT_ROUNDS)] + list(heavy)
+        order.shuffle(units)
+        for unit in units:
+            if unit.startswith("light:"):
+                names = list(light)
+                order.shuffle(names)
+                for name in names:
+                    record(res, name, light[name]())
+                continue
+            r = heavy[unit]()
+            record(res, unit, r)
+            progress(f"[repeat {rep + 1}/{repeats}] {unit:<16} {r.wall:6.2f} s")
+    return res
+
+
+def report(res: Results, info: dict[str, Any], repeats: int, elapsed: float) -> list[str]:
+    ms, us = 1e3, 1e-3
+    lm = info["lightning_module"]
+    wall, part, lat = res.wall, res.part_inproc, res.latency
+    lightning = f"Lightning {info['lightning']} (`{lm}`)" if lm else "Lightning not installed"
+    lines = [
+        "# seedlock start-up and seeding benchmark",
+        "",
+        f"- Python {info['python']} ({info['implementation']}), torch {info['torch']}, "
+        f"NumPy {info['numpy']}, seedlock {info['seedlock']}, {lightning}",
+        f"- {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs "
+        f"(torch uses {info['torch_threads']} threads); interpreter `{PY}`",
+        f"- {repeats} repeats: cheap start-ups {repeats * LIGHT_ROUNDS} times each, torch "
+        f"start-ups {repeats} times each, {repeats * LATENCY_BLOCKS * LATENCY_CALLS} calls each "
+        f"for latency; variants interleaved; {elapsed:.0f} s in all",
+        "- cells: median (p25 - p75); ratio: of the medians; added: median (p25 .. p75) of "
+        "this - baseline, taking the pairs that ran back to back",
+        "",
+        "| measure | this | baseline | ratio | added |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    rows: list[tuple[str, Series, Series | None, float, str]] = [
+        (
+            "process wall: `python -c 'import seedlock'` vs `python -c pass`",
+            wall["import seedlock"],
+            wall["bare"],
+            ms,
+            "ms",
+        ),
+        (
+            "in-process: `import seedlock` (perf_counter in the child)",
+            res.import_inproc,
+            None,
+            ms,
+            "ms",
+        ),
+        (
+            "in-process: first `seed_everything(0)`, no framework imported",
+            res.first_seed_bare,
+            None,
+            ms,
+            "ms",
+        ),
+        (
+            "process wall: `import torch; import seedlock; seed_everything(0)` vs `import torch`",
+            wall["torch+seedlock"],
+            wall["torch"],
+            ms,
+            "ms",
+        ),
+        (
+            "process wall: `import torch` + classic recipe vs `import torch` (control)",
+            wall["torch+classic"],
+            wall["torch"],
+            ms,
+            "ms",
+        ),
+        (
+            "in-process after `import torch`: `import seedlock; seed_everything(0)` "
+            "vs classic recipe (with its imports)",
+            part["torch+seedlock"],
+            part["torch+classic"],
+            ms,
+            "ms",
+        ),
+        (
+            "call latency: `seedlock.seed_everything(0)` vs classic recipe",
+            lat["seedlock"],
+            lat["classic"],
+            us,
+            "us",
+        ),
+    ]
+    if lm:
+        rows += [
+            (
+                f"process wall: `import torch; from {lm} import seed_everything; "
+                "seed_everything(0)` vs `import torch`",
+                wall["torch+lightning"],
+                wall["torch"],
+                ms,
+                "ms",
+            ),
+            (
+                "in-process after `import torch`: Lightning import + `seed_everything(0)` "
+                "vs classic recipe (with its imports)",
+                part["torch+lightning"],
+                part["torch+classic"],
+                ms,
+                "ms",
+            ),
+            (
+                "call latency: Lightning `seed_everything(0, verbose=False)` vs classic recipe",
+                lat["lightning"],
+                lat["classic"],
+                us,
+                "us",
+            ),
+            (
+                "in-process after `import torch`: seedlock part vs Lightning part",
+                part["torch+seedlock"],
+                part["torch+lightning"],
+                ms,
+                "ms",
+            ),
+            ("call latency: seedlock vs Lightning", lat["seedlock"], lat["lightning"], us, "us"),
+        ]
+    lines += [row(m, this, base, scale=sc, unit=u) for m, this, base, sc, u in rows]
+    lines.append("")
+    lo, hi = wall["torch"].iqr()
+    lines.append(
+        f"`import torch` alone varies by {(hi - lo) * ms:.0f} ms (p25 - p75) between processes: "
+        "differences in the torch process-wall rows smaller than that are noise; the in-process "
+        "rows measure the same thing precisely."
+    )
+    if not lm:
+        lines.append(
+            "Lightning is not installed (`pip install seedlock[bench]`): its rows were skipped."
+        )
+
+    inproc, added_wall = res.import_inproc, paired(wall["import seedlock"], wall["bare"])
+    lo, hi = inproc.iqr()
+    ok = inproc.median * ms < CRITERION_MS and added_wall.median * ms < CRITERION_MS
+    lines += [
+        f"**import seedlock adds {inproc.median * ms:.1f} ms** in-process "
+        f"(p25 - p75 {lo * ms:.1f} - {hi * ms:.1f}, min {min(inproc.values) * ms:.1f}, "
+        f"max {max(inproc.values) * ms:.1f}) and {added_wall.median * ms:+.1f} ms of process "
+        f"wall time to a bare interpreter; criterion < {CRITERION_MS:.0f} ms: "
+        + ("PASS" if ok else "FAIL"),
+        f"frameworks in sys.modules after `import seedlock`: "
+        f"{', '.join(sorted(res.loaded_after_import))}; after a first `seed_everything(0)`: "
+        f"{', '.join(sorted(res.loaded_after_seed))} (checked: {', '.join(FRAMEWORKS)})",
+    ]
+    if not res.loaded_after_import == res.loaded_after_seed == {"none"}:
+        lines.append("WARNING: seedlock imported a framework; it must not.")
+    lines.append(
+        "call latency, spread of the per-process medians: "
+        + "; ".join(f"{k} {fmt(v, us, 'us')}" for k, v in res.latency_medians.items())
+    )
+    lines += [
+        "",
+        *importtime_breakdown("import seedlock"),
+        *importtime_breakdown("import seedlock; seedlock.seed_everything(0)"),
+    ]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=6,
+        help="rounds over every variant (default 6: about 1-2 minutes on 2 cores)",
+    )
+    args = parser.parse_args(argv)
+    repeats = max(1, args.repeats)
+
+    progress("probing the environment (also warms the bytecode and file caches) ...")
+    info = json.loads(run_child(PROBE_CHILD).out)
+    t = time.perf_counter()
+    res = measure(repeats, info["lightning_module"])
+    elapsed = time.perf_counter() - t
+    print("\n".join(report(res, info, repeats, elapsed)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
