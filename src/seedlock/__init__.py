@@ -21,7 +21,20 @@ if TYPE_CHECKING:
 
     from seedlock.derivation import derive, get_root
     from seedlock.determinism import DeterminismProfile, deterministic
+    from seedlock.errors import StateError
     from seedlock.seeding import SeedReport, ensure_hash_seed, hash_seed, seed_everything
+    from seedlock.state import (
+        RNGState,
+        capture,
+        fork,
+        load_state_dict,
+        register,
+        reseed_on_fork,
+        restore,
+        state_dict,
+        unregister,
+    )
+    from seedlock.store import load, save
     from seedlock.streams import jax_key, numpy_rng, random_rng, torch_generator
 
 # public name -> module that defines it
@@ -38,22 +51,46 @@ _EXPORTS = {
     "jax_key": "seedlock.streams",
     "deterministic": "seedlock.determinism",
     "DeterminismProfile": "seedlock.determinism",
+    "RNGState": "seedlock.state",
+    "capture": "seedlock.state",
+    "restore": "seedlock.state",
+    "fork": "seedlock.state",
+    "state_dict": "seedlock.state",
+    "load_state_dict": "seedlock.state",
+    "register": "seedlock.state",
+    "unregister": "seedlock.state",
+    "reseed_on_fork": "seedlock.state",
+    "save": "seedlock.store",
+    "load": "seedlock.store",
+    "StateError": "seedlock.errors",
 }
 
 __all__ = [
     "DeterminismProfile",
+    "RNGState",
     "SeedReport",
+    "StateError",
     "__version__",
+    "capture",
     "derive",
     "deterministic",
     "ensure_hash_seed",
+    "fork",
     "get_root",
     "hash_seed",
     "jax_key",
+    "load",
+    "load_state_dict",
     "numpy_rng",
     "random_rng",
+    "register",
+    "reseed_on_fork",
+    "restore",
+    "save",
     "seed_everything",
+    "state_dict",
     "torch_generator",
+    "unregister",
 ]
 
 

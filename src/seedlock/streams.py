@@ -5,6 +5,10 @@ random calls other components add or remove: streams are addressed by key path (
 :mod:`seedlock.derivation`), never by call order. Each call returns a *new* generator positioned at
 the start of its stream (like ``jax.random.key``): create it once, where the component is set up.
 
+Every generator a factory makes is registered (:func:`seedlock.register`) under its call, e.g.
+``"numpy_rng('augment', 3)"``, so :func:`seedlock.capture` and checkpoints include it; making the
+same stream again replaces the registration.
+
 Keys after the name extend the path: ``numpy_rng("augment", worker_id)`` is a stream of its own.
 
 =====================  =============================================================
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import random
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from seedlock.derivation import Key, Seed, derive
 
@@ -39,7 +43,8 @@ def numpy_rng(name: Key, *keys: Key, root: Seed | None = None) -> Any:
     """
     import numpy as np
 
-    return np.random.default_rng(derive(name, *keys, root=root, bits=128))
+    rng = np.random.default_rng(derive(name, *keys, root=root, bits=128))
+    return _register(rng, "numpy_rng", (name, *keys), root)
 
 
 def random_rng(name: Key, *keys: Key, root: Seed | None = None) -> random.Random:
@@ -48,7 +53,8 @@ def random_rng(name: Key, *keys: Key, root: Seed | None = None) -> random.Random
     >>> random_rng("augment", root=0).random()
     0.780678876952921
     """
-    return random.Random(derive(name, *keys, root=root, bits=128))
+    rng = random.Random(derive(name, *keys, root=root, bits=128))
+    return _register(rng, "random_rng", (name, *keys), root)
 
 
 def torch_generator(name: Key, *keys: Key, device: Any = "cpu", root: Seed | None = None) -> Any:
@@ -66,6 +72,17 @@ def torch_generator(name: Key, *keys: Key, device: Any = "cpu", root: Seed | Non
     bits = 32 if dev.type == "cpu" else 64
     generator = torch.Generator(device=dev)
     generator.manual_seed(derive(name, *keys, root=root, bits=bits))
+    return _register(generator, "torch_generator", (name, *keys), root)
+
+
+_G = TypeVar("_G")
+
+
+def _register(generator: _G, factory: str, keys: tuple[Key, ...], root: Seed | None) -> _G:
+    from seedlock.state import register
+
+    args = ", ".join(map(repr, keys)) + ("" if root is None else f", root={root!r}")
+    register(generator, f"{factory}({args})", replace=True)
     return generator
 
 

@@ -138,6 +138,29 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class GeneratorOwner(Protocol):
+    """A backend that also captures generator *objects* of its library (optional members)."""
+
+    name: str
+
+    def owns(self, obj: object) -> bool:
+        """Is ``obj`` a generator object of this library?"""
+        ...
+
+    def capture_generator(self, obj: Any) -> dict[str, Any]:
+        """The generator object's whole state as plain data."""
+        ...
+
+    def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
+        """Why :meth:`restore_generator` could not apply ``state`` to ``obj``."""
+        ...
+
+    def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
+        """Put back a state returned by :meth:`capture_generator`."""
+        ...
+
+
 #: Optional members a backend may add (``BaseBackend`` has defaults for all of them):
 #:
 #: ``check_state(state, devices) -> list[str]``

@@ -89,28 +89,32 @@ class NumpyBackend(BaseBackend):
     def _loaded_module(self) -> Any:
         return self._require_loaded() if self.loaded() else None
 
-    def capture_generator(self, obj: Any) -> dict[str, Any]:
-        state: dict[str, Any] = _to_plain(obj.bit_generator.state)
+    def _raw_state(self, obj: Any) -> dict[str, Any]:
         if isinstance(obj, self._require_loaded().random.RandomState):
             # RandomState keeps a cached Gaussian beside its bit generator's state.
-            legacy = obj.get_state(legacy=False)
-            state["legacy_gauss"] = [int(legacy["has_gauss"]), float(legacy["gauss"])]
+            state: dict[str, Any] = obj.get_state(legacy=False)
+            return state
+        bit_state: dict[str, Any] = obj.bit_generator.state
+        return bit_state
+
+    def capture_generator(self, obj: Any) -> dict[str, Any]:
+        state: dict[str, Any] = _to_plain(self._raw_state(obj))
         return state
 
     def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
         if not isinstance(state, dict) or "bit_generator" not in state:
             return ["state must be a dict with a 'bit_generator' entry"]
-        expected = type(obj.bit_generator).__name__
+        expected = self._raw_state(obj)["bit_generator"]
         if state["bit_generator"] != expected:
             return [f"bit generator is {expected}, the state is for {state['bit_generator']}"]
+        if set(state) != set(self._raw_state(obj)):
+            return [f"state has fields {sorted(state)}, expected {sorted(self._raw_state(obj))}"]
         return []
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         np = self._require_loaded()
-        state = dict(state)
-        legacy_gauss = state.pop("legacy_gauss", None)
         plain = _from_plain(np, state)
-        if legacy_gauss is None:
+        if isinstance(obj, np.random.RandomState):
+            obj.set_state(plain)
+        else:
             obj.bit_generator.state = plain
-            return
-        obj.set_state({**plain, "has_gauss": legacy_gauss[0], "gauss": legacy_gauss[1]})

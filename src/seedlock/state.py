@@ -1,0 +1,433 @@
+"""RNG state: capture / restore / fork for every backend and every registered generator.
+
+:func:`capture` takes the whole random state of the process as plain data (an
+:class:`RNGState`): each loaded backend's global generators (Python ``random``, NumPy's legacy
+global, torch CPU and every started accelerator, ...) plus every generator object made by a
+named-stream factory or registered with :func:`register`. :func:`restore` puts it back exactly.
+
+Restoring validates everything first (backends present, device counts, generator names and
+kinds, field sizes) and raises one :class:`~seedlock.StateMismatchError` listing every problem
+*before* any generator is touched: a checkpoint either restores completely or not at all.
+
+:func:`state_dict` / :func:`load_state_dict` speak the ``Stateful`` convention of torchdata and
+``torch.distributed.checkpoint``: a nested dict of str, int, float, None and uint8 tensors (NumPy
+arrays without torch), safe for ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from seedlock import _hooks
+from seedlock import backends as _backends
+from seedlock.backends.base import Backend, GeneratorOwner
+from seedlock.errors import CorruptStateError, StateMismatchError
+
+__all__ = [
+    "STATE_VERSION",
+    "RNGState",
+    "capture",
+    "fork",
+    "load_state_dict",
+    "register",
+    "registered",
+    "reseed_on_fork",
+    "restore",
+    "state_dict",
+    "unregister",
+]
+
+#: Version of the plain-data layout of an :class:`RNGState` (and of the files that hold it).
+STATE_VERSION = 1
+_KIND = "seedlock.rng_state"
+
+DevicePolicy = Literal["exact", "common"]
+_POLICIES = ("exact", "common")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# name -> generator object. Strong references: numpy Generators cannot be weakly referenced.
+_registry: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class RNGState:
+    """The random state of a process, as plain data (no pickle needed anywhere).
+
+    ``backends`` maps a backend name to its ``capture()``; ``generators`` maps a registered
+    name to ``{"backend": <owner>, "state": <capture_generator()>}``.
+    """
+
+    backends: dict[str, dict[str, Any]]
+    generators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+    def to_plain(self) -> dict[str, Any]:
+        """The self-describing plain form (what :func:`state_dict` and the state file hold)."""
+        return {
+            "kind": _KIND,
+            "version": self.version,
+            "backends": self.backends,
+            "generators": self.generators,
+        }
+
+    @classmethod
+    def from_plain(cls, plain: object) -> RNGState:
+        """Read :meth:`to_plain`'s output back; ``CorruptStateError`` if it is not one."""
+        if not isinstance(plain, dict) or plain.get("kind") != _KIND:
+            raise CorruptStateError(
+                f"not a seedlock RNG state: expected a dict with kind={_KIND!r}, "
+                f"got {_describe(plain)}"
+            )
+        version = plain.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise CorruptStateError(f"invalid RNG state version {version!r}")
+        if version > STATE_VERSION:
+            from seedlock.errors import StateVersionError
+
+            raise StateVersionError(
+                f"RNG state version {version} was written by a newer seedlock; this one reads "
+                f"up to version {STATE_VERSION}: upgrade seedlock"
+            )
+        backends, generators = plain.get("backends"), plain.get("generators")
+        if not isinstance(backends, dict) or not isinstance(generators, dict):
+            raise CorruptStateError("'backends' and 'generators' must be dicts")
+        if not _is_str_dict_of_dicts(backends) or not _is_str_dict_of_dicts(generators):
+            raise CorruptStateError("'backends' and 'generators' must map names to dicts")
+        return cls(dict(backends), dict(generators), version)
+
+
+def _is_str_dict_of_dicts(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in value.items()
+    )
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, dict):
+        return f"dict with keys {sorted(map(str, value))[:6]}"
+    return type(value).__name__
+
+
+# -- registered generators ----------------------------------------------------------------
+
+
+def _owner(obj: object) -> GeneratorOwner:
+    for backend in _backends.all_backends():
+        if isinstance(backend, GeneratorOwner) and backend.owns(obj):
+            return backend
+    raise TypeError(
+        f"cannot register a {type(obj).__module__}.{type(obj).__qualname__}: seedlock captures "
+        "numpy.random.Generator / RandomState, random.Random and torch.Generator objects "
+        "(and those of backends that declare `owns`)"
+    )
+
+
+def register(obj: Any, name: str, *, replace: bool = False) -> Any:
+    """Include a generator object in every :func:`capture` / :func:`state_dict`, as ``name``.
+
+    Supported: ``numpy.random.Generator`` and ``RandomState``, ``random.Random``,
+    ``torch.Generator``. Registering a different object under a taken name is an error unless
+    ``replace=True``. Returns ``obj``, so it can wrap the construction::
+
+        rng = seedlock.register(np.random.default_rng(0), "noise")
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    _owner(obj)
+    current = _registry.get(name)
+    if current is not None and current is not obj and not replace:
+        raise ValueError(
+            f"a generator is already registered as {name!r}: unregister it first or pass "
+            "replace=True"
+        )
+    _registry[name] = obj
+    return obj
+
+
+def unregister(name: str) -> None:
+    """Stop capturing the generator registered as ``name`` (``KeyError`` if there is none)."""
+    try:
+        del _registry[name]
+    except KeyError:
+        raise KeyError(f"no generator is registered as {name!r}") from None
+
+
+def registered() -> dict[str, Any]:
+    """A copy of the registry: name -> generator object."""
+    return dict(_registry)
+
+
+# -- capture / restore ----------------------------------------------------------------------
+
+
+def capture() -> RNGState:
+    """The whole random state of this process: every loaded backend and registered generator.
+
+    Backends whose library is not imported are left out: nothing has drawn from them. (On
+    restore, a backend in the state whose library is not imported yet is restored when it is.)
+
+    >>> state = seedlock.capture()
+    >>> a = random.random()
+    >>> seedlock.restore(state)
+    >>> random.random() == a
+    True
+    """
+    captured = {
+        b.name: b.capture()
+        for b in _backends.all_backends()
+        if b.seed_bits and b.available() and b.loaded()
+    }
+    generators = {}
+    for name, obj in _registry.items():
+        backend = _owner(obj)
+        generators[name] = {"backend": backend.name, "state": backend.capture_generator(obj)}
+    return RNGState(captured, generators)
+
+
+def _problems(state: RNGState, devices: DevicePolicy, strict_names: bool) -> list[str]:
+    problems: list[str] = []
+    known = {b.name: b for b in _backends.all_backends()}
+    for name, saved in state.backends.items():
+        backend = known.get(name)
+        if backend is None:
+            problems.append(f"backend {name!r}: not registered in this process")
+        elif not backend.available():
+            problems.append(f"backend {name!r}: {backend.module} is not installed here")
+        elif backend.loaded():
+            check = getattr(backend, "check_state", None)
+            if check is not None:
+                problems += [f"backend {name!r}: {p}" for p in check(saved, devices)]
+    for name, entry in state.generators.items():
+        obj = _registry.get(name)
+        if obj is None:
+            if strict_names:
+                problems.append(
+                    f"generator {name!r}: in the state but not registered here "
+                    f"(seedlock.register(obj, {name!r}))"
+                )
+            continue
+        owner = _owner(obj)
+        if entry.get("backend") != owner.name:
+            problems.append(
+                f"generator {name!r}: is a {owner.name} generator, the state is for "
+                f"{entry.get('backend')!r}"
+            )
+            continue
+        generator_state = entry.get("state")
+        if not isinstance(generator_state, dict):
+            problems.append(f"generator {name!r}: state must be a dict")
+            continue
+        problems += [
+            f"generator {name!r}: {p}" for p in owner.check_generator(obj, generator_state)
+        ]
+    if strict_names:
+        problems += [
+            f"generator {name!r}: registered here but absent from the state"
+            for name in _registry
+            if name not in state.generators
+        ]
+    return problems
+
+
+def _apply(state: RNGState, *, strict_names: bool) -> None:
+    known = {b.name: b for b in _backends.all_backends()}
+    for name, saved in state.backends.items():
+        backend = known.get(name)
+        if backend is None:
+            continue
+        if backend.loaded():
+            _hooks.cancel(backend.module, "seedlock.restore")
+            backend.restore(saved)
+        else:
+            _hooks.on_import(backend.module, "seedlock.restore", _restorer(backend, saved))
+    for name, entry in state.generators.items():
+        obj = _registry.get(name)
+        if obj is not None:
+            _owner(obj).restore_generator(obj, entry["state"])
+
+
+def _restorer(backend: Backend, saved: dict[str, Any]) -> Callable[[], None]:
+    def restore_on_import() -> None:
+        backend.restore(saved)
+
+    return restore_on_import
+
+
+def restore(state: RNGState, *, devices: DevicePolicy = "exact") -> None:
+    """Put back a state returned by :func:`capture`, exactly, or change nothing.
+
+    Every problem (a backend missing here, another device count, a registered generator missing
+    on either side, a malformed field) is collected first and raised together as
+    ``StateMismatchError``; no generator is touched unless all is well.
+
+    ``devices="exact"`` (default) requires the same number of devices of each accelerator kind
+    as at capture time. ``devices="common"`` restores the devices both sides have (the first
+    ``min(saved, here)`` by index), warns about the rest, and leaves them as they are.
+    """
+    if not isinstance(state, RNGState):
+        raise TypeError(
+            f"state must be an RNGState (from seedlock.capture()), got {_describe(state)}"
+        )
+    if devices not in _POLICIES:
+        raise ValueError(f"devices must be one of {_POLICIES}, got {devices!r}")
+    problems = _problems(state, devices, strict_names=True)
+    if problems:
+        raise StateMismatchError(problems)
+    if devices == "common":
+        skipped = [p for p in _problems(state, "exact", strict_names=True) if "device" in p]
+        if skipped:
+            warnings.warn(
+                "restored with devices='common'; " + "; ".join(skipped),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    _apply(state, strict_names=True)
+
+
+# -- state_dict (Stateful) --------------------------------------------------------------------
+
+
+def _map_blobs(value: Any, fn: Callable[[Any], Any], is_blob: Callable[[Any], bool]) -> Any:
+    if is_blob(value):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_blobs(v, fn, is_blob) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_map_blobs(v, fn, is_blob) for v in value]
+    return value
+
+
+def _to_array(blob: bytes) -> Any:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        return np.frombuffer(blob, dtype=np.uint8).copy()
+    return blob
+
+
+def _is_array(value: Any) -> bool:
+    # A torch tensor or NumPy array of bytes, recognised without importing either library.
+    return hasattr(value, "dtype") and hasattr(value, "shape") and not isinstance(value, type)
+
+
+def _from_array(value: Any) -> bytes:
+    if str(value.dtype) not in ("torch.uint8", "uint8"):
+        raise CorruptStateError(f"binary state fields must be uint8 arrays, got {value.dtype}")
+    if hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    return bytes(value.tobytes())
+
+
+def state_dict() -> dict[str, Any]:
+    """:func:`capture` as a checkpoint-ready nested dict (the ``Stateful`` convention).
+
+    Binary fields are uint8 tensors when torch is imported (NumPy arrays when only NumPy is,
+    ``bytes`` otherwise); everything else is str, int, float, bool or None. It survives
+    ``torch.save`` → ``torch.load(..., weights_only=True)``::
+
+        torch.save({"model": model.state_dict(), "rng": seedlock.state_dict()}, "ckpt.pt")
+        ckpt = torch.load("ckpt.pt", weights_only=True)
+        seedlock.load_state_dict(ckpt["rng"])
+    """
+    plain: dict[str, Any] = _map_blobs(
+        capture().to_plain(), _to_array, lambda v: isinstance(v, bytes)
+    )
+    return plain
+
+
+def load_state_dict(sd: dict[str, Any], *, devices: DevicePolicy = "exact") -> None:
+    """Restore a :func:`state_dict` (validated first, like :func:`restore`)."""
+    restore(RNGState.from_plain(_map_blobs(sd, _from_array, _is_array)), devices=devices)
+
+
+# -- fork ------------------------------------------------------------------------------------
+
+
+class fork(contextlib.ContextDecorator):
+    """Isolate every RNG family: whatever the body draws, all generators are put back on exit.
+
+    Restores also when the body raises; nests; works as a decorator. Generators registered
+    inside the body are left alone on exit (they had no state before it).
+
+    >>> with seedlock.fork():
+    ...     torch.rand(1000)      # draws that must not shift the training stream
+    """
+
+    def __init__(self) -> None:
+        self._saved: list[RNGState] = []
+
+    def __enter__(self) -> RNGState:
+        state = capture()
+        self._saved.append(state)
+        return state
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _apply(self._saved.pop(), strict_names=False)
+
+
+# -- reseed_on_fork ----------------------------------------------------------------------------
+
+_fork_lineage: tuple[int, ...] = ()
+_fork_children = 0
+_fork_enabled = False
+_fork_hooked = False
+
+
+def _before_fork() -> None:
+    global _fork_children
+    if _fork_enabled:
+        _fork_children += 1
+
+
+def _in_child() -> None:
+    global _fork_lineage, _fork_children
+    if not _fork_enabled:
+        return
+    from seedlock.derivation import derive
+
+    _fork_lineage = (*_fork_lineage, _fork_children - 1)
+    _fork_children = 0
+    for backend in _backends.all_backends():
+        if backend.seed_bits and backend.available() and backend.loaded():
+            backend.seed(derive("fork", *_fork_lineage, backend.name, bits=backend.seed_bits))
+
+
+def reseed_on_fork(enable: bool = True) -> None:
+    """Give every ``os.fork()`` child its own, reproducible seeds for the global generators.
+
+    Without this a forked child continues its parent's random streams: every child (a
+    multiprocessing worker, a forked server) draws the *same* numbers. With it, the ``n``-th
+    child forked by a process seeds each loaded global with
+    ``derive("fork", *lineage, n, <backend>)`` — lineage being the parent's own fork path — so
+    children differ from the parent and from each other, yet get the same numbers run after run
+    (as long as the program forks in the same order).
+
+    Needs a root seed (:func:`seedlock.seed_everything`). ``reseed_on_fork(False)`` turns it off.
+    PyTorch's DataLoader reseeds its own workers after the fork, as it always does.
+    """
+    global _fork_enabled, _fork_hooked
+    if enable:
+        from seedlock.derivation import get_root
+
+        get_root()  # fail now, not in a child, when there is no root seed
+        if not hasattr(os, "register_at_fork"):
+            raise RuntimeError("reseed_on_fork needs os.register_at_fork (POSIX only)")
+        if not _fork_hooked:
+            os.register_at_fork(before=_before_fork, after_in_child=_in_child)
+            _fork_hooked = True
+    _fork_enabled = enable
