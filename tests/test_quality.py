@@ -21,7 +21,11 @@ def tool(name: str) -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [["ruff", "check", "src", "tests"], ["ruff", "format", "--check", "src", "tests"], ["mypy"]],
+    [
+        ["ruff", "check", "--no-cache", "src", "tests"],
+        ["ruff", "format", "--no-cache", "--check", "src", "tests"],
+        ["mypy"],
+    ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )
 def test_tool_is_clean(args):

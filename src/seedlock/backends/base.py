@@ -38,6 +38,7 @@ __all__ = [
     "DeterminismOptions",
     "blob_problem",
     "flip",
+    "low_bits",
     "set_env",
 ]
 
@@ -160,6 +161,12 @@ class GeneratorOwner(Protocol):
         """Put back a state returned by :meth:`capture_generator`."""
         ...
 
+    def seed_generator(self, obj: Any, material: int) -> None:
+        """Reseed ``obj`` in place from ``material``, 256 derived bits (the full digest of a
+        :func:`seedlock.derive` call): the backend keeps the low bits its algorithm uses, which
+        *is* ``derive(..., bits=n)``, not a truncation of a user seed."""
+        ...
+
 
 #: Optional members a backend may add (``BaseBackend`` has defaults for all of them):
 #:
@@ -167,7 +174,7 @@ class GeneratorOwner(Protocol):
 #:     why ``restore`` could not apply ``state`` here (empty when it can); ``devices`` is the
 #:     device-count policy, ``"exact"`` or ``"common"``. Without it a state is trusted as is.
 #: ``owns(obj) -> bool``, ``capture_generator(obj)``, ``check_generator(obj, state)``,
-#: ``restore_generator(obj, state)``
+#: ``restore_generator(obj, state)``, ``seed_generator(obj, material)``
 #:     for generator *objects* of the library (``numpy.random.Generator``, ``random.Random``,
 #:     ``torch.Generator``) registered with ``seedlock.register``.
 OPTIONAL_MEMBERS = (
@@ -176,6 +183,7 @@ OPTIONAL_MEMBERS = (
     "capture_generator",
     "check_generator",
     "restore_generator",
+    "seed_generator",
 )
 
 
@@ -226,6 +234,9 @@ class BaseBackend:
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         raise TypeError(f"{self.name} backend holds no generator objects")
 
+    def seed_generator(self, obj: Any, material: int) -> None:
+        raise TypeError(f"{self.name} backend holds no generator objects")
+
     def __repr__(self) -> str:
         return f"<seedlock backend {self.name!r}>"
 
@@ -237,3 +248,8 @@ def blob_problem(label: str, value: object, size: int | None = None) -> list[str
     if size is not None and len(value) != size:
         return [f"{label} has {len(value)} bytes, expected {size}"]
     return []
+
+
+def low_bits(material: int, bits: int) -> int:
+    """The low ``bits`` bits of derived material (see ``GeneratorOwner.seed_generator``)."""
+    return material & ((1 << bits) - 1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from seedlock.backends.base import BaseBackend, blob_problem
+from seedlock.backends.base import BaseBackend, blob_problem, low_bits
 
 __all__ = ["NumpyBackend"]
 
@@ -118,3 +118,12 @@ class NumpyBackend(BaseBackend):
             obj.set_state(plain)
         else:
             obj.bit_generator.state = plain
+
+    def seed_generator(self, obj: Any, material: int) -> None:
+        np = self._require_loaded()
+        if isinstance(obj, np.random.RandomState):
+            obj.seed(low_bits(material, 32))
+        else:
+            # A fresh bit generator of the same type, seeded with 128 bits; its state is copied
+            # in so that every reference to `obj` sees the new stream.
+            obj.bit_generator.state = type(obj.bit_generator)(low_bits(material, 128)).state

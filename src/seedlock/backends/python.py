@@ -7,7 +7,7 @@ import random
 import struct
 from typing import Any, ClassVar
 
-from seedlock.backends.base import BaseBackend, blob_problem
+from seedlock.backends.base import BaseBackend, blob_problem, low_bits
 
 __all__ = ["PythonBackend"]
 
@@ -68,3 +68,6 @@ class PythonBackend(BaseBackend):
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         obj.setstate(_from_plain(state))
+
+    def seed_generator(self, obj: Any, material: int) -> None:
+        obj.seed(low_bits(material, 128))

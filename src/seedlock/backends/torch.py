@@ -18,6 +18,7 @@ from seedlock.backends.base import (
     DeterminismOptions,
     blob_problem,
     flip,
+    low_bits,
     set_env,
 )
 
@@ -45,8 +46,15 @@ class TorchBackend(BaseBackend):
 
     def seed(self, value: int) -> str:
         torch = self._require_loaded()
-        torch.manual_seed(value)
-        return ", ".join(["cpu", *self._accelerators(torch)])
+        accelerators = self._accelerators(torch)
+        if accelerators:
+            torch.manual_seed(value)
+        else:
+            # No accelerator: seed the CPU generator alone. torch.manual_seed would also queue
+            # lazy seeds for CUDA/XPU/MTIA, formatting a stack trace each time (~100 us), which
+            # matters when seeding per sample.
+            torch.default_generator.manual_seed(value)
+        return ", ".join(["cpu", *accelerators])
 
     @staticmethod
     def _accelerators(torch: Any) -> list[str]:
@@ -62,6 +70,12 @@ class TorchBackend(BaseBackend):
         xpu = getattr(torch, "xpu", None)
         if xpu is not None and xpu.is_available():
             found.append(f"xpu x{xpu.device_count()}")
+        mtia = getattr(torch, "mtia", None)
+        if mtia is not None and mtia.is_available():
+            found.append("mtia")
+        custom = getattr(torch._C, "_get_privateuse1_backend_name", lambda: "privateuseone")()
+        if custom != "privateuseone":
+            found.append(custom)  # an out-of-tree device; torch.manual_seed seeds it
         return found
 
     def capture(self) -> dict[str, Any]:
@@ -138,6 +152,10 @@ class TorchBackend(BaseBackend):
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         obj.set_state(_tensor(self._require_loaded(), state["state"]))
+
+    def seed_generator(self, obj: Any, material: int) -> None:
+        # MT19937 on the CPU keeps 32 bits; Philox on accelerators keeps 64.
+        obj.manual_seed(low_bits(material, 32 if obj.device.type == "cpu" else 64))
 
     def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
         changes: list[Change | None] = []
