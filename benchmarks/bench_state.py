@@ -1,0 +1,606 @@
+#!/usr/bin/env python
+"""What capturing, restoring and storing the RNG state costs, side by side with the baselines.
+
+    python benchmarks/bench_state.py [--repeats N] [--profile]
+
+Measures, in one process with torch and NumPy imported:
+
+1. ``seedlock.restore(seedlock.capture())``: the in-memory round trip. The acceptance criterion
+   is that capture + restore takes under 0.5 ms on CPU. Also ``capture()`` and ``restore(state)``
+   alone.
+2. Lightning's ``_collect_rng_states()`` / ``_set_rng_states(states)`` for the same generators,
+   when Lightning is importable.
+3. A checkpoint round trip through memory: ``seedlock.state_dict()`` -> ``torch.save`` into a
+   ``BytesIO`` -> ``torch.load(weights_only=True)`` -> ``seedlock.load_state_dict``, against the
+   hand-written recipe (a dict of ``random.getstate()``, ``np.random.get_state()`` and
+   ``torch.get_rng_state()``, ``torch.save`` -> ``torch.load(weights_only=False)`` -> set).
+4. A round trip through a file: ``seedlock.save(path)`` + ``seedlock.load(path)`` (atomic,
+   checksummed, two ``fsync`` calls) against ``torch.save`` / ``torch.load`` of the hand-written
+   dict (no fsync), and against seedlock itself with ``os.fsync`` stubbed out, which isolates
+   what durability costs.
+5. The size of the stored state in each form.
+6. The in-memory round trip with 10 registered generators (5 NumPy ``Generator``, 5
+   ``torch.Generator``), against none registered and against a hand-written capture / set of
+   the same 13 generators.
+
+Every variant is a (save, load) pair: before timing, each one saves, draws from every generator,
+loads and draws again, and must see the same numbers. Each repeat times a block of calls of every
+variant, in an order shuffled per repeat, with ``time.perf_counter_ns`` around every call.
+When a round trip misses 0.5 ms (or with ``--profile``), a cProfile of it is printed below the
+table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import importlib
+import io
+import os
+import platform
+import pstats
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import seedlock
+
+CRITERION_US = 500.0
+# Where Lightning keeps _collect_rng_states / _set_rng_states, in the order we try them.
+LIGHTNING_MODULES = ("lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed")
+N_GENERATORS = 10  # registered for the scaling rows: half NumPy, half torch
+# Each block of calls lasts about this long (calls per block are calibrated per variant).
+BLOCK_S = 0.12
+MIN_CALLS, MAX_CALLS = 8, 2000
+WARMUP_CALLS = 20
+
+Token = Any
+# (module name, _collect_rng_states, _set_rng_states)
+LightningFns = tuple[str, Callable[..., Any], Callable[..., Any]]
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- the variants ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    """``save()`` returns a token, ``load(token)`` puts it back; ``part`` says what is timed."""
+
+    save: Callable[[], Token]
+    load: Callable[[Token], None]
+    part: str = "both"  # "both", "save" or "load" (then one token, saved before the block)
+    # Entered around every block and check (registers generators, stubs fsync).
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+
+
+def hand_get() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def hand_set(d: dict[str, Any]) -> None:
+    random.setstate(d["python"])
+    np.random.set_state(d["numpy"])
+    torch.set_rng_state(d["torch"])
+
+
+def to_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def seedlock_mem_save() -> bytes:
+    return to_bytes(seedlock.state_dict())
+
+
+def seedlock_mem_load(data: bytes) -> None:
+    seedlock.load_state_dict(torch.load(io.BytesIO(data), weights_only=True))
+
+
+def hand_mem_save() -> bytes:
+    return to_bytes(hand_get())
+
+
+def hand_mem_load(data: bytes) -> None:
+    hand_set(torch.load(io.BytesIO(data), weights_only=False))
+
+
+@dataclass
+class Generators:
+    """The extra generators of the scaling rows; registered with seedlock only inside ``active``."""
+
+    numpy_gens: list[np.random.Generator] = field(
+        default_factory=lambda: [np.random.default_rng(i) for i in range(N_GENERATORS // 2)]
+    )
+    torch_gens: list[torch.Generator] = field(
+        default_factory=lambda: [
+            torch.Generator().manual_seed(i) for i in range(N_GENERATORS - N_GENERATORS // 2)
+        ]
+    )
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        names = {f"np{i}": g for i, g in enumerate(self.numpy_gens)}
+        names.update({f"torch{i}": g for i, g in enumerate(self.torch_gens)})
+        for name, g in names.items():
+            seedlock.register(g, name)
+        try:
+            yield
+        finally:
+            for name in names:
+                seedlock.unregister(name)
+
+    def hand_get(self) -> dict[str, Any]:
+        d = hand_get()
+        d["numpy_gens"] = [g.bit_generator.state for g in self.numpy_gens]
+        d["torch_gens"] = [g.get_state() for g in self.torch_gens]
+        return d
+
+    def hand_set(self, d: dict[str, Any]) -> None:
+        hand_set(d)
+        for g, s in zip(self.numpy_gens, d["numpy_gens"], strict=True):
+            g.bit_generator.state = s
+        for g, s in zip(self.torch_gens, d["torch_gens"], strict=True):
+            g.set_state(s)
+
+    def draws(self) -> list[float]:
+        return [float(g.random()) for g in self.numpy_gens] + [
+            float(torch.rand(1, generator=g)) for g in self.torch_gens
+        ]
+
+
+@contextlib.contextmanager
+def no_fsync() -> Iterator[None]:
+    """``os.fsync`` as a no-op: what ``seedlock.save`` costs without its durability."""
+    real = os.fsync
+    os.fsync = lambda fd: None
+    try:
+        yield
+    finally:
+        os.fsync = real
+
+
+def lightning_functions() -> LightningFns | None:
+    for name in LIGHTNING_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        collect = getattr(module, "_collect_rng_states", None)
+        set_ = getattr(module, "_set_rng_states", None)
+        if collect is not None and set_ is not None:
+            return name, collect, set_
+    return None
+
+
+def make_variants(
+    tmp: Path, gens: Generators, lightning: LightningFns | None
+) -> dict[str, Variant]:
+    s_path, h_path = tmp / "rng.state", tmp / "hand.pt"
+
+    def file_save() -> Path:
+        return seedlock.save(s_path)
+
+    def hand_file_save() -> Path:
+        torch.save(hand_get(), h_path)
+        return h_path
+
+    def hand_file_load(p: Path) -> None:
+        hand_set(torch.load(p, weights_only=False))
+
+    v: dict[str, Variant] = {
+        "seedlock": Variant(seedlock.capture, seedlock.restore),
+        "seedlock capture": Variant(seedlock.capture, seedlock.restore, part="save"),
+        "seedlock restore": Variant(seedlock.capture, seedlock.restore, part="load"),
+        "hand": Variant(hand_get, hand_set),
+        "seedlock mem": Variant(seedlock_mem_save, seedlock_mem_load),
+        "hand mem": Variant(hand_mem_save, hand_mem_load),
+        "seedlock file": Variant(file_save, seedlock.load),
+        "seedlock file nofsync": Variant(file_save, seedlock.load, context=no_fsync),
+        "hand file": Variant(hand_file_save, hand_file_load),
+        "seedlock 10 gens": Variant(seedlock.capture, seedlock.restore, context=gens.active),
+        "hand 10 gens": Variant(gens.hand_get, gens.hand_set),
+    }
+    if lightning:
+        _, collect, set_ = lightning
+        v["lightning"] = Variant(collect, set_)
+        v["lightning collect"] = Variant(collect, set_, part="save")
+        v["lightning set"] = Variant(collect, set_, part="load")
+    return v
+
+
+def draws(gens: Generators) -> list[float]:
+    return [random.random(), float(np.random.rand()), float(torch.rand(1)), *gens.draws()]
+
+
+def check(name: str, v: Variant, gens: Generators) -> None:
+    """The variant must really put every generator back (registered ones where it covers them)."""
+    with v.context():
+        token = v.save()
+        first = draws(gens)
+        v.load(token)
+        again = draws(gens)
+    covered = 3 + (N_GENERATORS if "10 gens" in name else 0)
+    if first[:covered] != again[:covered]:
+        raise SystemExit(f"variant {name!r} does not restore the state: {first} != {again}")
+
+
+# --- timing ---------------------------------------------------------------------------------------
+
+
+def time_block(v: Variant, calls: int) -> list[int]:
+    ns = time.perf_counter_ns
+    out: list[int] = []
+    with v.context():
+        save, load = v.save, v.load
+        if v.part == "both":
+            for _ in range(calls):
+                t = ns()
+                load(save())
+                out.append(ns() - t)
+        elif v.part == "save":
+            for _ in range(calls):
+                t = ns()
+                save()
+                out.append(ns() - t)
+        else:
+            token = save()
+            for _ in range(calls):
+                t = ns()
+                load(token)
+                out.append(ns() - t)
+    return out
+
+
+@dataclass
+class Series:
+    """One value per repeat (ns): the median of that repeat's block of calls."""
+
+    values: list[float] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)  # every call, pooled
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def iqr(self) -> tuple[float, float]:
+        if len(self.values) < 2:
+            return self.values[0], self.values[0]
+        q = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q[0], q[2]
+
+
+def paired(a: Series, b: Series) -> Series:
+    """a[i] - b[i]: both blocks ran in the same repeat, so they share its machine state."""
+    return Series([x - y for x, y in zip(a.values, b.values, strict=True)])
+
+
+def calibrate(variants: dict[str, Variant]) -> dict[str, int]:
+    calls = {}
+    for name, v in variants.items():
+        sample = time_block(v, WARMUP_CALLS)
+        per_call = statistics.median(sample) / 1e9
+        calls[name] = max(MIN_CALLS, min(MAX_CALLS, int(BLOCK_S / per_call)))
+    return calls
+
+
+def measure(variants: dict[str, Variant], calls: dict[str, int], repeats: int) -> dict[str, Series]:
+    res = {name: Series() for name in variants}
+    order = random.Random(0)  # our own generator: the global ones are what is measured
+    names = list(variants)
+    for rep in range(repeats):
+        order.shuffle(names)
+        t = time.perf_counter()
+        for name in names:
+            sample = time_block(variants[name], calls[name])
+            res[name].values.append(statistics.median(sample))
+            res[name].calls.extend(sample)
+        progress(f"[repeat {rep + 1}/{repeats}] {time.perf_counter() - t:5.2f} s")
+    return res
+
+
+# --- sizes ----------------------------------------------------------------------------------------
+
+
+def sizes(tmp: Path, gens: Generators, lightning: LightningFns | None) -> dict[str, int]:
+    out = {
+        "seedlock file": seedlock.save(tmp / "size.state").stat().st_size,
+        "seedlock state_dict": len(to_bytes(seedlock.state_dict())),
+        "hand": len(to_bytes(hand_get())),
+        "hand 10 gens": len(to_bytes(gens.hand_get())),
+    }
+    with gens.active():
+        out["seedlock file 10 gens"] = seedlock.save(tmp / "size10.state").stat().st_size
+        out["seedlock state_dict 10 gens"] = len(to_bytes(seedlock.state_dict()))
+    if lightning:
+        out["lightning"] = len(to_bytes(lightning[1]()))
+    return out
+
+
+# --- formatting -----------------------------------------------------------------------------------
+# ASCII only: the table must paste cleanly anywhere.
+
+
+def fmt(s: Series, scale: float, unit: str) -> str:
+    lo, hi = s.iqr()
+    d = 1 if s.median * scale >= 10 else 2
+    return f"{s.median * scale:.{d}f} {unit} ({lo * scale:.{d}f} - {hi * scale:.{d}f})"
+
+
+def fmt_diff(s: Series, scale: float, unit: str) -> str:
+    lo, hi = s.iqr()
+    return f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
+
+
+def row(measure: str, this: Series, base: Series, unit: str = "us") -> str:
+    scale = 1e-3 if unit == "us" else 1e-6
+    ratio = this.median / base.median if base.median else float("nan")
+    return (
+        f"| {measure} | {fmt(this, scale, unit)} | {fmt(base, scale, unit)} | "
+        f"{ratio:.2f}x | {fmt_diff(paired(this, base), scale, unit)} |"
+    )
+
+
+def size_row(measure: str, this: int, base: int) -> str:
+    return f"| {measure} | {this:,} B | {base:,} B | {this / base:.2f}x | {this - base:+,} B |"
+
+
+def percentile(values: list[int], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def filesystem(path: Path) -> str:
+    """The mount holding ``path`` and its type, from /proc/mounts (Linux), else 'unknown'."""
+    best, kind = "", "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                best, kind = parts[1], parts[2]
+    return f"{kind} (mounted on {best})" if best else kind
+
+
+def header(lightning_name: str | None, repeats: int, elapsed: float, tmp: Path) -> list[str]:
+    lightning = "Lightning not installed"
+    if lightning_name:
+        top = sys.modules[lightning_name.split(".")[0]]
+        lightning = f"Lightning {getattr(top, '__version__', '?')} (`{lightning_name}`)"
+    return [
+        "# seedlock RNG state capture / restore / storage benchmark",
+        "",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), torch "
+        f"{torch.__version__}, NumPy {np.__version__}, seedlock {seedlock.__version__}, "
+        f"{lightning}",
+        f"- {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (torch uses "
+        f"{torch.get_num_threads()} threads); temp files in {tmp.parent}, filesystem "
+        f"{filesystem(tmp)}",
+        f"- captured backends: {', '.join(seedlock.capture().backends)}",
+        f"- {repeats} repeats, each a block of calls of every variant (~{BLOCK_S * 1e3:.0f} ms "
+        f"per block), variants in an order shuffled per repeat; {elapsed:.0f} s in all",
+        "- cells: median over repeats of the per-repeat median call (p25 - p75 over repeats); "
+        "ratio: of the medians; added: median (p25 .. p75) of this - baseline per repeat",
+        "",
+        "| measure | this | baseline | ratio | added |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+
+def report(res: dict[str, Series], size: dict[str, int], lightning_name: str | None) -> list[str]:
+    lines = [
+        row(
+            "`restore(capture())` vs hand-written get/set of the 3 globals",
+            res["seedlock"],
+            res["hand"],
+        ),
+    ]
+    if lightning_name:
+        lines += [
+            row(
+                "`restore(capture())` vs Lightning `_set_rng_states(_collect_rng_states())`",
+                res["seedlock"],
+                res["lightning"],
+            ),
+            row(
+                "`capture()` vs Lightning `_collect_rng_states()`",
+                res["seedlock capture"],
+                res["lightning collect"],
+            ),
+            row(
+                "`restore(state)` vs Lightning `_set_rng_states(states)`",
+                res["seedlock restore"],
+                res["lightning set"],
+            ),
+        ]
+    lines += [
+        row(
+            "`state_dict()` -> torch.save(BytesIO) -> torch.load(weights_only=True) -> "
+            "`load_state_dict` vs hand dict -> torch.save -> torch.load(weights_only=False) -> set",
+            res["seedlock mem"],
+            res["hand mem"],
+        ),
+        row(
+            "`seedlock.save(path)` + `seedlock.load(path)` (2 fsyncs) vs torch.save / torch.load "
+            "of the hand dict to a file (no fsync)",
+            res["seedlock file"],
+            res["hand file"],
+            unit="ms",
+        ),
+        row(
+            "`seedlock.save` + `load` vs the same with `os.fsync` stubbed out: added = fsync cost",
+            res["seedlock file"],
+            res["seedlock file nofsync"],
+            unit="ms",
+        ),
+        row(
+            "`seedlock.save` + `load` with `os.fsync` stubbed out vs torch.save / torch.load file",
+            res["seedlock file nofsync"],
+            res["hand file"],
+            unit="ms",
+        ),
+        row(
+            f"`restore(capture())` with {N_GENERATORS} registered generators (5 NumPy, 5 torch) "
+            "vs none registered",
+            res["seedlock 10 gens"],
+            res["seedlock"],
+        ),
+        row(
+            f"`restore(capture())` with {N_GENERATORS} registered generators vs hand-written "
+            "get/set of the same 13 generators",
+            res["seedlock 10 gens"],
+            res["hand 10 gens"],
+        ),
+        size_row(
+            "size: `seedlock.save` file vs torch.save bytes of the hand dict",
+            size["seedlock file"],
+            size["hand"],
+        ),
+        size_row(
+            "size: torch.save bytes of `seedlock.state_dict()` vs of the hand dict",
+            size["seedlock state_dict"],
+            size["hand"],
+        ),
+    ]
+    if lightning_name:
+        lines.append(
+            size_row(
+                "size: torch.save bytes of Lightning's `_collect_rng_states()` vs of the hand dict",
+                size["lightning"],
+                size["hand"],
+            )
+        )
+    lines += [
+        size_row(
+            f"size with {N_GENERATORS} registered generators: `seedlock.save` file vs "
+            "torch.save of the hand dict of 13 generators",
+            size["seedlock file 10 gens"],
+            size["hand 10 gens"],
+        ),
+        size_row(
+            f"size with {N_GENERATORS} registered generators: torch.save of "
+            "`state_dict()` vs of the hand dict of 13 generators",
+            size["seedlock state_dict 10 gens"],
+            size["hand 10 gens"],
+        ),
+    ]
+    return lines
+
+
+def verdict(res: dict[str, Series], lightning_name: str | None) -> list[str]:
+    s = res["seedlock"]
+    lo, hi = s.iqr()
+    calls = s.calls
+    ok = s.median / 1e3 < CRITERION_US
+    extra = res["seedlock 10 gens"].median - s.median
+    lines = [
+        "",
+        f"**capture + restore round trip: median {s.median / 1e3:.1f} us** (p25 - p75 over "
+        f"repeats {lo / 1e3:.1f} - {hi / 1e3:.1f}; over all {len(calls)} calls p25 "
+        f"{percentile(calls, 25) / 1e3:.1f}, p75 {percentile(calls, 75) / 1e3:.1f}, p99 "
+        f"{percentile(calls, 99) / 1e3:.1f}, max {max(calls) / 1e3:.1f} us); criterion < "
+        f"{CRITERION_US:.0f} us (0.5 ms) on CPU: " + ("PASS" if ok else "FAIL"),
+        f"with {N_GENERATORS} registered generators the round trip takes "
+        f"{res['seedlock 10 gens'].median / 1e3:.1f} us ("
+        + ("under" if res["seedlock 10 gens"].median / 1e3 < CRITERION_US else "OVER")
+        + f" {CRITERION_US:.0f} us): each registered generator adds about "
+        f"{extra / N_GENERATORS / 1e3:.1f} us ({N_GENERATORS} add {extra / 1e3:.1f} us; the "
+        "hand-written get/set of the same generators adds "
+        f"{(res['hand 10 gens'].median - res['hand'].median) / 1e3:.1f} us).",
+        "`seedlock.save` flushes and fsyncs the file, renames it over the target and fsyncs the "
+        "directory, so a crash leaves the old state or the new one; torch.save does none of "
+        "that. The stubbed-fsync row shows how much of the file round trip is that durability "
+        "(it depends on the disk and filesystem); the rest is JSON + base64 + SHA-256 + "
+        "validation.",
+    ]
+    if not lightning_name:
+        lines.append(
+            "Lightning is not installed (`pip install seedlock[bench]`): its rows were skipped."
+        )
+    return lines
+
+
+def profile(title: str, context: Callable[[], Any], calls: int = 1000, top: int = 12) -> list[str]:
+    """cProfile of ``restore(capture())``: the functions with the most own time, then the seedlock
+    functions with the most cumulative time (which of them leads to the expensive calls)."""
+    prof = cProfile.Profile()
+    with context():
+        prof.enable()
+        for _ in range(calls):
+            seedlock.restore(seedlock.capture())
+        prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(r"src/seedlock", top)
+    lines = [line.rstrip() for line in out.getvalue().splitlines()]
+    return ["", f"cProfile of {calls} x `restore(capture())` {title}:", "```", *lines, "```"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=20,
+        help="rounds over every variant (default 20: about 1 minute on 2 cores)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="always print cProfiles of restore(capture()) (default: when over 0.5 ms)",
+    )
+    args = parser.parse_args(argv)
+    repeats = max(1, args.repeats)
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    lightning = lightning_functions()
+    if lightning is None:
+        progress(f"Lightning not importable ({', '.join(LIGHTNING_MODULES)}): rows skipped")
+    gens = Generators()
+    with tempfile.TemporaryDirectory(prefix="bench_state.") as d:
+        tmp = Path(d)
+        variants = make_variants(tmp, gens, lightning)
+        progress("checking that every variant restores the state ...")
+        for name, v in variants.items():
+            check(name, v, gens)
+        progress("warm-up and calibration ...")
+        calls = calibrate(variants)
+        t = time.perf_counter()
+        res = measure(variants, calls, repeats)
+        elapsed = time.perf_counter() - t
+        size = sizes(tmp, gens, lightning)
+        lightning_name = lightning[0] if lightning else None
+        lines = header(lightning_name, repeats, elapsed, tmp)
+    lines += report(res, size, lightning_name)
+    lines += verdict(res, lightning_name)
+    # Profiles when asked, and whenever a round trip misses the criterion.
+    if args.profile or res["seedlock"].median / 1e3 >= CRITERION_US:
+        lines += profile("(no generator registered)", contextlib.nullcontext)
+    if args.profile or res["seedlock 10 gens"].median / 1e3 >= CRITERION_US:
+        lines += profile(f"with {N_GENERATORS} registered generators", gens.active)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
