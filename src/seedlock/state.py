@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 from seedlock import _hooks
 from seedlock import backends as _backends
@@ -119,20 +119,10 @@ def _describe(value: object) -> str:
 # -- registered generators ----------------------------------------------------------------
 
 
-_owners: dict[type, GeneratorOwner] = {}
-
-
 def _owner(obj: object) -> GeneratorOwner:
-    # Cached per type: isinstance() against a runtime-checkable Protocol costs ~11 us, and this
-    # runs for every registered generator on every capture and restore.
-    owner = _owners.get(type(obj))
+    owner = _backends.owner_of(obj)
     if owner is not None:
         return owner
-    for backend in _backends.all_backends():
-        owns = getattr(backend, "owns", None)
-        if owns is not None and owns(obj):
-            _owners[type(obj)] = cast(GeneratorOwner, backend)
-            return _owners[type(obj)]
     raise TypeError(
         f"cannot register a {type(obj).__module__}.{type(obj).__qualname__}: seedlock captures "
         "numpy.random.Generator / RandomState, random.Random and torch.Generator objects "

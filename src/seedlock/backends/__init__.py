@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from typing import cast
 
-from seedlock.backends.base import Backend, BaseBackend, Change, DeterminismOptions
+from seedlock.backends.base import (
+    Backend,
+    BaseBackend,
+    Change,
+    DeterminismOptions,
+    GeneratorOwner,
+)
 from seedlock.backends.cupy import CupyBackend
 from seedlock.backends.jax import JaxBackend
 from seedlock.backends.numpy import NumpyBackend
@@ -29,6 +36,7 @@ __all__ = [
     "Change",
     "DeterminismOptions",
     "all_backends",
+    "owner_of",
     "select",
 ]
 
@@ -99,3 +107,23 @@ def select(names: Iterable[str] | None) -> list[Backend]:
             f"unknown backend(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
         )
     return [b for b in backends if b.name in wanted]
+
+
+_owners: dict[type, GeneratorOwner] = {}
+
+
+def owner_of(obj: object) -> GeneratorOwner | None:
+    """The backend whose generator objects include ``obj`` (e.g. a ``torch.Generator``), if any.
+
+    Cached per type: this runs for every registered generator on every capture and restore,
+    and for every dataset-held generator on every sample.
+    """
+    owner = _owners.get(type(obj))
+    if owner is not None:
+        return owner
+    for backend in all_backends():
+        owns = getattr(backend, "owns", None)
+        if owns is not None and owns(obj):
+            _owners[type(obj)] = cast(GeneratorOwner, backend)
+            return _owners[type(obj)]
+    return None

@@ -1,0 +1,206 @@
+"""``seedlock.data.loader``: a DataLoader with per-sample seeds, its own generator and an exact,
+O(1) resume that counts the batches delivered to the caller.
+
+The loader is a ``torch.utils.data.DataLoader`` subclass. Its sampler is a
+:class:`~seedlock.data.ResumableSampler`; its dataset is wrapped in a
+:class:`~seedlock.data.SeededDataset` that receives ``(epoch, index)`` pairs. ``iter()`` draws its
+workers' base seed from the loader's own generator, so iterating never consumes the global torch
+RNG (a plain DataLoader draws from it on every ``iter()``, even with ``num_workers=0``).
+
+``state_dict()`` is ``{"epoch", "batches"}``: the epoch in progress and how many of its batches
+the caller has received — not how many the workers prefetched. ``load_state_dict`` makes the next
+``iter()`` start at exactly the following batch, computed from the epoch's permutation (no replay
+of the skipped batches), with any ``num_workers``, ``persistent_workers`` or ``prefetch_factor``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, Sampler
+
+from seedlock.data.sampler import ResumableSampler
+from seedlock.data.samples import SeededDataset
+from seedlock.derivation import Seed, check_seed, derive, get_root
+
+__all__ = ["SeedlockDataLoader", "loader"]
+
+_STATE_VERSION = 1
+
+
+class _EpochBatches(Sampler[Any]):
+    """Batches of ``(epoch, index)`` pairs for the epoch and start the loader sets."""
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int | None, drop_last: bool) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self.epoch
+        indices = self.sampler.indices(epoch)
+        if self.batch_size is None:
+            for index in indices[self.skip :]:
+                yield (epoch, index)
+            return
+        size = self.batch_size
+        for start in range(self.skip * size, len(indices), size):
+            batch = indices[start : start + size]
+            if len(batch) < size and self.drop_last:
+                return
+            yield [(epoch, index) for index in batch]
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        if self.batch_size is None:
+            return n
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+class _Delivered:
+    """Wraps the DataLoader's iterator and counts what reaches the caller."""
+
+    def __init__(self, owner: SeedlockDataLoader, inner: Iterator[Any]) -> None:
+        self._owner = owner
+        self._inner = inner
+
+    def __iter__(self) -> _Delivered:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            batch = next(self._inner)
+        except StopIteration:
+            self._owner._finished = True
+            raise
+        self._owner._delivered += 1
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._owner) - self._owner._skip_at_start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class SeedlockDataLoader(DataLoader[Any]):
+    """A DataLoader with per-sample seeding and exact resume; build it with :func:`loader`."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        batch_size: int | None = 1,
+        shuffle: bool = False,
+        sampler: ResumableSampler | None = None,
+        drop_last: bool = False,
+        seed: Seed | None = None,
+        strict: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(dataset, IterableDataset):
+            raise TypeError(
+                "seedlock.data.loader supports map-style datasets (with __getitem__ and __len__); "
+                "an IterableDataset decides its own order, so per-sample seeds and an exact "
+                "resume cannot be imposed from outside"
+            )
+        for name in ("batch_sampler", "generator"):
+            if kwargs.get(name) is not None:
+                raise TypeError(
+                    f"seedlock.data.loader builds its own {name}; pass a "
+                    "seedlock.data.ResumableSampler as sampler= to control the order"
+                )
+            kwargs.pop(name, None)
+        if sampler is not None and not isinstance(sampler, ResumableSampler):
+            raise TypeError(
+                "sampler must be a seedlock.data.ResumableSampler (its order is a function of "
+                "the root seed and the epoch, which makes resume exact), got "
+                f"{type(sampler).__name__}"
+            )
+        self.root = get_root() if seed is None else check_seed(seed)
+        if sampler is None:
+            sampler = ResumableSampler(dataset, shuffle=shuffle, seed=self.root)
+        elif shuffle:
+            raise ValueError("shuffle is set on the ResumableSampler when you pass one")
+        self.resumable_sampler = sampler
+        self._batches = _EpochBatches(sampler, batch_size, drop_last)
+        seeded = SeededDataset(dataset, root=self.root, strict=strict)
+        # The loader's own generator: iter() draws the workers' base seed from it, never from
+        # the global torch RNG.
+        generator = torch.Generator().manual_seed(derive("loader", root=self.root, bits=32))
+        if batch_size is None:
+            super().__init__(
+                seeded, batch_size=None, sampler=self._batches, generator=generator, **kwargs
+            )
+        else:
+            super().__init__(seeded, batch_sampler=self._batches, generator=generator, **kwargs)
+        self._next_epoch = sampler.epoch
+        self._skip = 0
+        self._epoch = self._next_epoch
+        self._delivered = 0
+        self._skip_at_start = 0
+        self._finished = True
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        epoch, skip = self._next_epoch, self._skip
+        self._next_epoch, self._skip = epoch + 1, 0
+        self._epoch, self._delivered, self._skip_at_start = epoch, skip, skip
+        self._finished = False
+        self._batches.epoch, self._batches.skip = epoch, skip
+        return _Delivered(self, super().__iter__())
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` starts (or resumes)."""
+        return self._next_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` start ``epoch`` from its first batch."""
+        self._next_epoch, self._skip = epoch, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"version", "epoch", "batches"}``: where to resume, counted in delivered batches."""
+        if not self._finished and self._delivered < len(self):
+            return {"version": _STATE_VERSION, "epoch": self._epoch, "batches": self._delivered}
+        return {"version": _STATE_VERSION, "epoch": self._next_epoch, "batches": 0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next ``iter()`` continue exactly after the last delivered batch."""
+        epoch, batches = state.get("epoch"), state.get("batches")
+        if state.get("version") != _STATE_VERSION or not isinstance(epoch, int):
+            raise ValueError(f"not a seedlock loader state: {state!r}")
+        if not isinstance(batches, int) or not 0 <= batches <= len(self):
+            raise ValueError(f"batches must be an int in [0, {len(self)}], got {batches!r}")
+        self._next_epoch, self._skip = epoch, batches
+
+
+def loader(
+    dataset: Any,
+    batch_size: int | None = 1,
+    shuffle: bool = False,
+    *,
+    seed: Seed | None = None,
+    strict: bool = False,
+    **kwargs: Any,
+) -> SeedlockDataLoader:
+    """A DataLoader over ``dataset`` with per-sample seeding and exact O(1) resume.
+
+    Takes DataLoader's arguments (``num_workers``, ``collate_fn``, ``pin_memory``,
+    ``persistent_workers``, ``prefetch_factor``, ``worker_init_fn``, ``drop_last``, ...) except
+    ``batch_sampler`` and ``generator``, which it builds; ``sampler=`` must be a
+    :class:`ResumableSampler`. ``seed`` defaults to the root seed; ``strict=True`` refuses a
+    dataset that holds generator objects.
+
+    >>> seedlock.seed_everything(0)
+    >>> train = seedlock.data.loader(dataset, batch_size=32, shuffle=True, num_workers=4)
+    >>> for batch in train: ...
+    >>> ckpt["loader"] = train.state_dict()     # later: train.load_state_dict(ckpt["loader"])
+    """
+    return SeedlockDataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, strict=strict, **kwargs
+    )

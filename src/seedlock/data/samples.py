@@ -1,0 +1,228 @@
+"""Per-sample seeding: a sample's randomness is a function of ``(root, epoch, index)`` only.
+
+Right before sample ``index`` of epoch ``epoch`` is fetched, :class:`SeededDataset`:
+
+* seeds every loaded global generator (``random``, ``np.random``, torch's CPU generator, ...)
+  with ``derive("data", epoch, index, <backend>)``;
+* reseeds every generator object the dataset holds (see *What is scanned*) with
+  ``derive("data", epoch, index, "held", <path>)``;
+* makes :func:`sample_rng` / :func:`sample_generator` return generators seeded with
+  ``derive("data", epoch, index, "numpy")``-style keys for that sample.
+
+So the augmentation a sample gets does not depend on which worker fetched it, how many workers
+there are, what was fetched before it, or whether the run was resumed.
+
+In the main process (``num_workers=0``) the caller's global generators are saved before the
+sample and put back after it: fetching data never shifts the training loop's random streams.
+
+What is scanned
+---------------
+Generator objects (``numpy.random.Generator`` / ``RandomState``, ``random.Random``,
+``torch.Generator``) reachable from the dataset through at most three attribute steps, where
+lists, tuples and dict values are looked through without counting as a step::
+
+    dataset.rng                              # 1 step
+    dataset.transform.rng                    # 2 steps
+    dataset.transform.transforms[2].rng      # 3 steps: torchvision-style Compose
+
+Modules, classes, functions, tensors and arrays are not entered. The scan happens once, when the
+wrapper is made; generators attached later are not seen. With ``strict=True`` finding one is an
+error that names its path instead (for code that must use :func:`sample_rng`).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import Dataset, get_worker_info
+
+from seedlock import backends as _backends
+from seedlock.backends.base import GeneratorOwner
+from seedlock.derivation import Seed, check_seed, derive, get_root
+
+__all__ = ["SeededDataset", "find_generators", "sample_generator", "sample_rng"]
+
+_MAX_STEPS = 3
+_OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+
+
+@dataclass
+class _Sample:
+    root: Seed
+    epoch: int
+    index: int
+    rng: Any = None
+    generator: Any = None
+
+
+_current: _Sample | None = None
+
+
+def _material(sample: _Sample, *keys: str | int) -> int:
+    return derive("data", sample.epoch, sample.index, *keys, root=sample.root, bits=256)
+
+
+def _require_sample(what: str) -> _Sample:
+    if _current is None:
+        raise RuntimeError(
+            f"{what}() is only available while a seedlock loader fetches a sample "
+            "(inside Dataset.__getitem__ of a dataset given to seedlock.data.loader)"
+        )
+    return _current
+
+
+def sample_rng() -> Any:
+    """The current sample's ``numpy.random.Generator`` (PCG64, 128-bit seed).
+
+    Repeated calls while one sample is fetched return the same generator, continuing its
+    stream. Use it in ``__getitem__`` or a transform::
+
+        def __getitem__(self, i):
+            rng = seedlock.data.sample_rng()
+            return self.images[i] + rng.normal(0, 0.1, self.images[i].shape)
+    """
+    sample = _require_sample("sample_rng")
+    if sample.rng is None:
+        import numpy as np
+
+        sample.rng = np.random.default_rng(_material(sample, "numpy") & ((1 << 128) - 1))
+    return sample.rng
+
+
+def sample_generator() -> Any:
+    """The current sample's CPU ``torch.Generator`` (same rules as :func:`sample_rng`)."""
+    sample = _require_sample("sample_generator")
+    if sample.generator is None:
+        import torch
+
+        sample.generator = torch.Generator().manual_seed(_material(sample, "torch") & 0xFFFFFFFF)
+    return sample.generator
+
+
+def _children(obj: Any) -> Iterator[tuple[str, Any]]:
+    """(path suffix, value) for each attribute; containers are looked through."""
+
+    def expand(suffix: str, value: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
+        if isinstance(value, (list, tuple)) and depth < 4:
+            for i, item in enumerate(value):
+                yield from expand(f"{suffix}[{i}]", item, depth + 1)
+        elif isinstance(value, dict) and depth < 4:
+            for key, item in value.items():
+                yield from expand(f"{suffix}[{key!r}]", item, depth + 1)
+        else:
+            yield suffix, value
+
+    attributes = getattr(obj, "__dict__", None)
+    if not isinstance(attributes, dict):
+        return
+    for name, value in attributes.items():
+        yield from expand(f".{name}", value)
+
+
+def _enterable(value: Any) -> bool:
+    if isinstance(value, _OPAQUE) or value is None:
+        return False
+    # Tensors and arrays hold data, not generators; their __dict__ is not worth walking.
+    return not (hasattr(value, "dtype") and hasattr(value, "shape"))
+
+
+def find_generators(dataset: Any) -> list[tuple[str, Any, GeneratorOwner]]:
+    """Generator objects held by ``dataset``: ``(path, generator, owning backend)`` each.
+
+    See the module docstring for exactly what is scanned.
+    """
+    found: list[tuple[str, Any, GeneratorOwner]] = []
+    seen: set[int] = {id(dataset)}
+    frontier: list[tuple[str, Any]] = [("dataset", dataset)]
+    for _ in range(_MAX_STEPS):
+        next_frontier = []
+        for path, obj in frontier:
+            for suffix, value in _children(obj):
+                if id(value) in seen or not _enterable(value):
+                    continue
+                seen.add(id(value))
+                owner = _backends.owner_of(value)
+                if owner is not None:
+                    found.append((path + suffix, value, owner))
+                else:
+                    next_frontier.append((path + suffix, value))
+        frontier = next_frontier
+    return found
+
+
+class SeededDataset(Dataset[Any]):
+    """Wraps a map-style dataset so that item ``(epoch, index)`` is fetched under per-sample
+    seeds (see the module docstring). :func:`seedlock.data.loader` builds it for you.
+
+    ``strict=True`` refuses datasets that hold generator objects, naming each one.
+    """
+
+    def __init__(self, dataset: Any, *, root: Seed | None = None, strict: bool = False) -> None:
+        self.dataset = dataset
+        self.root = get_root() if root is None else check_seed(root)
+        self.held = find_generators(dataset)
+        if strict and self.held:
+            paths = ", ".join(
+                f"{p} ({type(g).__module__}.{type(g).__qualname__})" for p, g, _ in self.held
+            )
+            raise ValueError(
+                f"the dataset holds random generator(s): {paths}. DataLoader workers each get a "
+                "copy, so every worker (and every epoch) repeats the same numbers. Draw from "
+                "seedlock.data.sample_rng() / sample_generator() instead, or pass strict=False "
+                "to let seedlock reseed them per sample."
+            )
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
+        # torch's fetcher calls this once per batch: the main process saves and restores the
+        # caller's global generators once per batch rather than once per sample.
+        saved = _capture_globals() if _in_main_process() else None
+        try:
+            return [self._fetch(epoch, index) for epoch, index in keys]
+        finally:
+            if saved is not None:
+                _restore_globals(saved)
+
+    def _fetch(self, epoch: int, index: int) -> Any:
+        global _current
+        sample = _Sample(self.root, epoch, index)
+        previous, _current = _current, sample
+        try:
+            for backend in _seeded_backends():
+                backend.seed(_material(sample, backend.name) & ((1 << backend.seed_bits) - 1))
+            for path, generator, owner in self.held:
+                owner.seed_generator(generator, _material(sample, "held", path))
+            return self.dataset[index]
+        finally:
+            _current = previous
+
+    def __getattr__(self, name: str) -> Any:
+        # Let code that reaches through loader.dataset find the user's attributes.
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def _seeded_backends() -> list[Any]:
+    return [b for b in _backends.all_backends() if b.seed_bits and b.available() and b.loaded()]
+
+
+def _capture_globals() -> list[tuple[Any, dict[str, Any]]]:
+    return [(b, b.capture()) for b in _seeded_backends()]
+
+
+def _restore_globals(saved: list[tuple[Any, dict[str, Any]]]) -> None:
+    for backend, state in saved:
+        backend.restore(state)
+
+
+def _in_main_process() -> bool:
+    return get_worker_info() is None
