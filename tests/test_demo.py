@@ -12,12 +12,19 @@ from typing import Any
 import pytest
 
 import seedlock
-from seedlock.cli.demo import INSTALL_HINT
+from seedlock.cli.demo import INSTALL_HINT, _interrupt_step
 
 pytestmark = pytest.mark.slow
 
 IDENTICAL = "bit-identical: yes (every epoch's loss and every parameter bit match)"
+RUNS_VERDICT = "  run 1 vs run 2     "
+RESUME_VERDICT = "  resumed vs run 1   "
 HASH_LINE = re.compile(r"^  run ([12])  ([0-9a-f]{64})$", re.MULTILINE)
+RESUME_HASH_LINE = re.compile(r"^  params (run 1|resumed) +([0-9a-f]{64})$", re.MULTILINE)
+INTERRUPTED_LINE = re.compile(
+    r"^  interrupted    after step (\d+) of (\d+) \(epoch (\d+) of 2, batch (\d+) of (\d+)\)",
+    re.MULTILINE,
+)
 LOSS_ROW = re.compile(r"^ +(\d+)  .*  (identical|DIFFER)$", re.MULTILINE)
 
 
@@ -52,9 +59,13 @@ def json_output(json_run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return result
 
 
-def test_demo_exits_0_and_its_last_line_says_bit_identical(table_run):
+def test_demo_exits_0_and_its_verdict_says_bit_identical_for_both_checks(table_run):
     assert table_run.returncode == 0, table_run.stderr
-    assert table_run.stdout.splitlines()[-1] == IDENTICAL
+    assert table_run.stdout.splitlines()[-3:] == [
+        "verdict",
+        RUNS_VERDICT + IDENTICAL,
+        RESUME_VERDICT + IDENTICAL,
+    ]
 
 
 def test_demo_prints_the_same_parameter_hash_for_both_runs(table_run):
@@ -67,13 +78,38 @@ def test_demo_marks_every_epoch_of_the_loss_table_identical(table_run):
     assert LOSS_ROW.findall(table_run.stdout) == [("1", "identical"), ("2", "identical")]
 
 
-def test_demo_reports_progress_of_both_runs_on_stderr(table_run):
+def test_demo_prints_a_resume_section_with_the_same_parameter_hash_as_run_1(table_run):
+    section = table_run.stdout.split("\nresume: ", 1)[1]
+    assert section.startswith("run 1 again, interrupted mid-epoch, then finished by a new process")
+    assert "torch.load(weights_only=True)" in section
+    assert "2 DataLoader workers in both processes, 0 in runs 1 and 2" in section
+    assert "every epoch's loss bits match run 1's" in section
+    hashes = dict(RESUME_HASH_LINE.findall(section))
+    assert hashes == {"run 1": printed_hashes(table_run.stdout)["1"], "resumed": hashes["run 1"]}
+
+
+def test_demo_interrupts_the_resume_run_in_the_middle_of_an_epoch(table_run):
+    match = INTERRUPTED_LINE.search(table_run.stdout)
+    assert match, table_run.stdout
+    step, total, epoch, batch, per_epoch = map(int, match.groups())
+    assert total == 2 * per_epoch
+    assert 0 < batch < per_epoch
+    assert step == (epoch - 1) * per_epoch + batch
+
+
+def test_demo_reports_progress_of_every_run_on_stderr(table_run):
     lines = table_run.stderr.splitlines()
-    assert lines[0] == "training 2 runs at once, each in a new Python process ..."
-    assert sorted(line.split(" done in ")[0] for line in lines[1:]) == [
+    assert lines[0] == (
+        "training 2 runs and an interrupted run at once, each in a new Python process ..."
+    )
+    assert lines[-1].startswith("resumed run (seed 0) done in ")
+    assert sorted(re.split(r" done in | stopped after ", line)[0] for line in lines[1:-1]) == [
+        "interrupted run (seed 0)",
         "run 1/2 (seed 0)",
         "run 2/2 (seed 0)",
     ]
+    stopped = next(line for line in lines if line.startswith("interrupted run"))
+    assert stopped.endswith("; resuming it in a new process ...")
 
 
 def test_json_output_has_the_same_loss_bits_for_both_runs_epoch_by_epoch(json_output):
@@ -84,14 +120,47 @@ def test_json_output_has_the_same_loss_bits_for_both_runs_epoch_by_epoch(json_ou
 
 
 def test_json_output_says_identical_with_no_differing_epoch(json_output):
+    assert json_output["reproducible"] is True
     assert json_output["identical"] is True
     assert json_output["first_differing_epoch"] is None
     assert json_output["params_identical"] is True
     assert json_output["seeds"] == [0, 0]
 
 
+def test_json_output_has_the_resumed_run_bit_identical_to_run_1(json_output):
+    resume = json_output["resume"]
+    first, resumed = json_output["runs"][0], resume["run"]
+    assert resume["identical"] is True
+    assert resume["first_differing_epoch"] is None
+    assert resume["params_identical"] is True
+    assert resume["compared_with"] == "run 1"
+    assert resumed["params_sha256"] == first["params_sha256"]
+    assert resumed["loss_hex"] == first["loss_hex"]
+    assert resumed["seed"] == first["seed"] == 0
+
+
+def test_json_output_says_where_the_run_was_interrupted(json_output):
+    stop = json_output["resume"]["interrupted"]
+    per_epoch = stop["batches_per_epoch"]
+    assert stop["total_steps"] == 2 * per_epoch
+    assert 0 < stop["batch"] < per_epoch  # mid-epoch, not on a boundary
+    assert stop["step"] == (stop["epoch"] - 1) * per_epoch + stop["batch"]
+    assert stop["loader_state"] == {
+        "version": 1,
+        "epoch": stop["epoch"] - 1,
+        "batches": stop["batch"],
+    }
+    assert stop["checkpoint_bytes"] > 0
+
+
+def test_the_resume_runs_use_dataloader_workers_and_the_full_runs_none(json_output):
+    assert [run["workers"] for run in json_output["runs"]] == [0, 0]
+    assert json_output["resume"]["interrupted"]["workers"] == 2
+    assert json_output["resume"]["run"]["workers"] == 2
+
+
 def test_each_run_trains_on_one_thread_under_the_determinism_profile(json_output):
-    for run in json_output["runs"]:
+    for run in [*json_output["runs"], json_output["resume"]["run"]]:
         assert run["threads"] == 1
         assert run["seed_report"]["root"] == "0"
         assert any("use_deterministic_algorithms" in c for c in run["seed_report"]["determinism"])
@@ -105,11 +174,35 @@ def test_separate_demo_invocations_give_the_same_parameter_hash(table_run, json_
 def test_a_different_second_seed_exits_1_and_says_not_bit_identical():
     proc = demo("--epochs", "2", "--seed2", "1")
     assert proc.returncode == 1, proc.stderr
-    assert proc.stdout.splitlines()[-1] == (
-        "NOT bit-identical: the loss differs from epoch 1 on, and the parameter hashes differ"
-    )
+    # Runs 1 and 2 differ; the resumed run is run 1 again (seed 0) and still matches it.
+    assert proc.stdout.splitlines()[-2:] == [
+        RUNS_VERDICT
+        + "NOT bit-identical: the loss differs from epoch 1 on, and the parameter hashes differ",
+        RESUME_VERDICT + IDENTICAL,
+    ]
     hashes = printed_hashes(proc.stdout)
     assert hashes["1"] != hashes["2"]
+
+
+def test_no_resume_skips_the_interrupted_and_resumed_runs():
+    proc = demo("--epochs", "1", "--no-resume", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert "resume" not in result
+    assert result["reproducible"] is True
+    assert (
+        proc.stderr.splitlines()[0] == "training 2 runs at once, each in a new Python process ..."
+    )
+    assert "interrupted" not in proc.stderr
+    assert "resumed" not in proc.stderr
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 10])
+@pytest.mark.parametrize("batches", [2, 3, 45])
+def test_the_interruption_step_is_inside_the_run_and_never_on_an_epoch_boundary(epochs, batches):
+    step = _interrupt_step(epochs, batches)
+    assert 0 < step < epochs * batches
+    assert step % batches != 0
 
 
 def test_without_torch_the_demo_exits_2_and_says_how_to_install_it():
@@ -140,3 +233,4 @@ def test_a_run_falls_back_to_synthetic_data_without_scikit_learn(tmp_path):
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["data"].startswith("synthetic (scikit-learn is not installed): ")
     assert len(result["loss_hex"]) == 1
+    assert result["workers"] == 0

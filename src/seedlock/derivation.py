@@ -58,6 +58,7 @@ __all__ = [
     "format_seed",
     "fresh_seed",
     "get_root",
+    "hash_seed_value",
     "parse_seed",
     "set_root",
 ]
@@ -176,6 +177,14 @@ def parse_seed(text: str) -> Seed:
             f"invalid seed {text!r}: expected an integer (42, -7, 0x2a), "
             "str:<text> or hex:<hex digits>"
         ) from None
+
+
+def hash_seed_value(root: Seed) -> str:
+    """The ``PYTHONHASHSEED`` seedlock uses for ``root``: the root itself when it is an int in
+    ``[0, 2**32)``, else ``derive("PYTHONHASHSEED", root=root, bits=32)``."""
+    if isinstance(root, int) and 0 <= root < 2**32:
+        return str(root)
+    return str(derive("PYTHONHASHSEED", root=root, bits=32))
 
 
 def set_root(seed: Seed) -> None:

@@ -23,7 +23,6 @@ post-import hook the moment the program imports them.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Iterable
@@ -34,7 +33,15 @@ from typing import Any, Literal
 from seedlock import _hooks
 from seedlock import backends as _backends
 from seedlock.backends.base import Backend
-from seedlock.derivation import Seed, check_seed, derive, format_seed, fresh_seed, set_root
+from seedlock.derivation import (
+    Seed,
+    check_seed,
+    derive,
+    format_seed,
+    fresh_seed,
+    hash_seed_value,
+    set_root,
+)
 
 __all__ = [
     "HashSeed",
@@ -52,7 +59,18 @@ _CLASSIC_LIMIT = 2**32
 _HOOK_KEY = "seedlock.seed_everything"
 _REEXEC_MARK = "SEEDLOCK_HASH_SEED_REEXEC"
 
-log = logging.getLogger("seedlock")
+
+def _log(warning: bool, message: str) -> None:
+    """Log through ``logging`` when the program uses it; otherwise print warnings to stderr.
+
+    Importing logging costs ~10 ms, paid at every start-up under ``seedlock run``.
+    """
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logger = logging.getLogger("seedlock")
+        logger.log(logging.WARNING if warning else logging.INFO, "%s", message)
+    elif warning:
+        print(message, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -159,7 +177,7 @@ def seed_everything(
     root = fresh_seed() if seed is None else check_seed(seed)
     set_root(root)
     if fresh:
-        log.warning("seedlock: no seed given, drew %s from OS entropy", format_seed(root))
+        _log(True, f"seedlock: no seed given, drew {format_seed(root)} from OS entropy")
 
     entries = []
     chosen = {b.name for b in _backends.select(backends)}
@@ -175,7 +193,8 @@ def seed_everything(
 
         changes = tuple(str(c) for c in profile(backends=sorted(chosen)).changes)
     report = SeedReport(root, scheme, fresh, tuple(entries), hash_seed(), changes)
-    log.info("%s", report)
+    if "logging" in sys.modules:
+        _log(False, str(report))
     return report
 
 
@@ -191,7 +210,7 @@ def _seed_one(backend: Backend, root: Seed, scheme: Scheme) -> SeedEntry:
 
     def seed_on_import() -> None:
         backend.seed(value)
-        log.info("seedlock: seeded %s with %d on import", backend.name, value)
+        _log(False, f"seedlock: seeded {backend.name} with {value} on import")
 
     _hooks.on_import(backend.module, _HOOK_KEY, seed_on_import)
     return SeedEntry(backend.name, "on import", value, f"seeded when {backend.module} is imported")
@@ -242,11 +261,7 @@ def ensure_hash_seed(seed: Seed | None = None) -> None:
     """
     from seedlock.derivation import get_root
 
-    root = get_root() if seed is None else check_seed(seed)
-    if isinstance(root, int) and 0 <= root < _CLASSIC_LIMIT:
-        value = str(root)
-    else:
-        value = str(derive("PYTHONHASHSEED", root=root, bits=32))
+    value = hash_seed_value(get_root() if seed is None else check_seed(seed))
     current = hash_seed()
     if current.fixed and current.value == value:
         os.environ.pop(_REEXEC_MARK, None)

@@ -11,8 +11,10 @@ whose instances follow :class:`~seedlock.backends.base.Backend`::
 
 from __future__ import annotations
 
+import importlib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import cast
 
 from seedlock.backends.base import (
@@ -45,26 +47,46 @@ ENTRY_POINT_GROUP = "seedlock.backends"
 _registry: list[Backend] | None = None
 
 
-def _load_entry_points() -> list[Backend]:
-    # importlib.metadata costs ~13 ms (email, socket, zipfile): imported only here, once.
+def _entry_points() -> list[tuple[str, str, Callable[[], object]]]:
+    """(name, "module:attr", loader) of each backend entry point."""
+    from seedlock import _dists
+
+    if _dists.plain_path():
+        return [
+            (name, value, partial(_load_object, value))
+            for name, value in _dists.entry_points(ENTRY_POINT_GROUP)
+        ]
     from importlib.metadata import entry_points
 
+    return [(ep.name, ep.value, ep.load) for ep in entry_points(group=ENTRY_POINT_GROUP)]
+
+
+def _load_object(value: str) -> object:
+    module, _, attr = value.partition(":")
+    obj: object = importlib.import_module(module.strip())
+    for part in filter(None, attr.strip().split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _load_entry_points() -> list[Backend]:
     found: list[Backend] = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for name, value, load in _entry_points():
         try:
-            backend = ep.load()()
+            factory = load()
+            backend = factory() if callable(factory) else factory
         except Exception as exc:
             # A broken plug-in must not stop the other libraries from being seeded, but it must
-            # not pass silently either: the report and this warning name it.
+            # not pass silently either: this warning names it.
             warnings.warn(
-                f"seedlock backend entry point {ep.name!r} ({ep.value}) failed to load: {exc!r}",
+                f"seedlock backend entry point {name!r} ({value}) failed to load: {exc!r}",
                 RuntimeWarning,
                 stacklevel=3,
             )
             continue
         if not isinstance(backend, Backend):
             warnings.warn(
-                f"seedlock backend entry point {ep.name!r} ({ep.value}) does not implement "
+                f"seedlock backend entry point {name!r} ({value}) does not implement "
                 "the Backend protocol (name, module, seed_bits, available, loaded, seed, "
                 "capture, restore, deterministic); ignored",
                 RuntimeWarning,

@@ -16,7 +16,11 @@ __all__ = ["main"]
 
 # subcommand -> (module, one-line help)
 _COMMANDS = {
-    "demo": ("seedlock.cli.demo", "train a small model twice in two processes and compare bits"),
+    "run": ("seedlock.cli.run", "seed an unmodified program (-- CMD ...) and record a manifest"),
+    "manifest": ("seedlock.cli.manifest", "print this environment's manifest (JSON)"),
+    "diff": ("seedlock.cli.diff", "compare two manifests, ranked by risk to results"),
+    "doctor": ("seedlock.cli.doctor", "list this environment's nondeterminism risks"),
+    "demo": ("seedlock.cli.demo", "train a model twice, then interrupted and resumed: compare bits"),
 }
 
 

@@ -1,4 +1,5 @@
-"""``seedlock demo``: train one small model twice, in two processes, and compare the bits.
+"""``seedlock demo``: train one small model twice, in two processes, and compare the bits; then
+interrupt the same training mid-epoch and finish it in another process, and compare again.
 
 Each run is a fresh Python interpreter (``seedlock demo --child OUT.json``, a private mode) that:
 
@@ -6,24 +7,37 @@ Each run is a fresh Python interpreter (``seedlock demo --child OUT.json``, a pr
 2. pins torch to one CPU thread,
 3. calls ``seedlock.seed_everything(seed, deterministic=True)``,
 4. trains an MLP 64-32-10 with dropout on scikit-learn's bundled ``load_digits`` images (or, without
-   scikit-learn, on a synthetic set drawn from a seedlock-derived generator) with Adam and a
-   ``DataLoader(shuffle=True, generator=seedlock.torch_generator("shuffle"))``,
+   scikit-learn, on a synthetic set drawn from a seedlock-derived generator) with Adam, fed by
+   ``seedlock.data.loader(shuffle=True)``. Every sample fetched is augmented with a brightness
+   factor from ``np.random`` and gaussian noise from torch's global RNG; the loader seeds both
+   from ``(root, epoch, index)`` right before the fetch (per-sample seeding),
 5. writes JSON: every epoch's mean loss as ``float.hex()`` (exact bits), a SHA-256 of every
    parameter's raw bytes in ``named_parameters()`` order, the test accuracy, the seed report and
    the torch version.
 
-The parent prints both runs side by side and a verdict. Separate processes, because that is what
-re-running a script is: nothing (caches, thread pools, the hash seed, draws made at import time)
-can leak from one run into the other.
+The resume step (``--no-resume`` skips it) trains run 1 again in two more processes, with two
+DataLoader workers (runs 1 and 2 have none):
 
-Exit status: 0 bit-identical, 1 not bit-identical, 2 the demo could not run (torch is not
-installed, or a run failed).
+* the *interrupted* run stops after about 60 % of the steps, in the middle of an epoch, saves
+  ``{"model", "optimizer", "rng": seedlock.state_dict(), "loader": loader.state_dict(), "step"}``
+  (and the loss summed so far) with ``torch.save`` and exits;
+* the *resumed* run, started once the interrupted one has exited, loads that checkpoint with
+  ``torch.load(path, weights_only=True)``, restores the model, the optimizer, every RNG and the
+  loader's position, and finishes the training. Its loss bits and parameter hash must equal run
+  1's: the loader resumes at exactly the next batch, and per-sample seeding makes the batches
+  (augmentation included) independent of the number of workers.
 
-``--seed2 N`` gives the second run another seed, to see what the check reports when runs differ::
+The two full runs and the interrupted run train at the same time. The parent prints the runs side
+by side, the resume section and a verdict on both checks. Separate processes, because that is what
+re-running (or restarting) a script is: nothing (caches, thread pools, the hash seed, draws made at
+import time) can leak from one run into the other.
 
-    $ seedlock demo --seed2 1
-    ...
-    NOT bit-identical: the loss differs from epoch 1 on, and the parameter hashes differ
+Exit status: 0 both checks hold (runs 1 and 2 bit-identical, the resumed run bit-identical to run
+1), 1 one does not, 2 the demo could not run (torch is not installed, or a run failed).
+
+``--seed2 N`` gives the second run another seed, to see what the check reports when runs differ:
+the verdict on runs 1 and 2 becomes ``NOT bit-identical: the loss differs from epoch 1 on, and the
+parameter hashes differ`` (the resumed run still matches run 1) and the exit status 1.
 """
 
 from __future__ import annotations
@@ -54,14 +68,19 @@ _TEST_SIZE = 360  # load_digits has 1797 images: the last 360 are the test set
 _N_SAMPLES = 1797
 _N_FEATURES = 64
 _N_CLASSES = 10
+_BRIGHTNESS = (0.9, 1.1)  # each sample's pixels times U(0.9, 1.1), drawn from np.random
+_NOISE = 0.05  # plus N(0, 0.05) per pixel, drawn from torch's global RNG
+_INTERRUPT_AT = 0.6  # the interrupted run stops after about this fraction of its steps
+_RESUME_WORKERS = 2  # DataLoader workers of the interrupted and the resumed run
 
 
 class RunResult(TypedDict):
-    """What one child run writes (the ``runs`` items of ``--json``)."""
+    """What one child run writes (the ``runs`` items of ``--json``, and ``resume.run``)."""
 
     seed: int
     data: str
     epochs: int
+    workers: int
     loss_hex: list[str]
     params_sha256: str
     param_values: int
@@ -71,6 +90,19 @@ class RunResult(TypedDict):
     threads: int
     torch_version: str
     seed_report: dict[str, Any]
+
+
+class Interruption(TypedDict):
+    """What the interrupted run writes (``resume.interrupted`` of ``--json``)."""
+
+    step: int  # optimizer steps taken before the checkpoint
+    total_steps: int
+    epoch: int  # the epoch in progress, from 1
+    batch: int  # how many of its batches were trained on
+    batches_per_epoch: int
+    loader_state: dict[str, Any]  # loader.state_dict() as saved
+    checkpoint_bytes: int
+    workers: int
 
 
 def _positive_int(text: str) -> int:
@@ -97,14 +129,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=_positive_int, default=5, metavar="N", help="epochs per run (default: 5)"
     )
     parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="skip the resume step (run 1 again, interrupted mid-epoch and finished by a new "
+        "process, compared with run 1)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the comparison as JSON instead of a table"
     )
     # Private: the mode each training process runs in.
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--interrupt", type=Path, default=None, help=argparse.SUPPRESS)
+    stop.add_argument("--resume", type=Path, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``seedlock demo``; returns the exit status (0 identical, 1 not, 2 could not run)."""
+    """Run ``seedlock demo``; returns the exit status (0 both checks bit-identical, 1 not, 2 the
+    demo could not run)."""
     from seedlock.backends.torch import TorchBackend
 
     if not TorchBackend().available():
@@ -115,60 +158,114 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     if args.child is not None:
-        args.child.write_text(json.dumps(_train(args.seed, args.epochs)), encoding="utf-8")
+        result = _train(
+            args.seed,
+            args.epochs,
+            workers=args.workers,
+            interrupt=args.interrupt,
+            resume=args.resume,
+        )
+        args.child.write_text(json.dumps(result), encoding="utf-8")
         return 0
 
     seeds = (args.seed, args.seed if args.seed2 is None else args.seed2)
     with tempfile.TemporaryDirectory(prefix="seedlock-demo-") as tmp:
-        runs = _launch(seeds, args.epochs, Path(tmp))
-    if runs is None:
+        launched = _launch(seeds, args.epochs, Path(tmp), resume=not args.no_resume)
+    if launched is None:
         return 2
+    runs, resumed = launched
     comparison = _compare(runs[0], runs[1])
+    reproducible = comparison["identical"]
+    if resumed is not None:
+        comparison["resume"] = _compare_resume(runs[0], *resumed)
+        reproducible = reproducible and comparison["resume"]["identical"]
+    comparison = {"reproducible": reproducible, **comparison}
     if args.json:
         print(json.dumps(comparison, indent=2))
     else:
         print(_render(runs[0], runs[1], comparison))
-    return 0 if comparison["identical"] else 1
+    return 0 if reproducible else 1
 
 
 # -- parent ---------------------------------------------------------------------------------------
 
 
-def _launch(seeds: Sequence[int], epochs: int, tmp: Path) -> list[RunResult] | None:
-    """Train one run per seed, each in a new interpreter, all at once (each uses one thread).
+def _start(tmp: Path, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    """``seedlock demo --child TMP/NAME.json ARGS`` in a new interpreter; stderr to a file."""
+    command = [sys.executable, "-m", "seedlock.cli", "demo", "--child", str(tmp / f"{name}.json")]
+    # A file, not a pipe, for stderr: a chatty child cannot block on a full pipe buffer.
+    with (tmp / f"{name}.err").open("wb") as err:
+        return subprocess.Popen([*command, *args], stdout=subprocess.DEVNULL, stderr=err)
 
-    Returns the results in seed order, or ``None`` (after showing why) if a run failed.
+
+def _launch(
+    seeds: Sequence[int], epochs: int, tmp: Path, *, resume: bool
+) -> tuple[list[RunResult], tuple[Interruption, RunResult] | None] | None:
+    """Train one run per seed, each in a new interpreter, all at once (each uses one thread);
+    with ``resume``, also the interrupted run (at the same time) and the resumed run (once the
+    interrupted one has exited).
+
+    Returns the runs' results in seed order and, with ``resume``, ``(where the interrupted run
+    stopped, the resumed run's result)``; ``None`` (after showing why) if a run failed.
     """
-    print(f"training {len(seeds)} runs at once, each in a new Python process ...", file=sys.stderr)
-    start = time.perf_counter()
-    pending: dict[int, subprocess.Popen[bytes]] = {}
-    for number, seed in enumerate(seeds, 1):
-        command = [sys.executable, "-m", "seedlock.cli", "demo", "--child"]
-        command += [str(tmp / f"run{number}.json"), "--seed", str(seed), "--epochs", str(epochs)]
-        # A file, not a pipe, for stderr: a chatty child cannot block on a full pipe buffer.
-        with (tmp / f"run{number}.err").open("wb") as err:
-            pending[number] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+    checkpoint = tmp / "checkpoint.pt"
+    # label, child arguments
+    jobs = {
+        f"run{number}": (f"run {number}/{len(seeds)} (seed {seed})", ["--seed", str(seed)])
+        for number, seed in enumerate(seeds, 1)
+    }
+    # Run 1 again, with DataLoader workers (runs 1 and 2 have none).
+    again = ["--seed", str(seeds[0]), "--workers", str(_RESUME_WORKERS)]
+    jobs["interrupted"] = (f"interrupted run (seed {seeds[0]})", [*again, "--interrupt"])
+    jobs["resumed"] = (f"resumed run (seed {seeds[0]})", [*again, "--resume"])
+
+    def start_job(name: str) -> subprocess.Popen[bytes]:
+        args = jobs[name][1] + ([str(checkpoint)] if name in ("interrupted", "resumed") else [])
+        return _start(tmp, name, [*args, "--epochs", str(epochs)])
+
+    first = [f"run{number}" for number in range(1, len(seeds) + 1)]
+    first += ["interrupted"] if resume else []
+    what = f"{len(seeds)} runs" + (" and an interrupted run" if resume else "")
+    print(f"training {what} at once, each in a new Python process ...", file=sys.stderr)
+    started = time.perf_counter()
+    pending = {name: start_job(name) for name in first}
     failed = False
     while pending:
         time.sleep(0.02)
-        for number, proc in list(pending.items()):
+        for name, proc in list(pending.items()):
             if proc.poll() is None:
                 continue
-            del pending[number]
-            label = f"run {number}/{len(seeds)} (seed {seeds[number - 1]})"
-            if proc.returncode == 0:
-                print(f"{label} done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-                continue
-            failed = True
-            print(f"{label} failed (exit status {proc.returncode}):", file=sys.stderr)
-            print((tmp / f"run{number}.err").read_text(errors="replace").rstrip(), file=sys.stderr)
+            del pending[name]
+            label, elapsed = jobs[name][0], time.perf_counter() - started
+            if proc.returncode != 0:
+                failed = True
+                print(f"{label} failed (exit status {proc.returncode}):", file=sys.stderr)
+                print((tmp / f"{name}.err").read_text(errors="replace").rstrip(), file=sys.stderr)
+            elif name != "interrupted":
+                print(f"{label} done in {elapsed:.1f} s", file=sys.stderr)
+            elif not failed:
+                # The process has exited, so its checkpoint is complete: resume from it.
+                stop: Interruption = json.loads(_read(tmp / "interrupted.json"))
+                print(
+                    f"{label} stopped after step {stop['step']} of {stop['total_steps']} in "
+                    f"{elapsed:.1f} s; resuming it in a new process ...",
+                    file=sys.stderr,
+                )
+                pending["resumed"] = start_job("resumed")
     if failed:
         return None
     results: list[RunResult] = [
-        json.loads((tmp / f"run{number}.json").read_text(encoding="utf-8"))
-        for number in range(1, len(seeds) + 1)
+        json.loads(_read(tmp / f"{name}.json")) for name in first[: len(seeds)]
     ]
-    return results
+    if not resume:
+        return results, None
+    interruption: Interruption = json.loads(_read(tmp / "interrupted.json"))
+    resumed: RunResult = json.loads(_read(tmp / "resumed.json"))
+    return results, (interruption, resumed)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
 def _first_difference(a: list[str], b: list[str]) -> int | None:
@@ -188,6 +285,22 @@ def _compare(first: RunResult, second: RunResult) -> dict[str, Any]:
         "params_identical": params_identical,
         "seeds": [first["seed"], second["seed"]],
         "runs": [first, second],
+    }
+
+
+def _compare_resume(
+    reference: RunResult, interruption: Interruption, resumed: RunResult
+) -> dict[str, Any]:
+    """The resumed run against the uninterrupted run 1 (the ``resume`` item of ``--json``)."""
+    epoch = _first_difference(reference["loss_hex"], resumed["loss_hex"])
+    params_identical = reference["params_sha256"] == resumed["params_sha256"]
+    return {
+        "identical": epoch is None and params_identical,
+        "first_differing_epoch": epoch,
+        "params_identical": params_identical,
+        "compared_with": "run 1",
+        "interrupted": interruption,
+        "run": resumed,
     }
 
 
@@ -220,13 +333,51 @@ def _render_report(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _render_resume(reference: RunResult, resume: dict[str, Any]) -> list[str]:
+    """The resume section: where the run stopped, how it resumed, its bits next to run 1's."""
+    stop: Interruption = resume["interrupted"]
+    resumed: RunResult = resume["run"]
+    epoch = resume["first_differing_epoch"]
+    losses = (
+        f"differs from run 1's from epoch {epoch} on"
+        if epoch
+        else "every epoch's loss bits match run 1's"
+    )
+    return [
+        "resume: run 1 again, interrupted mid-epoch, then finished by a new process",
+        f"  interrupted    after step {stop['step']} of {stop['total_steps']} (epoch "
+        f"{stop['epoch']} of {resumed['epochs']}, batch {stop['batch']} of "
+        f"{stop['batches_per_epoch']}): checkpoint, exit",
+        "  checkpoint     torch.save({model, optimizer, rng: seedlock.state_dict(), "
+        "loader: loader.state_dict(),",
+        f"                 step, loss so far}}), {stop['checkpoint_bytes']:,} bytes",
+        "  resumed        a new process: torch.load(weights_only=True), load_state_dict() of each "
+        "part,",
+        f"                 then the last {stop['total_steps'] - stop['step']} steps",
+        f"  workers        {stop['workers']} DataLoader workers in both processes, "
+        f"{reference['workers']} in runs 1 and 2: per-sample seeding",
+        "                 makes the batches, augmentation included, independent of the worker "
+        "count",
+        f"  loss           {losses}",
+        f"  params run 1   {reference['params_sha256']}",
+        f"  params resumed {resumed['params_sha256']}",
+        f"  test accuracy  resumed {_accuracy(resumed)}, run 1 {_accuracy(reference)}",
+    ]
+
+
 def _render(first: RunResult, second: RunResult, comparison: dict[str, Any]) -> str:
+    resume = comparison.get("resume")
+    low, high = _BRIGHTNESS
     lines = [
-        "seedlock demo: the same training run twice, each in a fresh Python process",
+        "seedlock demo: the same training run twice, each in a fresh Python process"
+        + ("; then interrupted and resumed" if resume else ""),
         f"  model          MLP {_N_FEATURES}-{_HIDDEN}-{_N_CLASSES} (ReLU, dropout {_DROPOUT}), "
         f"{first['param_values']:,} parameters; Adam lr {_LR}, batch {_BATCH}, "
         f"{first['epochs']} epochs",
         f"  data           {first['data']}",
+        f"  augmentation   per sample: brightness x U({low}, {high}) from np.random, noise "
+        f"N(0, {_NOISE}) from torch's",
+        "                 global RNG, seeded from (seed, epoch, index) by seedlock.data.loader",
         "  CPU threads    1 (float sums are split across threads, so other thread counts "
         "give other bits)",
         f"  torch          {first['torch_version']}",
@@ -252,12 +403,16 @@ def _render(first: RunResult, second: RunResult, comparison: dict[str, Any]) -> 
         f"test accuracy    run 1 {_accuracy(first)}, run 2 {_accuracy(second)}",
         "",
     ]
+    if resume:
+        lines += [*_render_resume(first, resume), ""]
     if first["seed"] != second["seed"]:
         lines.append(
             f"(expected: the runs used different seeds, {first['seed']} and {second['seed']}; "
             "without --seed2 both use --seed)"
         )
-    lines.append(_verdict(comparison))
+    lines += ["verdict", f"  run 1 vs run 2     {_verdict(comparison)}"]
+    if resume:
+        lines.append(f"  resumed vs run 1   {_verdict(resume)}")
     return "\n".join(lines)
 
 
@@ -272,16 +427,63 @@ def _accuracy(result: RunResult) -> str:
 # -- child ----------------------------------------------------------------------------------------
 
 
-def _train(seed: int, epochs: int) -> RunResult:
-    """One run, in this (fresh) process; may re-execute it first to fix the hash seed."""
+class _AugmentedImages:
+    """The training images; each one fetched comes with fresh random brightness and noise.
+
+    Both are drawn from the *global* generators (``np.random``, torch's CPU RNG), which
+    ``seedlock.data.loader`` seeds right before each sample with ``derive("data", epoch, index,
+    ...)``: what a sample gets depends on ``(seed, epoch, index)`` only, not on which worker
+    fetched it, how many there are, or what the process did before (a resume).
+    A plain class at module level: DataLoader workers started by spawn or forkserver import it.
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features = features
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+        import torch
+
+        brightness = float(np.random.uniform(*_BRIGHTNESS))
+        noise = _NOISE * torch.randn(_N_FEATURES)
+        return self.features[index] * brightness + noise, self.labels[index]
+
+
+def _interrupt_step(epochs: int, batches_per_epoch: int) -> int:
+    """The step the interrupted run stops after: about 60 % of the run, never at an epoch's end
+    (a resume mid-epoch is the hard case: it needs the loader's position inside the epoch)."""
+    step = max(1, round(_INTERRUPT_AT * epochs * batches_per_epoch))
+    if step % batches_per_epoch == 0:
+        step -= batches_per_epoch // 2
+    return step
+
+
+def _train(
+    seed: int,
+    epochs: int,
+    *,
+    workers: int = 0,
+    interrupt: Path | None = None,
+    resume: Path | None = None,
+) -> RunResult | Interruption:
+    """One run, in this (fresh) process; may re-execute it first to fix the hash seed.
+
+    With ``interrupt``, stop at :func:`_interrupt_step`, save a checkpoint there and return
+    where it stopped; with ``resume``, start from such a checkpoint.
+    """
     from seedlock.seeding import ensure_hash_seed, seed_everything
-    from seedlock.streams import torch_generator
 
     # Before anything heavy is imported: this may replace the process (os.execv) with one
     # started with PYTHONHASHSEED set, the only way to fix str hashing.
     ensure_hash_seed(seed)
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
+
+    from seedlock.data import loader as seedlock_loader
+    from seedlock.state import load_state_dict, state_dict
 
     # CPU kernels split float reductions (matmul, sum) across threads and add the partial sums
     # in an order that depends on the thread count, which torch sets from the number of cores:
@@ -292,13 +494,14 @@ def _train(seed: int, epochs: int) -> RunResult:
     features, labels, data = _dataset()
     train_x, train_y = features[:-_TEST_SIZE], labels[:-_TEST_SIZE]
     test_x, test_y = features[-_TEST_SIZE:], labels[-_TEST_SIZE:]
-    loader = DataLoader(
-        TensorDataset(train_x, train_y),
+    # The shuffle order is a function of (seed, epoch); the loader draws nothing from the global
+    # torch RNG, so the dropout masks below never depend on the data pipeline.
+    loader = seedlock_loader(
+        _AugmentedImages(train_x, train_y),
         batch_size=_BATCH,
         shuffle=True,
-        # Without its own generator the loader draws its order from the global torch RNG, so
-        # any other random call (an extra dropout, an augmentation) would reshuffle the data.
-        generator=torch_generator("shuffle"),
+        num_workers=workers,
+        persistent_workers=workers > 0,
     )
     # Initial weights and dropout masks come from the global torch RNG, seeded above.
     model = torch.nn.Sequential(
@@ -308,10 +511,24 @@ def _train(seed: int, epochs: int) -> RunResult:
         torch.nn.Linear(_HIDDEN, _N_CLASSES),
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=_LR)
-    loss_hex = []
-    for _ in range(epochs):
-        model.train()
-        total, count = 0.0, 0
+    step, loss_hex, total, count = 0, [], 0.0, 0
+    if resume is not None:
+        # weights_only=True: tensors, str, int, float and containers only, no pickled objects.
+        checkpoint = torch.load(resume, weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        loader.load_state_dict(checkpoint["loader"])
+        # Last: building the model above drew its (discarded) initial weights from the RNG.
+        load_state_dict(checkpoint["rng"])
+        step = checkpoint["step"]
+        loss_hex = list(checkpoint["loss_hex"])
+        total, count = checkpoint["loss_sum"], checkpoint["loss_count"]
+    batches = len(loader)
+    stop_at = None if interrupt is None else _interrupt_step(epochs, batches)
+
+    model.train()
+    # loader.epoch is the epoch the next iter() starts or, after load_state_dict, resumes.
+    while loader.epoch < epochs:
         for x, y in loader:
             optimizer.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -319,7 +536,35 @@ def _train(seed: int, epochs: int) -> RunResult:
             optimizer.step()
             total += loss.item() * len(y)
             count += len(y)
+            step += 1
+            if interrupt is not None and step == stop_at:
+                position = loader.state_dict()
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": state_dict(),
+                        "loader": position,
+                        "step": step,
+                        # The loss so far, so the resumed run reports every epoch's loss.
+                        "loss_hex": loss_hex,
+                        "loss_sum": total,
+                        "loss_count": count,
+                    },
+                    interrupt,
+                )
+                return Interruption(
+                    step=step,
+                    total_steps=epochs * batches,
+                    epoch=position["epoch"] + 1,
+                    batch=position["batches"],
+                    batches_per_epoch=batches,
+                    loader_state=position,
+                    checkpoint_bytes=interrupt.stat().st_size,
+                    workers=workers,
+                )
         loss_hex.append((total / count).hex())
+        total, count = 0.0, 0
 
     model.eval()
     with torch.no_grad():
@@ -329,6 +574,7 @@ def _train(seed: int, epochs: int) -> RunResult:
         seed=seed,
         data=data,
         epochs=epochs,
+        workers=workers,
         loss_hex=loss_hex,
         params_sha256=digest,
         param_values=values,

@@ -1,0 +1,62 @@
+"""``seedlock diff A B``: two manifests, every difference ranked by how likely it is to change
+results. Exit status 0 when no difference is high-risk, 1 otherwise, 2 for unreadable input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from seedlock import manifest as mf
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", help="first manifest (JSON)")
+    parser.add_argument("b", help="second manifest (JSON)")
+    parser.add_argument("--json", action="store_true", help="print the differences as JSON")
+    parser.add_argument(
+        "--all", action="store_true", help="list every low-risk difference too (default: count)"
+    )
+
+
+def _short(value: Any, width: int = 38) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        a, b = mf.read(args.a), mf.read(args.b)
+    except (OSError, ValueError) as exc:
+        print(f"seedlock diff: {exc}", file=sys.stderr)
+        return 2
+    found = mf.diff(a, b)
+    high = [d for d in found if d["risk"] == "high"]
+    if args.json:
+        print(json.dumps({"identical": not found, "high_risk": len(high), "differences": found},
+                         indent=2, default=str))  # fmt: skip
+        return 1 if high else 0
+    if not found:
+        print("no differences")
+        return 0
+    for risk in ("high", "medium", "low"):
+        group = [d for d in found if d["risk"] == risk]
+        if not group:
+            continue
+        print(f"{risk} risk ({len(group)})")
+        if risk == "low" and not args.all:
+            print(f"  {', '.join(d['key'] for d in group[:6])}{' ...' if len(group) > 6 else ''}")
+            continue
+        width = max(len(d["key"]) for d in group)
+        for d in group:
+            print(f"  {d['key']:<{width}}  {_short(d['a'])} -> {_short(d['b'])}   ({d['why']})")
+    verdict = (
+        f"{len(high)} high-risk difference(s): results may differ"
+        if high
+        else "no high-risk difference"
+    )
+    print(verdict)
+    return 1 if high else 0

@@ -1,0 +1,171 @@
+"""``seedlock doctor``: this environment's nondeterminism risks, each with a severity and a fix.
+
+It imports torch (when installed) to read its build and defaults; nothing is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+from dataclasses import asdict, dataclass
+
+__all__ = ["Finding", "add_arguments", "findings", "run"]
+
+_ORDER = {"high": 0, "medium": 1, "low": 2, "ok": 3}
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    severity: str  # high | medium | low | ok
+    summary: str
+    fix: str = ""
+
+
+def _hash_seed() -> Finding:
+    from seedlock.seeding import hash_seed
+
+    hs = hash_seed()
+    if hs.fixed:
+        return Finding("hash-seed", "ok", f"str hashing is fixed (PYTHONHASHSEED={hs.value})")
+    return Finding(
+        "hash-seed",
+        "medium",
+        "str hashing is randomised: iterating a set of str (or anything ordered by hash) gives "
+        "another order in every process",
+        "launch with `seedlock run` (sets PYTHONHASHSEED) or export PYTHONHASHSEED=0; setting it "
+        "inside Python does nothing",
+    )
+
+
+def _threads() -> Finding:
+    pinned = [k for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
+    if pinned:
+        return Finding("threads", "ok", f"thread count pinned ({', '.join(pinned)})")
+    return Finding(
+        "threads",
+        "medium",
+        f"thread count not pinned: libraries use {os.cpu_count()} threads here, and float "
+        "reductions split across another number of threads (another machine, a container "
+        "limit) give other bits",
+        "export OMP_NUM_THREADS=<n> (or torch.set_num_threads(n)) with the same n everywhere",
+    )
+
+
+def _torch() -> list[Finding]:
+    if importlib.util.find_spec("torch") is None:
+        return [Finding("torch", "ok", "torch is not installed")]
+    import torch
+
+    b = torch.backends
+    found = []
+    capability = b.cpu.get_cpu_capability() if hasattr(b, "cpu") else "unknown"
+    if "ATEN_CPU_CAPABILITY" not in os.environ:
+        found.append(
+            Finding(
+                "cpu-capability",
+                "medium",
+                f"torch picks its vectorised CPU kernels from the CPU ({capability} here): "
+                "torch.randn and float sums give other bits on a machine with another capability",
+                "export ATEN_CPU_CAPABILITY to one value every machine supports (e.g. avx2)",
+            )
+        )
+    found.append(
+        Finding(
+            "deterministic-algorithms",
+            "ok" if torch.are_deterministic_algorithms_enabled() else "low",
+            "deterministic algorithms are off by default: ops with a nondeterministic kernel "
+            "(CUDA atomics: index_add, scatter_add, interpolate backward ...) may vary",
+            "seedlock.deterministic() or `seedlock run --deterministic`; "
+            "seedlock.determinism.explain(op) tells which ops are affected",
+        )
+    )
+    if b.cudnn.benchmark:
+        found.append(
+            Finding(
+                "cudnn-benchmark",
+                "high",
+                "cudnn.benchmark is on: cuDNN times several algorithms and keeps the fastest, "
+                "which can differ from run to run",
+                "torch.backends.cudnn.benchmark = False (the determinism profile does it)",
+            )
+        )
+    if torch.cuda.is_available():
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+            found.append(
+                Finding(
+                    "cublas-workspace",
+                    "high",
+                    "CUBLAS_WORKSPACE_CONFIG is not set: cuBLAS may reduce in a different order "
+                    "from run to run, and the variable is read only once, at the first cuBLAS call",
+                    "export CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting Python "
+                    "(`seedlock run --deterministic` does)",
+                )
+            )
+        if b.cudnn.allow_tf32 or b.cuda.matmul.allow_tf32:
+            found.append(
+                Finding(
+                    "tf32",
+                    "medium",
+                    "TF32 is allowed (cudnn.allow_tf32 is on by default): float32 convolutions "
+                    "and matmuls round to 10-bit mantissas on Ampere and newer, so results "
+                    "differ between GPU generations",
+                    "seedlock.deterministic() switches TF32 off unless tf32=True",
+                )
+            )
+    if os.environ.get("CUDA_LAUNCH_BLOCKING") == "1":
+        found.append(
+            Finding(
+                "cuda-launch-blocking",
+                "low",
+                "CUDA_LAUNCH_BLOCKING=1 slows every CUDA call and buys no determinism",
+                "unset CUDA_LAUNCH_BLOCKING (keep it for debugging CUDA errors only)",
+            )
+        )
+    found.append(
+        Finding(
+            "torch-compile-random",
+            "low",
+            f"torch {torch.__version__}: code compiled with torch.compile (Inductor) draws random "
+            "numbers (dropout, rand) with its own kernels, so compiled and eager runs differ",
+            "torch._inductor.config.fallback_random = True "
+            "(seedlock.deterministic(fallback_random=True))",
+        )
+    )
+    return found
+
+
+def findings() -> list[Finding]:
+    """Every check, riskiest first."""
+    found = [_hash_seed(), _threads(), *_torch()]
+    if "SEEDLOCK_SEED" not in os.environ:
+        found.append(
+            Finding(
+                "root-seed",
+                "low",
+                "no SEEDLOCK_SEED in the environment: this process was not started by "
+                "`seedlock run`, so nothing here is seeded until the program seeds itself",
+                "seedlock run -- python train.py, or seedlock.seed_everything(seed) first thing",
+            )
+        )
+    return sorted(found, key=lambda f: _ORDER[f.severity])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    found = findings()
+    if args.json:
+        print(json.dumps([asdict(f) for f in found], indent=2))
+        return 0
+    for f in found:
+        print(f"[{f.severity:>6}] {f.check}: {f.summary}")
+        if f.fix and f.severity != "ok":
+            print(f"         fix: {f.fix}")
+    risky = sum(f.severity in ("high", "medium") for f in found)
+    print(f"{risky} risk(s) of medium or high severity")
+    return 0

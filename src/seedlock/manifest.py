@@ -1,0 +1,316 @@
+"""Run manifests: what a run was seeded with, what was in effect, and on what it ran.
+
+A manifest is a JSON document (schema: ``manifest.schema.json`` beside this file, documented in
+the README). :func:`environment` collects what any process can see about the machine and the
+project; :func:`process_record` is what a seeded child reports about itself at exit (the
+determinism flags and thread counts *in effect inside it*, the torch build it actually loaded);
+``seedlock run`` joins them with the seed and the command.
+
+:func:`diff` compares two manifests and ranks every difference by how likely it is to change
+results (see :data:`RISK_RULES`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENV_WHITELIST",
+    "RISK_RULES",
+    "SCHEMA",
+    "Difference",
+    "diff",
+    "environment",
+    "flatten",
+    "process_record",
+    "read",
+]
+
+SCHEMA = "seedlock.manifest"
+VERSION = 1
+
+#: Environment variables recorded: those that can change numbers, threads or devices.
+ENV_WHITELIST = (
+    "PYTHONHASHSEED",
+    "SEEDLOCK_SEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_LAUNCH_BLOCKING",
+    "CUDNN_DETERMINISTIC",
+    "NVIDIA_TF32_OVERRIDE",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+    "ATEN_CPU_CAPABILITY",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "NUMEXPR_NUM_THREADS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_CUDNN_DETERMINISTIC",
+    "XLA_FLAGS",
+    "JAX_ENABLE_X64",
+    "CUPY_SEED",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "FLASH_ATTENTION_DETERMINISTIC",
+)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _run(argv: list[str], cwd: str | None = None) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=cwd, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpus() -> list[dict[str, str]]:
+    """GPUs from nvidia-smi (name, driver, memory); UUIDs and serials are never recorded."""
+    out = _run(
+        ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+    )
+    if not out:
+        return []
+    gpus = []
+    for line in out.splitlines():
+        name, driver, memory = (part.strip() for part in line.split(",", 2))
+        gpus.append({"name": name, "driver": driver, "memory": memory})
+    return gpus
+
+
+def _git(cwd: str) -> dict[str, Any] | None:
+    commit = _run(["git", "rev-parse", "HEAD"], cwd)
+    if commit is None:
+        return None
+    status = _run(["git", "status", "--porcelain"], cwd) or ""
+    diff_text = _run(["git", "diff", "HEAD"], cwd) or ""
+    return {
+        "commit": commit,
+        "branch": _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd),
+        "dirty": bool(status),
+        "diff_sha256": hashlib.sha256(diff_text.encode()).hexdigest() if diff_text else None,
+    }
+
+
+def _packages() -> dict[str, str]:
+    """Installed distributions, normalised name -> version."""
+    from seedlock import _dists
+
+    if _dists.plain_path():
+        return dict(sorted(_dists.distributions().items()))
+    from importlib.metadata import distributions
+
+    found: dict[str, str] = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found[name.lower().replace("-", "_").replace(".", "_")] = dist.version
+    return dict(sorted(found.items()))
+
+
+def environment(cwd: str | None = None) -> dict[str, Any]:
+    """What this process sees of the machine and the project (no seed, no command)."""
+    cwd = cwd or os.getcwd()
+    libc = platform.libc_ver()
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "python": {
+            "version": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "executable": sys.executable,
+        },
+        "platform": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "libc": f"{libc[0]} {libc[1]}".strip() or None,
+            "host": platform.node(),
+        },
+        "cpu": {"model": _cpu_model(), "count": os.cpu_count()},
+        "gpus": _gpus(),
+        "packages": _packages(),
+        "git": _git(cwd),
+        "env": {k: os.environ[k] for k in ENV_WHITELIST if k in os.environ},
+    }
+
+
+def process_record() -> dict[str, Any]:
+    """What a process reports about itself: determinism in effect, threads, loaded frameworks.
+
+    Imports nothing: a framework the program never imported is reported as not loaded.
+    """
+    from seedlock.seeding import hash_seed
+
+    hs = hash_seed()
+    record: dict[str, Any] = {
+        "pid": os.getpid(),
+        "argv": list(sys.argv),
+        "rank": os.environ.get("RANK"),
+        "hash_seed": hs.value if hs.fixed else None,
+        "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "torch": None,
+        "determinism": {},
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
+        b = torch.backends
+        record["threads"]["torch"] = torch.get_num_threads()
+        record["torch"] = {
+            "version": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": b.cudnn.version() if b.cudnn.is_available() else None,
+            "cpu_capability": b.cpu.get_cpu_capability() if hasattr(b, "cpu") else None,
+            "cuda_initialized": torch.cuda.is_initialized(),
+        }
+        record["determinism"] = {
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn.deterministic": b.cudnn.deterministic,
+            "cudnn.benchmark": b.cudnn.benchmark,
+            "cuda.matmul.allow_tf32": b.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": b.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        }
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        record["numpy"] = getattr(numpy, "__version__", None)
+    return record
+
+
+def read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a manifest, checking that it is one (``ValueError`` if not)."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ValueError(f'{path}: not a seedlock manifest (no "schema": {SCHEMA!r})')
+    if not isinstance(data.get("version"), int) or data["version"] > VERSION:
+        raise ValueError(f"{path}: manifest version {data.get('version')!r} is not supported")
+    return data
+
+
+# -- diff ------------------------------------------------------------------------------------
+
+#: (key prefix, risk, why), first match wins. Keys are dotted paths into the manifest.
+RISK_RULES: tuple[tuple[str, str, str], ...] = (
+    ("seed.", "high", "a different seed draws different numbers"),
+    ("processes.*.hash_seed", "high", "set and dict order of str keys change"),
+    ("processes.*.seeded.", "high", "a process's generators got other seeds"),
+    ("processes.*.determinism.", "high", "determinism switches change which kernels run"),
+    ("processes.*.threads.", "high", "float reductions split across threads change bits"),
+    ("processes.*.torch.version", "high", "kernels and RNG algorithms change between releases"),
+    ("processes.*.torch.cuda", "high", "CUDA versions change kernels"),
+    ("processes.*.torch.cudnn", "high", "cuDNN versions change convolution algorithms"),
+    ("processes.*.torch.cpu_capability", "high", "vectorised CPU kernels (randn, sums) differ"),
+    ("processes.*.torch", "medium", "the process loaded torch differently"),
+    ("packages.torch", "high", "kernels and RNG algorithms change between releases"),
+    ("gpus.*.name", "high", "another GPU model runs other kernels"),
+    ("gpus.*.driver", "medium", "another driver"),
+    ("gpus.*.memory", "medium", "another GPU memory size"),
+    ("gpus", "high", "another GPU count or model"),
+    ("env.PYTHONHASHSEED", "high", "set and dict order of str keys change"),
+    ("env.CUBLAS_WORKSPACE_CONFIG", "high", "cuBLAS picks other reduction orders"),
+    ("env.ATEN_CPU_CAPABILITY", "high", "vectorised CPU kernels (randn, sums) differ"),
+    ("env.OMP_NUM_THREADS", "high", "float reductions split across threads change bits"),
+    ("env.MKL_NUM_THREADS", "high", "float reductions split across threads change bits"),
+    ("env.CUDA_VISIBLE_DEVICES", "high", "another device set"),
+    ("env.", "medium", "an environment variable that can affect numerics"),
+    ("git.commit", "high", "the code changed"),
+    ("git.diff_sha256", "high", "uncommitted code changed"),
+    ("git.dirty", "high", "uncommitted code changed"),
+    ("cpu.model", "high", "another CPU can run other vectorised kernels"),
+    ("cpu.count", "high", "default thread counts follow the core count"),
+    ("packages.", "medium", "another library version"),
+    ("python.version", "medium", "another interpreter"),
+    ("platform.libc", "medium", "another libc (libm) can round differently"),
+    ("platform.host", "low", "another machine name"),
+    ("platform.", "medium", "another operating system"),
+    ("command.start", "low", "time"),
+    ("command.end", "low", "time"),
+    ("command.cwd", "low", "another working directory"),
+    ("python.executable", "low", "another interpreter path"),
+    ("git.branch", "low", "another branch name"),
+    ("processes.*.pid", "low", "process ids always differ"),
+    ("command.", "medium", "the command differs"),
+    ("processes.", "medium", "a process reported differently"),
+)
+_RANK = {"high": 0, "medium": 1, "low": 2}
+
+
+def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted-path leaves of a nested manifest (lists are indexed: ``gpus.0.name``)."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from flatten(item, f"{prefix}{key}.")
+    elif isinstance(value, list) and value:
+        for i, item in enumerate(value):
+            yield from flatten(item, f"{prefix}{i}.")
+    else:
+        yield prefix[:-1], value
+
+
+def _matches(key: str, pattern: str) -> bool:
+    """``a.*.c`` matches ``a.0.c`` and what lies below it; ``a.`` matches only below ``a``."""
+    parts, want = key.split("."), pattern.rstrip(".").split(".")
+    deeper = pattern.endswith(".")
+    if len(parts) < len(want) + deeper:
+        return False
+    return all(w in ("*", p) for w, p in zip(want, parts[: len(want)], strict=True))
+
+
+def _risk(key: str) -> tuple[str, str]:
+    for pattern, risk, why in RISK_RULES:
+        if _matches(key, pattern):
+            return risk, why
+    return "medium", "other"
+
+
+class Difference(dict[str, Any]):
+    """One differing key: ``key``, ``a``, ``b``, ``risk`` (high/medium/low), ``why``."""
+
+
+def diff(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """Every key whose value differs between two manifests, highest risk first."""
+    left, right = dict(flatten(a)), dict(flatten(b))
+    found = []
+    for key in sorted(set(left) | set(right)):
+        if key in ("schema", "version"):
+            continue
+        va, vb = left.get(key), right.get(key)
+        if va != vb:
+            risk, why = _risk(key)
+            found.append(Difference(key=key, a=va, b=vb, risk=risk, why=why))
+    found.sort(key=lambda d: (_RANK[d["risk"]], d["key"]))
+    return found
+
+
+def now() -> str:
+    """The current UTC time as recorded in manifests."""
+    return _now()

@@ -1,0 +1,267 @@
+"""`seedlock run`, manifests, `seedlock diff` and `seedlock doctor`, driven as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+SEEDLOCK = str(BIN / "seedlock")
+
+DRAWS = textwrap.dedent(
+    """
+    import random, numpy as np, torch
+    print(random.random(), np.random.rand(), torch.rand(1).item(),
+          list({"alpha", "beta", "gamma", "delta", "epsilon"}))
+    """
+)
+
+
+def seedlock(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOCK")}
+    full_env.pop("PYTHONHASHSEED", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [SEEDLOCK, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=180, **kw
+    )
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "draws.py"
+    path.write_text(DRAWS)
+    return path
+
+
+def test_same_seed_same_output_other_seed_other_output(tmp_path, script):
+    runs = [seedlock("run", "--seed", "1", "--", sys.executable, str(script), cwd=tmp_path)
+            for _ in range(2)]  # fmt: skip
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    other = seedlock("run", "--seed", "2", "--", sys.executable, str(script), cwd=tmp_path)
+    assert other.stdout != runs[0].stdout
+
+
+def test_seed_last_replays_the_previous_run(tmp_path, script):
+    first = seedlock("run", "--seed", "random", "--", sys.executable, str(script), cwd=tmp_path)
+    assert first.stderr.startswith("seedlock: seed ")
+    replay = seedlock("run", "--seed", "last", "--", sys.executable, str(script), cwd=tmp_path)
+    assert replay.stdout == first.stdout
+    assert replay.stderr.splitlines()[0] == first.stderr.splitlines()[0]
+
+
+def test_seed_last_without_a_previous_run_is_a_usage_error(tmp_path, script):
+    proc = seedlock("run", "--seed", "last", "--", sys.executable, str(script), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no previous run recorded" in proc.stderr
+
+
+def test_missing_command_is_a_usage_error(tmp_path):
+    proc = seedlock("run", "--seed", "1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "missing command" in proc.stderr
+
+
+def test_python_dash_m_is_seeded(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(DRAWS)
+    runs = [
+        seedlock("run", "--seed", "5", "--", sys.executable, "-m", "pkg", cwd=tmp_path)
+        for _ in range(2)
+    ]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+
+
+def test_an_existing_sitecustomize_still_runs(tmp_path, script):
+    user = tmp_path / "usersite"
+    user.mkdir()
+    # The seedlock command itself is a Python program and runs it too: the marker tells them
+    # apart, as only the child has SEEDLOCK_SEED.
+    (user / "sitecustomize.py").write_text(
+        "import os\nif 'SEEDLOCK_SEED' in os.environ: print('user sitecustomize ran')\n"
+    )
+    proc = seedlock(
+        "run", "--seed", "1", "--", sys.executable, str(script),
+        cwd=tmp_path, env={"PYTHONPATH": str(user)},
+    )  # fmt: skip
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "user sitecustomize ran"
+    reference = seedlock("run", "--seed", "1", "--", sys.executable, str(script), cwd=tmp_path)
+    assert lines[1:] == reference.stdout.splitlines()
+
+
+def test_a_non_python_child_gets_the_environment(tmp_path):
+    proc = seedlock(
+        "run", "--seed", "str:exp", "--deterministic", "--",
+        "sh", "-c", "echo $SEEDLOCK_SEED $CUBLAS_WORKSPACE_CONFIG", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout.split() == ["str:exp", ":4096:8"]
+
+
+def test_deterministic_switches_the_profile_on_inside_the_child(tmp_path):
+    code = "import torch; print(torch.are_deterministic_algorithms_enabled())"
+    on = seedlock("run", "--seed", "1", "--deterministic", "--", sys.executable, "-c", code,
+                  cwd=tmp_path)  # fmt: skip
+    off = seedlock("run", "--seed", "1", "--", sys.executable, "-c", code, cwd=tmp_path)
+    assert (on.stdout.strip(), off.stdout.strip()) == ("True", "False")
+
+
+@pytest.mark.parametrize("code", [0, 1, 3])
+def test_exit_codes_pass_through(tmp_path, code):
+    proc = seedlock("run", "--seed", "1", "--", sys.executable, "-c", f"raise SystemExit({code})",
+                    cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == code
+
+
+def test_output_passes_through_unchanged(tmp_path):
+    code = "import sys; sys.stdout.write('out\\n'); sys.stderr.write('err\\n')"
+    proc = seedlock("run", "-q", "--seed", "1", "--", sys.executable, "-c", code, cwd=tmp_path)
+    assert (proc.stdout, proc.stderr) == ("out\n", "err\n")
+
+
+def test_death_by_signal_passes_through(tmp_path):
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    proc = seedlock("run", "--seed", "1", "--", sys.executable, "-c", code, cwd=tmp_path)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def start_sleeper(tmp_path: Path) -> subprocess.Popen[str]:
+    code = "import time; print('ready', flush=True); time.sleep(60)"
+    proc = subprocess.Popen(
+        [SEEDLOCK, "run", "-q", "--seed", "1", "--", sys.executable, "-c", code],
+        cwd=tmp_path, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_sigterm_is_forwarded_to_the_child(tmp_path):
+    proc = start_sleeper(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_ctrl_c_reaches_the_child_and_its_status_comes_back(tmp_path):
+    proc = start_sleeper(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
+    assert proc.wait(timeout=30) == -signal.SIGINT
+
+
+TORCHRUN = textwrap.dedent(
+    """
+    import os, random, torch
+    print(os.environ["RANK"], random.random(), torch.rand(1).item(), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_are_all_seeded(tmp_path):
+    (tmp_path / "ddp.py").write_text(TORCHRUN)
+    proc = seedlock(
+        "run", "--seed", "7", "--manifest", "m.json", "--",
+        str(BIN / "torchrun"), "--nproc_per_node=2", "--master_port=0", "ddp.py", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = sorted(proc.stdout.split("\n")[:2])
+    ranks = [line.split() for line in lines if line]
+    assert [r[0] for r in ranks] == ["0", "1"]
+    reference = subprocess.run(
+        [sys.executable, "-c", "import random, torch; random.seed(7); torch.manual_seed(7);"
+         "print(random.random(), torch.rand(1).item())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert all(r[1:] == reference for r in ranks)
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert sorted(p["rank"] for p in manifest["processes"] if p["rank"] is not None) == ["0", "1"]
+
+
+def test_manifest_validates_against_its_schema(tmp_path, script):
+    jsonschema = pytest.importorskip("jsonschema")
+    proc = seedlock("run", "--seed", "3", "--deterministic", "--manifest", "run.json", "--",
+                    sys.executable, str(script), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "run.json").read_text())
+    schema_path = Path(__file__).resolve().parents[1] / "src/seedlock/manifest.schema.json"
+    jsonschema.validate(manifest, json.loads(schema_path.read_text()))
+    assert manifest["seed"] == {
+        "root": "3",
+        "deterministic": True,
+        "hash_seed": "3",
+        "globals": {"python": 3, "numpy": 3, "torch": 3},
+    }
+    (process,) = manifest["processes"]
+    assert process["determinism"]["deterministic_algorithms"] is True
+    assert process["torch"]["version"] == __import__("torch").__version__
+    assert "numpy" in manifest["packages"]
+
+
+def test_diff_of_identical_runs_exits_0_and_a_torch_version_change_exits_1(tmp_path, script):
+    for name in ("a.json", "b.json"):
+        seedlock("run", "-q", "--seed", "3", "--manifest", name, "--", sys.executable,
+                 str(script), cwd=tmp_path)  # fmt: skip
+    same = seedlock("diff", "a.json", "b.json", cwd=tmp_path)
+    assert same.returncode == 0, same.stdout
+    assert "no high-risk difference" in same.stdout
+    changed = json.loads((tmp_path / "b.json").read_text())
+    changed["processes"][0]["torch"]["version"] = "2.99.0"
+    changed["packages"]["torch"] = "2.99.0"
+    (tmp_path / "c.json").write_text(json.dumps(changed))
+    proc = seedlock("diff", "a.json", "c.json", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "high risk" in proc.stdout
+    assert "processes.0.torch.version" in proc.stdout
+    as_json = json.loads(seedlock("diff", "--json", "a.json", "c.json", cwd=tmp_path).stdout)
+    risks = {d["key"]: d["risk"] for d in as_json["differences"]}
+    assert risks["packages.torch"] == "high"
+    assert risks["processes.0.torch.version"] == "high"
+
+
+def test_diff_of_a_file_that_is_not_a_manifest_is_a_usage_error(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    proc = seedlock("diff", "x.json", "x.json", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "not a seedlock manifest" in proc.stderr
+
+
+def test_manifest_command_prints_the_environment(tmp_path):
+    data = json.loads(seedlock("manifest", cwd=tmp_path).stdout)
+    assert data["schema"] == "seedlock.manifest"
+    assert data["python"]["executable"]
+
+
+def test_doctor_reports_a_random_and_a_fixed_hash_seed(tmp_path):
+    def hash_check(env):
+        found = json.loads(seedlock("doctor", "--json", cwd=tmp_path, env=env).stdout)
+        return next(f for f in found if f["check"] == "hash-seed")
+
+    assert hash_check({})["severity"] == "medium"
+    fixed = hash_check({"PYTHONHASHSEED": "123"})
+    assert fixed["severity"] == "ok"
+    assert "PYTHONHASHSEED=123" in fixed["summary"]
+
+
+def test_doctor_under_seedlock_run_sees_the_fixed_hash_seed(tmp_path):
+    proc = seedlock("run", "-q", "--seed", "9", "--", SEEDLOCK, "doctor", cwd=tmp_path)
+    assert "[    ok] hash-seed: str hashing is fixed (PYTHONHASHSEED=9)" in proc.stdout
+
+
+def test_run_startup_is_recorded_quickly(tmp_path):
+    # Not a timing assertion: only that a trivial command completes and leaves a manifest.
+    start = time.perf_counter()
+    proc = seedlock("run", "--seed", "1", "--", sys.executable, "-c", "pass", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert time.perf_counter() - start < 120
+    assert list((tmp_path / ".seedlock" / "runs").glob("*.json"))
