@@ -48,6 +48,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "ENV_VAR",
@@ -55,6 +57,7 @@ __all__ = [
     "Seed",
     "check_seed",
     "derive",
+    "derive_each",
     "format_seed",
     "fresh_seed",
     "get_root",
@@ -126,15 +129,41 @@ def derive(*keys: Key, root: Seed | None = None, bits: int = 64) -> int:
     >>> derive("data", 3, 17, root=0, bits=32)
     4179378542
     """
+    (value,) = derive_each(keys, [()], root=root, bits=bits)
+    return value
+
+
+def derive_each(
+    prefix: Sequence[Key],
+    suffixes: Sequence[Sequence[Key]],
+    *,
+    root: Seed | None = None,
+    bits: int = 64,
+) -> list[int]:
+    """``[derive(*prefix, *suffix, root=root, bits=bits) for suffix in suffixes]``, computed
+    faster: the shared prefix is hashed once (the per-sample seeding hot path).
+    """
     if not 1 <= bits <= _MAX_BITS or isinstance(bits, bool):
         raise ValueError(f"bits must be between 1 and {_MAX_BITS}, got {bits!r}")
-    items = [check_seed(k, "key") for k in keys]
-    items.append(check_seed(get_root() if root is None else root, "root"))
-    h = hashlib.blake2b(_TAG, digest_size=32)
-    h.update(len(items).to_bytes(8, "little"))
-    for item in items:
-        h.update(_encode(item))
-    return int.from_bytes(h.digest(), "little") & ((1 << bits) - 1)
+    root_item = _encode(check_seed(get_root() if root is None else root, "root"))
+    encoded_prefix = [_encode(check_seed(key, "key")) for key in prefix]
+    bases: dict[int, Any] = {}  # the item count is hashed first, so one base per suffix length
+    mask = (1 << bits) - 1
+    values = []
+    for suffix in suffixes:
+        base = bases.get(len(suffix))
+        if base is None:
+            base = hashlib.blake2b(_TAG, digest_size=32)
+            base.update((len(prefix) + len(suffix) + 1).to_bytes(8, "little"))
+            for item in encoded_prefix:
+                base.update(item)
+            bases[len(suffix)] = base
+        h = base.copy()
+        for key in suffix:
+            h.update(_encode(check_seed(key, "key")))
+        h.update(root_item)
+        values.append(int.from_bytes(h.digest(), "little") & mask)
+    return values
 
 
 def fresh_seed() -> int:

@@ -20,7 +20,7 @@ _COMMANDS = {
     "manifest": ("seedlock.cli.manifest", "print this environment's manifest (JSON)"),
     "diff": ("seedlock.cli.diff", "compare two manifests, ranked by risk to results"),
     "doctor": ("seedlock.cli.doctor", "list this environment's nondeterminism risks"),
-    "demo": ("seedlock.cli.demo", "train a model twice, then interrupted and resumed: compare bits"),
+    "demo": ("seedlock.cli.demo", "train twice, then interrupted and resumed: compare the bits"),
 }
 
 

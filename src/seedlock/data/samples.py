@@ -41,7 +41,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from seedlock import backends as _backends
 from seedlock.backends.base import GeneratorOwner
-from seedlock.derivation import Seed, check_seed, derive, get_root
+from seedlock.derivation import Seed, check_seed, derive, derive_each, get_root
 
 __all__ = ["SeededDataset", "find_generators", "sample_generator", "sample_rng"]
 
@@ -88,7 +88,7 @@ def sample_rng() -> Any:
     if sample.rng is None:
         import numpy as np
 
-        sample.rng = np.random.default_rng(_material(sample, "numpy") & ((1 << 128) - 1))
+        sample.rng = np.random.default_rng(_material(sample, "sample_rng") & ((1 << 128) - 1))
     return sample.rng
 
 
@@ -98,7 +98,9 @@ def sample_generator() -> Any:
     if sample.generator is None:
         import torch
 
-        sample.generator = torch.Generator().manual_seed(_material(sample, "torch") & 0xFFFFFFFF)
+        sample.generator = torch.Generator().manual_seed(
+            _material(sample, "sample_generator") & 0xFFFFFFFF
+        )
     return sample.generator
 
 
@@ -183,23 +185,30 @@ class SeededDataset(Dataset[Any]):
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
         # torch's fetcher calls this once per batch: the main process saves and restores the
-        # caller's global generators once per batch rather than once per sample.
-        saved = _capture_globals() if _in_main_process() else None
+        # caller's global generators once per batch rather than once per sample, and the list
+        # of generators to seed is made once per batch too.
+        backends = _seeded_backends()
+        saved = [(b, b.capture()) for b in backends] if _in_main_process() else None
         try:
-            return [self._fetch(epoch, index) for epoch, index in keys]
+            return [self._fetch(epoch, index, backends) for epoch, index in keys]
         finally:
-            if saved is not None:
-                _restore_globals(saved)
+            for backend, state in saved or ():
+                backend.restore(state)
 
-    def _fetch(self, epoch: int, index: int) -> Any:
+    def _fetch(self, epoch: int, index: int, backends: list[Any]) -> Any:
         global _current
         sample = _Sample(self.root, epoch, index)
         previous, _current = _current, sample
         try:
-            for backend in _seeded_backends():
-                backend.seed(_material(sample, backend.name) & ((1 << backend.seed_bits) - 1))
-            for path, generator, owner in self.held:
-                owner.seed_generator(generator, _material(sample, "held", path))
+            suffixes: list[tuple[str | int, ...]] = [(b.name,) for b in backends]
+            suffixes += [("held", path) for path, _, _ in self.held]
+            material = derive_each(("data", epoch, index), suffixes, root=self.root, bits=256)
+            for backend, value in zip(backends, material, strict=False):
+                backend.seed(value & ((1 << backend.seed_bits) - 1))
+            for (_, generator, owner), value in zip(
+                self.held, material[len(backends) :], strict=True
+            ):
+                owner.seed_generator(generator, value)
             return self.dataset[index]
         finally:
             _current = previous
@@ -213,15 +222,6 @@ class SeededDataset(Dataset[Any]):
 
 def _seeded_backends() -> list[Any]:
     return [b for b in _backends.all_backends() if b.seed_bits and b.available() and b.loaded()]
-
-
-def _capture_globals() -> list[tuple[Any, dict[str, Any]]]:
-    return [(b, b.capture()) for b in _seeded_backends()]
-
-
-def _restore_globals(saved: list[tuple[Any, dict[str, Any]]]) -> None:
-    for backend, state in saved:
-        backend.restore(state)
 
 
 def _in_main_process() -> bool:
