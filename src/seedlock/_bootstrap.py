@@ -12,11 +12,18 @@ from seedlock.derivation import ENV_VAR, parse_seed
 
 DETERMINISTIC_VAR = "SEEDLOCK_DETERMINISTIC"
 RECORD_DIR_VAR = "SEEDLOCK_RECORD_DIR"
+TRACE_DIR_VAR = "SEEDLOCK_TRACE_DIR"
 
 
 def start() -> None:
     """Seed this interpreter (and switch the profile on) from the environment; at exit, write
-    this process's record for the manifest."""
+    this process's record for the manifest. With ``SEEDLOCK_TRACE_DIR``, trace every module
+    once torch is imported (``seedlock check``)."""
+    trace_dir = os.environ.get(TRACE_DIR_VAR)
+    if trace_dir:
+        from seedlock import _hooks
+
+        _hooks.on_import("torch", "seedlock.check", lambda: _start_trace(trace_dir))
     text = os.environ.get(ENV_VAR)
     if not text:
         return
@@ -57,3 +64,23 @@ def _write_record(record_dir: str, seeded: dict[str, int]) -> None:
             json.dump(record, f, default=str)
     except OSError:
         pass
+
+
+def _start_trace(trace_dir: str) -> None:
+    """Trace this process (global mode) to ``<dir>/<rank or main>.trace``, if no other process
+    of the run has claimed that name (a subprocess of the program, say)."""
+    import multiprocessing
+    import sys
+
+    if multiprocessing.current_process().name != "MainProcess":
+        return
+    path = os.path.join(trace_dir, f"{os.environ.get('RANK', 'main')}.trace")
+    try:
+        os.close(os.open(path + ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except OSError:
+        return
+    from seedlock.audit.trace import Tracer
+
+    tracer = Tracer(path).start()
+    tracer.meta("argv", repr(sys.argv))
+    atexit.register(tracer.stop)

@@ -17,8 +17,9 @@ __all__ = ["main"]
 # subcommand -> (module, one-line help)
 _COMMANDS = {
     "run": ("seedlock.cli.run", "seed an unmodified program (-- CMD ...) and record a manifest"),
+    "check": ("seedlock.cli.check", "run a command N times (-- CMD ...): reproducible? where not?"),
     "manifest": ("seedlock.cli.manifest", "print this environment's manifest (JSON)"),
-    "diff": ("seedlock.cli.diff", "compare two manifests, ranked by risk to results"),
+    "diff": ("seedlock.cli.diff", "compare two manifests (risk-ranked) or two traces"),
     "doctor": ("seedlock.cli.doctor", "list this environment's nondeterminism risks"),
     "demo": ("seedlock.cli.demo", "train twice, then interrupted and resumed: compare the bits"),
 }

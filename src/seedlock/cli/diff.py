@@ -1,5 +1,7 @@
 """``seedlock diff A B``: two manifests, every difference ranked by how likely it is to change
-results. Exit status 0 when no difference is high-risk, 1 otherwise, 2 for unreadable input."""
+results (exit 0 when no difference is high-risk, 1 otherwise), or two traces (exit 0 when
+bit-identical within the tolerances, 1 otherwise, with the first divergence and its cause).
+Exit status 2 for unreadable input."""
 
 from __future__ import annotations
 
@@ -20,6 +22,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--all", action="store_true", help="list every low-risk difference too (default: count)"
     )
+    parser.add_argument("--rtol", type=float, default=0.0, help="traces: relative tolerance")
+    parser.add_argument("--atol", type=float, default=0.0, help="traces: absolute tolerance")
+
+
+def _is_trace(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\0"
+    except OSError:
+        return False
+
+
+def _diff_traces(args: argparse.Namespace) -> int:
+    from seedlock.audit.compare import compare
+
+    try:
+        report = compare(args.a, args.b, rtol=args.rtol, atol=args.atol)
+    except ValueError as exc:
+        print(f"seedlock diff: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report)
+    return 0 if report.reproducible else 1
 
 
 def _short(value: Any, width: int = 38) -> str:
@@ -28,6 +52,8 @@ def _short(value: Any, width: int = 38) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if _is_trace(args.a) or _is_trace(args.b):
+        return _diff_traces(args)
     try:
         a, b = mf.read(args.a), mf.read(args.b)
     except (OSError, ValueError) as exc:

@@ -1,0 +1,27 @@
+"""Determinism audit: fingerprints, traces, first-divergence localisation with its cause.
+
+>>> import seedlock.audit as audit
+>>> report = audit.check(lambda: train_step(batch), model=model, optimizer=opt)
+>>> with audit.trace(model, "a.trace"): ...
+>>> print(audit.compare("a.trace", "b.trace"))
+"""
+
+from __future__ import annotations
+
+from seedlock.audit.check import check
+from seedlock.audit.compare import CAUSES, Divergence, Report, compare
+from seedlock.audit.fingerprint import Summary, fingerprint, summary
+from seedlock.audit.trace import Tracer, trace
+
+__all__ = [
+    "CAUSES",
+    "Divergence",
+    "Report",
+    "Summary",
+    "Tracer",
+    "check",
+    "compare",
+    "fingerprint",
+    "summary",
+    "trace",
+]

@@ -1,0 +1,82 @@
+"""``seedlock.audit.check``: run one step twice from the same state and compare traces."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from seedlock.audit.compare import Report, compare
+from seedlock.audit.trace import trace
+from seedlock.state import capture, fork, restore
+
+__all__ = ["check"]
+
+
+def check(
+    step_fn: Callable[[], Any],
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    runs: int = 2,
+    ops: bool = False,
+    keep: str | os.PathLike[str] | None = None,
+) -> Report:
+    """Is ``step_fn`` reproducible? Run it ``runs`` times from one snapshot and compare.
+
+    Before the first run, the model's and optimizer's state and every RNG (:func:`seedlock
+    .capture`) are snapshotted; before each later run they are put back. Each run is traced;
+    run 1 is compared with every other run and the first report that is not reproducible is
+    returned (else the last one). Afterwards the model, optimizer and RNGs are as after one run.
+    ``ops=True`` records aten ops too (names the op inside the diverging module). ``keep`` is a
+    folder to keep the traces in (``run1.trace``, ...); by default they are deleted.
+
+    >>> report = seedlock.audit.check(lambda: train_step(batch), model=model, optimizer=opt)
+    >>> print(report)
+    """
+    if runs < 2:
+        raise ValueError(f"runs must be at least 2, got {runs}")
+    model_state = copy.deepcopy(model.state_dict())
+    optimizer_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+    rng = capture()
+    folder = os.fspath(keep) if keep is not None else tempfile.mkdtemp(prefix="seedlock-check-")
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, f"run{i + 1}.trace") for i in range(runs)]
+    after: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+    report: Report | None = None
+    try:
+        for index, path in enumerate(paths):
+            model.load_state_dict(model_state)
+            if optimizer is not None and optimizer_state is not None:
+                optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+            restore(rng)
+            with trace(model, path, optimizer=optimizer, ops=ops):
+                step_fn()
+            if index == 0:
+                with fork():  # keep the RNGs as run 1 left them
+                    after = (
+                        copy.deepcopy(model.state_dict()),
+                        copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None,
+                    )
+                    after_rng = capture()
+            else:
+                report = compare(paths[0], path)
+                if not report.reproducible:
+                    break
+    finally:
+        if after is not None:
+            model.load_state_dict(after[0])
+            if optimizer is not None and after[1] is not None:
+                optimizer.load_state_dict(after[1])
+            restore(after_rng)
+        if keep is None:
+            for path in paths:
+                if os.path.exists(path):
+                    os.remove(path)
+            os.rmdir(folder)
+    assert report is not None
+    return report

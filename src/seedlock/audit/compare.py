@@ -1,0 +1,296 @@
+"""Compare two traces: the first divergence in execution order, and why it happened.
+
+The two traces are read side by side, event by event (streaming: memory stays bounded). The
+first event where they disagree is classified:
+
+``(a) input data differs``
+    the batch entering the model differs: the data pipeline is not reproducible.
+``(b) random stream differs``
+    a module's output differs and so does the fingerprint of the RNG state just before it
+    ran: something drew a different number of random values before it (an extra draw, an
+    unseeded generator, another seed).
+``(c) nondeterministic computation``
+    same inputs, same RNG state, different output: the computation itself varies (a
+    nondeterministic kernel, another thread count, a generator seedlock does not see). The
+    table of known nondeterministic ops names suspects for the module and the op.
+``(d) different execution path``
+    the sequence of modules, events or ops differs (e.g. a loop over a ``set`` of str with
+    another hash seed).
+
+With ``rtol`` / ``atol`` above zero, two events whose fingerprints differ still count as equal
+when their summaries (float64 sum and max |x|) agree within the tolerance: a cross-hardware
+comparison at the level of statistics, not of every element.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["CAUSES", "Divergence", "Report", "compare", "read_meta"]
+
+CAUSES = {
+    "a": "input data differs",
+    "b": "random stream differs",
+    "c": "nondeterministic computation",
+    "d": "different execution path",
+}
+_FIELDS = (
+    "seq, step, module, kind, event, op, fingerprint, dtype, shape, sum, absmax, nans, infs, "
+    "rng, inputs"
+)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where two traces first disagree, and why."""
+
+    seq: int
+    step: int
+    module: str
+    kind: str | None
+    event: str
+    op: str | None
+    cause: str
+    explanation: str
+    a: dict[str, Any]
+    b: dict[str, Any]
+    suspects: list[str] = field(default_factory=list)
+
+    @property
+    def cause_name(self) -> str:
+        return CAUSES[self.cause]
+
+
+@dataclass(frozen=True)
+class Report:
+    """The verdict of a comparison: ``reproducible`` and, if not, the first :class:`Divergence`."""
+
+    reproducible: bool
+    events: int
+    divergence: Divergence | None
+    a: str
+    b: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.divergence is not None:
+            d["divergence"]["cause_name"] = self.divergence.cause_name
+        return d
+
+    def __bool__(self) -> bool:
+        return self.reproducible
+
+    def __str__(self) -> str:
+        if self.reproducible:
+            return f"reproducible: {self.events} events bit-identical"
+        d = self.divergence
+        assert d is not None
+        where = f"{d.module}" + (f" ({d.kind})" if d.kind else "")
+        op = f", op {d.op}" if d.op else ""
+        lines = [
+            f"NOT reproducible: first divergence at event {d.seq} of step {d.step}",
+            f"  where   {where}, {d.event}{op}",
+            f"  cause   ({d.cause}) {d.cause_name}: {d.explanation}",
+        ]
+        for label, side in (("run a", d.a), ("run b", d.b)):
+            if side.get("sum") is not None:
+                lines.append(
+                    f"  {label}   sum {side['sum']:.9g}, max |x| {side['absmax']:.9g}, "
+                    f"NaN {side['nans']}, Inf {side['infs']}"
+                )
+        size = _difference_size(d.a, d.b)
+        if size:
+            lines.append(f"  size    {size}")
+        if d.suspects:
+            lines.append("  suspects (seedlock's table of known nondeterministic ops):")
+            lines += [f"    - {s}" for s in d.suspects]
+        return "\n".join(lines)
+
+
+def _difference_size(a: dict[str, Any], b: dict[str, Any]) -> str:
+    if a.get("sum") is None or b.get("sum") is None:
+        return ""
+    diff = abs(a["sum"] - b["sum"])
+    scale = max(abs(a["sum"]), abs(b["sum"]), 1e-300)
+    return f"sums differ by {diff:.3g} ({diff / scale:.3g} relative)"
+
+
+def _rows(path: str) -> Iterator[dict[str, Any]]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cursor = db.execute(f"SELECT {_FIELDS} FROM events ORDER BY seq")
+        names = [c.strip() for c in _FIELDS.split(",")]
+        while True:
+            chunk = cursor.fetchmany(1000)
+            if not chunk:
+                return
+            for row in chunk:
+                yield dict(zip(names, row, strict=True))
+    finally:
+        db.close()
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A trace's meta table (``ValueError`` if the file is not a seedlock trace)."""
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise ValueError(f"{p}: no such trace file")
+    try:
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        raise ValueError(f"{p}: not a seedlock trace (not an SQLite file)") from None
+    if meta.get("format") != "seedlock.trace":
+        raise ValueError(f"{p}: not a seedlock trace")
+    return meta
+
+
+def _close(a: float | None, b: float | None, rtol: float, atol: float) -> bool:
+    if a is None or b is None:
+        return a == b
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any], rtol: float, atol: float) -> bool:
+    if a["fingerprint"] == b["fingerprint"]:
+        return True
+    if rtol == 0 and atol == 0:
+        return False
+    return (
+        a["shape"] == b["shape"]
+        and a["nans"] == b["nans"]
+        and a["infs"] == b["infs"]
+        and _close(a["sum"], b["sum"], rtol, atol)
+        and _close(a["absmax"], b["absmax"], rtol, atol)
+    )
+
+
+def _suspects(*names: str | None) -> list[str]:
+    from seedlock.optable import explain
+
+    found: list[str] = []
+    for name in names:
+        if not name:
+            continue
+        for entry in explain(name).entries:
+            line = f"{entry.name}: {entry.when}"
+            if line not in found:
+                found.append(line)
+    return found
+
+
+def _classify(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, str]:
+    if a["event"] == "batch":
+        return "a", "the batch entering the model differs: the data pipeline is not reproducible"
+    if a["event"] == "forward":
+        if a["rng"] != b["rng"]:
+            return "b", (
+                f"the RNG state before {a['module']} differs: a different number of random "
+                "values was drawn before it"
+            )
+        if a["inputs"] != b["inputs"]:
+            return "c", (
+                f"the inputs of {a['module']} differ although every earlier traced output "
+                "matched: code between modules computed them differently"
+            )
+        return "c", f"same inputs and RNG state, different output of {a['module']}"
+    if a["event"] == "op":
+        return "c", f"the op {a['op']} in {a['module']} computed a different result"
+    if a["event"] == "grad_input":
+        return "c", f"the backward pass of {a['module']} computed different input gradients"
+    if a["event"] == "grad":
+        return "c", f"the gradient of parameter {a['module']} differs"
+    if a["step"] == 0:
+        return "b", (
+            f"parameter {a['module']} differs before the first step: the model was initialised "
+            "(or loaded) differently, e.g. from an unseeded random stream"
+        )
+    return "c", f"parameter {a['module']} differs after optimizer step {a['step']}"
+
+
+def _side(row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        return {"event": None}
+    keys = ("module", "event", "op", "fingerprint", "dtype", "shape", "sum", "absmax", "nans")
+    return {k: row[k] for k in (*keys, "infs")}
+
+
+def compare(
+    a: str | os.PathLike[str], b: str | os.PathLike[str], *, rtol: float = 0.0, atol: float = 0.0
+) -> Report:
+    """The first divergence between traces ``a`` and ``b`` (see the module docstring).
+
+    >>> report = seedlock.audit.compare("machine1.trace", "machine2.trace", rtol=1e-5)
+    >>> print(report)
+    """
+    pa, pb = os.fspath(a), os.fspath(b)
+    read_meta(pa), read_meta(pb)
+    ia, ib = _rows(pa), _rows(pb)
+    count = 0
+    while True:
+        ra, rb = next(ia, None), next(ib, None)
+        if ra is None and rb is None:
+            return Report(True, count, None, pa, pb)
+        if (
+            ra is None
+            or rb is None
+            or (ra["module"], ra["event"], ra["op"])
+            != (
+                rb["module"],
+                rb["event"],
+                rb["op"],
+            )
+        ):
+            first = ra or rb
+            assert first is not None
+            divergence = Divergence(
+                seq=first["seq"],
+                step=first["step"],
+                module=first["module"],
+                kind=first["kind"],
+                event=first["event"],
+                op=first["op"],
+                cause="d",
+                explanation=(
+                    "the runs executed different sequences of modules or ops here "
+                    f"(run a: {_describe(ra)}; run b: {_describe(rb)})"
+                ),
+                a=_side(ra),
+                b=_side(rb),
+            )
+            return Report(False, count, divergence, pa, pb)
+        if not _same(ra, rb, rtol, atol):
+            cause, explanation = _classify(ra, rb)
+            suspects = _suspects(ra["kind"], ra["op"]) if cause == "c" else []
+            divergence = Divergence(
+                seq=ra["seq"],
+                step=ra["step"],
+                module=ra["module"],
+                kind=ra["kind"],
+                event=ra["event"],
+                op=ra["op"],
+                cause=cause,
+                explanation=explanation,
+                a=_side(ra),
+                b=_side(rb),
+                suspects=suspects,
+            )
+            return Report(False, count, divergence, pa, pb)
+        count += 1
+
+
+def _describe(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "trace ends"
+    op = f" {row['op']}" if row["op"] else ""
+    return f"{row['module']} {row['event']}{op}"

@@ -1,0 +1,374 @@
+"""Traces: what a model computed, event by event, in execution order, streamed to SQLite.
+
+``with seedlock.audit.trace(model, "run.trace"):`` records, named by module path:
+
+=============  =========================================================================
+event          recorded
+=============  =========================================================================
+``batch``      the tensors entering the root module (the batch)
+``forward``    each module's output; with the fingerprints of its inputs and of the RNG
+               state (torch CPU, and CUDA once started) just before it ran
+``grad_input`` the gradient with respect to each module's tensor inputs, in backward order
+``grad``       each parameter's gradient once accumulated
+``param``      every parameter when its root module first runs, and after each optimizer
+               step (``step`` counts those steps)
+``op``         with ``ops=True``: every aten op's output, with the module it ran in
+=============  =========================================================================
+
+Without a model (``trace(None, path)``, what ``seedlock check`` uses for unmodified scripts)
+every module is traced through torch's global module hooks; a module called with no traced
+module around it is a root, and names come from its ``named_modules()``. Names start with the
+root's class: ``Net``, ``Net.encoder.0``, ``Net.encoder.0.weight``.
+
+The file (schema version 1)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)         format, version, torch, argv, ...
+    events(seq INTEGER PRIMARY KEY,                execution order, from 0
+           step INTEGER,                           optimizer steps completed before it
+           module TEXT,                            module path (root: its class name),
+                                                   or parameter name for grad / param
+           kind TEXT,                              module class (forward, grad_input)
+           event TEXT, op TEXT,                    see above; op: aten::name for op events
+           fingerprint TEXT, dtype TEXT, shape TEXT,
+           sum REAL, absmax REAL, nans INTEGER, infs INTEGER,
+           rng TEXT, inputs TEXT)                  forward only: fingerprints before it ran
+
+Rows are buffered and written every ``flush_every`` events, so memory stays bounded however
+long the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from seedlock._version import __version__
+from seedlock.audit.fingerprint import fingerprint, summary
+
+__all__ = ["FORMAT", "SCHEMA", "Tracer", "tensors_in", "trace"]
+
+FORMAT = "seedlock.trace"
+VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, module TEXT NOT NULL, kind TEXT,
+    event TEXT NOT NULL, op TEXT, fingerprint TEXT NOT NULL, dtype TEXT, shape TEXT,
+    sum REAL, absmax REAL, nans INTEGER, infs INTEGER, rng TEXT, inputs TEXT
+);
+"""
+_COLUMNS = 15
+
+
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a nested structure of tuples, lists and dicts, in order."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from tensors_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from tensors_in(item)
+
+
+def _fingerprint_all(tensors: list[torch.Tensor]) -> str:
+    """One fingerprint for one or more tensors ("none" for none)."""
+    if not tensors:
+        return "none"
+    prints = [fingerprint(t) for t in tensors]
+    if len(prints) == 1:
+        return prints[0]
+    return hashlib.sha256("".join(prints).encode()).hexdigest()[:32]
+
+
+_Stats = tuple[float, float, int, int]
+
+
+def _combined(tensors: list[torch.Tensor]) -> tuple[str, str | None, str | None, _Stats]:
+    """(fingerprint, dtype, shape, summary) of one or more tensors."""
+    if not tensors:
+        return "none", None, None, (0.0, 0.0, 0, 0)
+    stats = [summary(t) for t in tensors]
+    fp = _fingerprint_all(tensors)
+    total = (
+        sum(s.sum for s in stats),
+        max(s.absmax for s in stats),
+        sum(s.nans for s in stats),
+        sum(s.infs for s in stats),
+    )
+    return fp, str(tensors[0].dtype), str(tuple(tensors[0].shape)), total
+
+
+def rng_fingerprint() -> str:
+    """Fingerprint of torch's CPU generator state (and every CUDA device's, once started)."""
+    h = hashlib.sha256(torch.get_rng_state().numpy().tobytes())
+    if torch.cuda.is_initialized():
+        for state in torch.cuda.get_rng_state_all():
+            h.update(state.numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+class Tracer:
+    """Records a trace to ``path``; use :func:`trace` (a context manager) to build one."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        model: torch.nn.Module | None = None,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        ops: bool = False,
+        flush_every: int = 2000,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.model = model
+        self.optimizer = optimizer
+        self.ops = ops
+        self.flush_every = flush_every
+        self.step = 0
+        self.events = 0
+        self._rows: list[tuple[Any, ...]] = []
+        self._names: dict[int, str] = {}
+        self._params: dict[int, str] = {}
+        self._stack: list[str] = []
+        self._pending: dict[int, tuple[str, str]] = {}
+        self._handles: list[Any] = []
+        self._op_mode: Any = None
+        self._initial: set[int] = set()
+        self._db: sqlite3.Connection | None = None
+        # Set while seedlock's own hooks compute fingerprints, so that op-level recording
+        # does not record seedlock's ops.
+        self.busy = False
+        self._pid = os.getpid()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Tracer:
+        if os.path.exists(self.path):
+            os.remove(self.path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
+        meta = {
+            "format": FORMAT,
+            "version": str(VERSION),
+            "seedlock": __version__,
+            "torch": torch.__version__,
+            "argv": json.dumps(sys.argv),
+            "threads": str(torch.get_num_threads()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+        if self.model is not None:
+            self._adopt(self.model)
+            for module in self.model.modules():
+                self._handles.append(module.register_forward_pre_hook(self._pre, with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self._post, with_kwargs=True))
+        else:
+            from torch.nn.modules import module as nn_module
+
+            self._handles.append(nn_module.register_module_forward_pre_hook(self._global_pre))
+            self._handles.append(nn_module.register_module_forward_hook(self._global_post))
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        if self.optimizer is not None:
+            self._handles.append(self.optimizer.register_step_post_hook(self._after_step))
+        else:
+            self._handles.append(register_optimizer_step_post_hook(self._after_step))
+        if self.ops:
+            self._op_mode = _OpRecorder(self)
+            self._op_mode.__enter__()
+        return self
+
+    def stop(self) -> None:
+        if os.getpid() != self._pid:
+            return
+        if self._op_mode is not None:
+            self._op_mode.__exit__(None, None, None)
+            self._op_mode = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._db is not None:
+            self.flush()
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('events', ?)", (str(self.events),)
+            )
+            self._db.commit()
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> Tracer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- recording ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        if self._db is not None and self._rows:
+            self._db.executemany(
+                f"INSERT INTO events VALUES ({', '.join('?' * _COLUMNS)})", self._rows
+            )
+            self._db.commit()
+            self._rows.clear()
+
+    def meta(self, key: str, value: str) -> None:
+        """Add a ``meta`` entry (e.g. the command line) to the trace."""
+        if self._db is not None:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def record(
+        self,
+        event: str,
+        module: str,
+        tensors: list[torch.Tensor],
+        *,
+        kind: str | None = None,
+        op: str | None = None,
+        rng: str | None = None,
+        inputs: str | None = None,
+    ) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child (a DataLoader worker) inherited the hooks: not ours
+        busy, self.busy = self.busy, True
+        try:
+            fp, dtype, shape, stats = _combined(tensors)
+        finally:
+            self.busy = busy
+        self._rows.append(
+            (self.events, self.step, module, kind, event, op, fp, dtype, shape, *stats, rng, inputs)
+        )
+        self.events += 1
+        if len(self._rows) >= self.flush_every:
+            self.flush()
+
+    def _adopt(self, root: torch.nn.Module) -> None:
+        """Name ``root``'s modules and parameters: ``Net``, ``Net.fc1``, ``Net.fc1.weight``."""
+        root_name = type(root).__name__
+        for name, module in root.named_modules():
+            self._names.setdefault(id(module), f"{root_name}.{name}" if name else root_name)
+        for name, param in root.named_parameters():
+            self._params.setdefault(id(param), f"{root_name}.{name}")
+            if param.requires_grad and hasattr(param, "register_post_accumulate_grad_hook"):
+                self._handles.append(param.register_post_accumulate_grad_hook(self._grad))
+
+    def _name(self, module: torch.nn.Module) -> str:
+        name = self._names.get(id(module))
+        if name is None:
+            parent = self._stack[-1] if self._stack else ""
+            name = f"{parent}/{type(module).__name__}" if parent else type(module).__name__
+            self._names[id(module)] = name
+        return name
+
+    def _pre(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+        inputs = list(tensors_in((args, kwargs)))
+        name = self._name(module)
+        if not self._stack:
+            self.record("batch", name, inputs, kind=type(module).__name__)
+            if self.step == 0 and id(module) not in self._initial:
+                # The parameters a root starts from: a divergence here is initialisation.
+                self._initial.add(id(module))
+                for pname, param in module.named_parameters():
+                    full = self._params.get(id(param), pname)
+                    self.record("param", full, [param.detach()])
+        busy, self.busy = self.busy, True
+        try:
+            self._pending[id(module)] = (rng_fingerprint(), _fingerprint_all(inputs))
+        finally:
+            self.busy = busy
+        self._stack.append(name)
+        for t in inputs:
+            if t.requires_grad:
+                t.register_hook(self._grad_input_hook(name, type(module).__name__))
+
+    def _post(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        name = self._name(module)
+        if self._stack:
+            self._stack.pop()
+        rng, inputs = self._pending.pop(id(module), (None, None))
+        self.record(
+            "forward", name, list(tensors_in(output)), kind=type(module).__name__,
+            rng=rng, inputs=inputs,
+        )  # fmt: skip
+
+    def _grad_input_hook(self, name: str, kind: str) -> Any:
+        def hook(grad: torch.Tensor) -> None:
+            self.record("grad_input", name, [grad], kind=kind)
+
+        return hook
+
+    def _grad(self, param: torch.Tensor) -> None:
+        if param.grad is not None:
+            self.record("grad", self._params.get(id(param), "?"), [param.grad])
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.step += 1  # the parameters below are those after step `self.step`
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                name = self._params.get(id(param))
+                if name is not None:
+                    self.record("param", name, [param.detach()])
+
+    # -- global mode -------------------------------------------------------------------------
+    def _global_pre(self, module: torch.nn.Module, args: Any) -> None:
+        if not self._stack and id(module) not in self._names:
+            self._adopt(module)
+        self._pre(module, args, {})
+
+    def _global_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self._post(module, args, {}, output)
+
+
+class _OpRecorder(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records every aten op's output, named by the module it runs in."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        name = str(func._schema.name)
+        # empty / empty_like / new_empty / empty_strided return uninitialised memory: their
+        # bits are garbage by definition and would look like nondeterminism.
+        if "empty" in name or self.tracer.busy:
+            return out
+        tensors = list(tensors_in(out))
+        if tensors:
+            module = self.tracer._stack[-1] if self.tracer._stack else "<outside modules>"
+            self.tracer.record("op", module, tensors, op=name)
+        return out
+
+
+def trace(
+    model: torch.nn.Module | None,
+    path: str | os.PathLike[str],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    ops: bool = False,
+) -> Tracer:
+    """Record what ``model`` computes to the SQLite file ``path`` (see the module docstring).
+
+    ``model=None`` traces every module of the program (global mode). ``optimizer`` limits the
+    ``param`` events to that optimizer's steps (default: any optimizer stepping the model's
+    parameters). ``ops=True`` also records every aten op (slower; it names the op inside the
+    first diverging module).
+
+    >>> with seedlock.audit.trace(model, "a.trace", optimizer=opt):
+    ...     train_step()
+    """
+    return Tracer(path, model, optimizer=optimizer, ops=ops)
