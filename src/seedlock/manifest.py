@@ -220,6 +220,7 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 #: (key prefix, risk, why), first match wins. Keys are dotted paths into the manifest.
 RISK_RULES: tuple[tuple[str, str, str], ...] = (
+    ("seed.deterministic", "high", "the determinism profile was on in one run only"),
     ("seed.", "high", "a different seed draws different numbers"),
     ("processes.*.hash_seed", "high", "set and dict order of str keys change"),
     ("processes.*.seeded.", "high", "a process's generators got other seeds"),
