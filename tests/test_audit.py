@@ -14,7 +14,7 @@ import torch
 
 import seedlock
 from seedlock import audit
-from seedlock.audit.fingerprint import _device_hash
+from seedlock.audit.fingerprints import _device_hash
 
 BIN = Path(sys.executable).parent
 
@@ -259,13 +259,18 @@ SET_ORDER = textwrap.dedent(
 )
 
 
-def test_layer_order_from_a_set_of_strings_is_a_different_execution_path(tmp_path):
+def trace_set_order_twice(folder: Path) -> None:
+    """a.trace and b.trace: the same model, run under hash seeds 1 and 2."""
     for name, hash_seed in (("a.trace", "1"), ("b.trace", "2")):
         subprocess.run(
-            [sys.executable, "-c", SET_ORDER, str(tmp_path / name)],
+            [sys.executable, "-c", SET_ORDER, str(folder / name)],
             env={"PYTHONHASHSEED": hash_seed, "PATH": ""},
             check=True,
         )
+
+
+def test_layer_order_from_a_set_of_strings_is_a_different_execution_path(tmp_path):
+    trace_set_order_twice(tmp_path)
     report = audit.compare(tmp_path / "a.trace", tmp_path / "b.trace")
     assert report.divergence.cause == "d"
     assert report.divergence.module.startswith("Router.layers.")
@@ -353,12 +358,7 @@ def test_seedlock_check_without_a_command_is_a_usage_error(tmp_path):
 
 @pytest.mark.slow
 def test_seedlock_diff_of_two_traces_reports_the_divergence(tmp_path):
-    for name, hash_seed in (("a.trace", "1"), ("b.trace", "2")):
-        subprocess.run(
-            [sys.executable, "-c", SET_ORDER, str(tmp_path / name)],
-            env={"PYTHONHASHSEED": hash_seed, "PATH": ""},
-            check=True,
-        )
+    trace_set_order_twice(tmp_path)
     proc = subprocess.run(
         [str(BIN / "seedlock"), "diff", "a.trace", "b.trace"],
         cwd=tmp_path,
@@ -371,3 +371,30 @@ def test_seedlock_diff_of_two_traces_reports_the_divergence(tmp_path):
         [str(BIN / "seedlock"), "diff", "a.trace", "a.trace"], cwd=tmp_path, capture_output=True
     )
     assert same.returncode == 0
+
+
+def test_sha256_fallback_without_xxhash_keeps_the_same_guarantees(monkeypatch):
+    import seedlock.audit.fingerprints as fp
+
+    monkeypatch.setattr(fp, "_xxhash", None)
+    x = torch.randn(100)
+    y = x.clone()
+    y.view(torch.int32)[50] ^= 1 << 3
+    assert fp.fingerprint(x) != fp.fingerprint(y)
+    expected = __import__("hashlib").sha256(b"torch.float32|(100,)|" + x.numpy().tobytes())
+    assert fp.fingerprint(x) == expected.hexdigest()[:32]
+
+
+def test_traces_made_with_different_hashes_are_not_compared(tmp_path):
+    seedlock.seed_everything(0)
+    model = Body()
+    step, opt = step_for(model)
+    for name in ("a.trace", "b.trace"):
+        with audit.trace(model, tmp_path / name, optimizer=opt):
+            step()
+    db = sqlite3.connect(tmp_path / "b.trace")
+    db.execute("UPDATE meta SET value = 'other' WHERE key = 'hash'")
+    db.commit()
+    db.close()
+    with pytest.raises(ValueError, match="fingerprinted with different hashes"):
+        audit.compare(tmp_path / "a.trace", tmp_path / "b.trace")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 import seedlock
-from seedlock.cli.demo import INSTALL_HINT, _interrupt_step
+from seedlock.cli import demo as demo_module
+from seedlock.cli.demo import INSTALL_HINT, AuditResult, _interrupt_step, _judge_audit
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +28,7 @@ INTERRUPTED_LINE = re.compile(
     re.MULTILINE,
 )
 LOSS_ROW = re.compile(r"^ +(\d+)  .*  (identical|DIFFER)$", re.MULTILINE)
+PLANTED = "Sequential.noise"
 
 
 def demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -100,14 +103,19 @@ def test_demo_interrupts_the_resume_run_in_the_middle_of_an_epoch(table_run):
 def test_demo_reports_progress_of_every_run_on_stderr(table_run):
     lines = table_run.stderr.splitlines()
     assert lines[0] == (
-        "training 2 runs and an interrupted run at once, each in a new Python process ..."
+        "training 2 runs and an interrupted run, plus an audit, at once, each in a new Python "
+        "process ..."
     )
-    assert lines[-1].startswith("resumed run (seed 0) done in ")
-    assert sorted(re.split(r" done in | stopped after ", line)[0] for line in lines[1:-1]) == [
+    labels = [re.split(r" done in | stopped after ", line)[0] for line in lines[1:]]
+    assert sorted(labels) == [
+        "audit (seed 0)",
         "interrupted run (seed 0)",
+        "resumed run (seed 0)",
         "run 1/2 (seed 0)",
         "run 2/2 (seed 0)",
     ]
+    # The resumed run starts once the interrupted one has stopped.
+    assert labels.index("resumed run (seed 0)") > labels.index("interrupted run (seed 0)")
     stopped = next(line for line in lines if line.startswith("interrupted run"))
     assert stopped.endswith("; resuming it in a new process ...")
 
@@ -172,7 +180,7 @@ def test_separate_demo_invocations_give_the_same_parameter_hash(table_run, json_
 
 
 def test_a_different_second_seed_exits_1_and_says_not_bit_identical():
-    proc = demo("--epochs", "2", "--seed2", "1")
+    proc = demo("--epochs", "2", "--seed2", "1", "--no-audit")
     assert proc.returncode == 1, proc.stderr
     # Runs 1 and 2 differ; the resumed run is run 1 again (seed 0) and still matches it.
     assert proc.stdout.splitlines()[-2:] == [
@@ -182,19 +190,124 @@ def test_a_different_second_seed_exits_1_and_says_not_bit_identical():
     ]
     hashes = printed_hashes(proc.stdout)
     assert hashes["1"] != hashes["2"]
+    # --no-audit: no audit section, no audit process.
+    assert "\naudit: " not in proc.stdout
+    assert "audit" not in proc.stderr
 
 
-def test_no_resume_skips_the_interrupted_and_resumed_runs():
-    proc = demo("--epochs", "1", "--no-resume", "--json")
+def test_no_resume_and_no_audit_skip_the_interrupted_and_resumed_runs_and_the_audit():
+    proc = demo("--epochs", "1", "--no-resume", "--no-audit", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert "resume" not in result
+    assert "audit" not in result
+    assert "audit" not in proc.stderr
     assert result["reproducible"] is True
     assert (
         proc.stderr.splitlines()[0] == "training 2 runs at once, each in a new Python process ..."
     )
     assert "interrupted" not in proc.stderr
     assert "resumed" not in proc.stderr
+
+
+def audit_section(stdout: str) -> str:
+    return stdout.split("\naudit: ", 1)[1].split("\n\nverdict\n", 1)[0]
+
+
+def test_the_audit_section_names_the_planted_layer_and_cause_c(table_run):
+    section = audit_section(table_run.stdout)
+    assert section.startswith("one training step of the MLP with a planted layer")
+    assert f"  planted        {PLANTED} after the ReLU" in section
+    assert "np.random.default_rng(): OS entropy, which no seed reaches" in section
+    report = section.split("  report         ", 1)[1]
+    assert report.startswith("NOT reproducible: first divergence at event ")
+    assert f"where   {PLANTED} (GaussianNoise), forward" in report
+    assert (
+        "cause   (c) nondeterministic computation: same inputs and RNG state, different output "
+        f"of {PLANTED}"
+    ) in report
+    assert re.search(r"size    sums differ by [0-9.e+-]+ \([0-9.e+-]+ relative\)", report)
+    fix = section.split("  fix            ", 1)[1].split("  fixed model", 1)[0]
+    assert 'seedlock.numpy_rng("demo", "noise")' in fix
+    assert "seedlock.data.sample_rng()" in " ".join(fix.split())
+
+
+def test_the_audit_calls_the_fixed_model_reproducible(table_run):
+    assert table_run.returncode == 0, table_run.stderr
+    section = audit_section(table_run.stdout)
+    assert re.search(r"^  fixed model    reproducible: \d+ events bit-identical$", section, re.M)
+    assert section.splitlines()[-1] == (
+        f"  result         found the planted layer {PLANTED}, cause (c); "
+        "the fixed model is reproducible"
+    )
+    # The finding is expected: the verdict stays about the bit-identity of the runs.
+    assert "FAILED" not in table_run.stdout
+
+
+def test_json_output_has_the_audit_finding_and_the_fixed_check(json_output):
+    audit = json_output["audit"]
+    assert json_output["reproducible"] is True
+    assert audit["ok"] is True
+    assert audit["found"] is True
+    assert audit["fixed_reproducible"] is True
+    assert audit["planted_module"] == PLANTED
+    planted = audit["planted"]
+    assert planted["reproducible"] is False
+    divergence = planted["divergence"]
+    assert divergence["module"] == PLANTED
+    assert divergence["kind"] == "GaussianNoise"
+    assert divergence["event"] == "forward"
+    assert divergence["cause"] == "c"
+    assert divergence["cause_name"] == "nondeterministic computation"
+    assert divergence["a"]["fingerprint"] != divergence["b"]["fingerprint"]
+    assert audit["fixed"]["reproducible"] is True
+    assert audit["fixed"]["divergence"] is None
+    assert audit["fixed"]["events"] > 0
+    assert "seedlock.numpy_rng" in audit["fix"]
+    assert audit["planted_text"].startswith("NOT reproducible")
+    assert audit["fixed_text"].startswith("reproducible: ")
+
+
+def _audited(json_output: dict[str, Any], **planted_divergence: Any) -> dict[str, Any]:
+    """What the audit run of ``json_output`` wrote (an ``AuditResult``: the ``audit`` item without
+    the parent's judgement), with the planted report's divergence changed."""
+    audit = json.loads(json.dumps(json_output["audit"]))
+    audit = {key: audit[key] for key in AuditResult.__annotations__}
+    audit["planted"]["divergence"].update(planted_divergence)
+    return audit
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"module": "Sequential.0"}, {"cause": "b"}, "reproducible", "fixed not reproducible"],
+)
+def test_an_audit_that_misses_the_planted_layer_is_not_ok(json_output, change):
+    audit = _audited(json_output)
+    if change == "reproducible":
+        audit["planted"] = {**audit["planted"], "reproducible": True, "divergence": None}
+    elif change == "fixed not reproducible":
+        audit["fixed"] = audit["planted"]
+    else:
+        audit = _audited(json_output, **change)
+    judged = _judge_audit(audit)
+    assert judged["ok"] is False
+    assert judged["found"] is (change == "fixed not reproducible")
+
+
+def test_the_demo_exits_1_when_the_audit_misses_the_planted_layer(json_output, monkeypatch, capsys):
+    bad = _audited(json_output, module="Sequential.0")
+
+    def launch(seeds, epochs, tmp, *, resume, audit):
+        assert audit is True
+        return json_output["runs"], None, bad
+
+    monkeypatch.setattr(demo_module, "_launch", launch)
+    parser = argparse.ArgumentParser()
+    demo_module.add_arguments(parser)
+    assert demo_module.run(parser.parse_args(["--epochs", "2", "--no-resume"])) == 1
+    out = capsys.readouterr().out
+    assert f"did NOT find the planted layer {PLANTED} with cause (c): a demo failure" in out
+    assert out.splitlines()[-1] == "  audit              FAILED: see the audit section above"
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 3, 5, 10])

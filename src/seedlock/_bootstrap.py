@@ -79,7 +79,7 @@ def _start_trace(trace_dir: str) -> None:
         os.close(os.open(path + ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except OSError:
         return
-    from seedlock.audit.trace import Tracer
+    from seedlock.audit.traces import Tracer
 
     tracer = Tracer(path).start()
     tracer.meta("argv", repr(sys.argv))

@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
-from seedlock.audit.check import check
-from seedlock.audit.compare import CAUSES, Divergence, Report, compare
-from seedlock.audit.fingerprint import Summary, fingerprint, summary
-from seedlock.audit.trace import Tracer, trace
+from seedlock.audit.checking import check
+from seedlock.audit.comparison import CAUSES, Divergence, Report, compare
+from seedlock.audit.fingerprints import Summary, fingerprint, summary
+from seedlock.audit.traces import Tracer, trace
 
 __all__ = [
     "CAUSES",

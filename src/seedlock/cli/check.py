@@ -110,7 +110,7 @@ def _first_number_difference(a: str, b: str) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seedlock.audit.compare import compare
+    from seedlock.audit.comparison import compare
 
     command = list(args.command)
     if command[:1] == ["--"]:

@@ -27,13 +27,25 @@ DataLoader workers (runs 1 and 2 have none):
   1's: the loader resumes at exactly the next batch, and per-sample seeding makes the batches
   (augmentation included) independent of the number of workers.
 
-The two full runs and the interrupted run train at the same time. The parent prints the runs side
-by side, the resume section and a verdict on both checks. Separate processes, because that is what
-re-running (or restarting) a script is: nothing (caches, thread pools, the hash seed, draws made at
-import time) can leak from one run into the other.
+The audit step (``--no-audit`` skips it) shows the other half of seedlock: finding out *why* runs
+differ. In one more process it builds the same MLP with one extra layer, ``noise``, planted after
+the ReLU: it adds gaussian noise drawn from an *unseeded* ``np.random.default_rng()`` (OS entropy,
+which no seed reaches: a classic bug). :func:`seedlock.audit.checking` runs one training step of it
+twice from the same snapshot (model, optimizer, every RNG) and reports the first divergence: the
+``noise`` layer's output, cause (c) nondeterministic computation (same inputs and RNG state,
+different output), with the size of the difference. Then the same check on the fixed layer, which
+draws from ``seedlock.numpy_rng("demo", "noise")`` (seeded from the root seed, captured and restored
+with every other RNG), says reproducible.
+
+The two full runs, the interrupted run and the audit run at the same time. The parent prints the
+runs side by side, the resume section, the audit section and a verdict on both checks. Separate
+processes, because that is what re-running (or restarting) a script is: nothing (caches, thread
+pools, the hash seed, draws made at import time) can leak from one run into the other.
 
 Exit status: 0 both checks hold (runs 1 and 2 bit-identical, the resumed run bit-identical to run
-1), 1 one does not, 2 the demo could not run (torch is not installed, or a run failed).
+1) and the audit found the planted layer (and calls the fixed one reproducible), 1 one of these
+does not hold, 2 the demo could not run (torch is not installed, or a run failed). The audit's
+finding itself is expected: it is part of the show, not a failure.
 
 ``--seed2 N`` gives the second run another seed, to see what the check reports when runs differ:
 the verdict on runs 1 and 2 becomes ``NOT bit-identical: the loss differs from epoch 1 on, and the
@@ -72,6 +84,12 @@ _BRIGHTNESS = (0.9, 1.1)  # each sample's pixels times U(0.9, 1.1), drawn from n
 _NOISE = 0.05  # plus N(0, 0.05) per pixel, drawn from torch's global RNG
 _INTERRUPT_AT = 0.6  # the interrupted run stops after about this fraction of its steps
 _RESUME_WORKERS = 2  # DataLoader workers of the interrupted and the resumed run
+_PLANTED = "noise"  # the audit's planted layer, inserted after the ReLU
+_PLANTED_NOISE = 0.1  # it adds N(0, 0.1) per activation
+_FIX = (
+    'draw the noise from seedlock.numpy_rng("demo", "noise"), a named stream seeded from the root '
+    "seed and captured and restored with every RNG (in a Dataset: seedlock.data.sample_rng())"
+)
 
 
 class RunResult(TypedDict):
@@ -90,6 +108,16 @@ class RunResult(TypedDict):
     threads: int
     torch_version: str
     seed_report: dict[str, Any]
+
+
+class AuditResult(TypedDict):
+    """What the audit run writes (``audit`` of ``--json``, without ``found`` and ``fix``)."""
+
+    planted_module: str  # the planted layer's path in the trace, e.g. "Sequential.noise"
+    planted: dict[str, Any]  # seedlock.audit.checking's Report.to_dict(), trace paths left out
+    planted_text: str  # str(Report)
+    fixed: dict[str, Any]  # the same, with the layer drawing from seedlock.numpy_rng
+    fixed_text: str
 
 
 class Interruption(TypedDict):
@@ -135,6 +163,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "process, compared with run 1)",
     )
     parser.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="skip the audit step (one training step of the MLP with a planted unseeded noise "
+        "layer, checked twice by seedlock.audit.checking, then the fixed layer)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the comparison as JSON instead of a table"
     )
     # Private: the mode each training process runs in.
@@ -143,11 +177,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--interrupt", type=Path, default=None, help=argparse.SUPPRESS)
     stop.add_argument("--resume", type=Path, default=None, help=argparse.SUPPRESS)
+    stop.add_argument("--audit", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``seedlock demo``; returns the exit status (0 both checks bit-identical, 1 not, 2 the
-    demo could not run)."""
+    """Run ``seedlock demo``; returns the exit status (0 both checks bit-identical and the audit
+    found the planted layer, 1 not, 2 the demo could not run)."""
     from seedlock.backends.torch import TorchBackend
 
     if not TorchBackend().available():
@@ -157,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.child is not None and args.audit:
+        args.child.write_text(json.dumps(_audit(args.seed)), encoding="utf-8")
+        return 0
     if args.child is not None:
         result = _train(
             args.seed,
@@ -170,21 +208,27 @@ def run(args: argparse.Namespace) -> int:
 
     seeds = (args.seed, args.seed if args.seed2 is None else args.seed2)
     with tempfile.TemporaryDirectory(prefix="seedlock-demo-") as tmp:
-        launched = _launch(seeds, args.epochs, Path(tmp), resume=not args.no_resume)
+        launched = _launch(
+            seeds, args.epochs, Path(tmp), resume=not args.no_resume, audit=not args.no_audit
+        )
     if launched is None:
         return 2
-    runs, resumed = launched
+    runs, resumed, audited = launched
     comparison = _compare(runs[0], runs[1])
     reproducible = comparison["identical"]
     if resumed is not None:
         comparison["resume"] = _compare_resume(runs[0], *resumed)
         reproducible = reproducible and comparison["resume"]["identical"]
     comparison = {"reproducible": reproducible, **comparison}
+    found = True
+    if audited is not None:
+        comparison["audit"] = _judge_audit(audited)
+        found = comparison["audit"]["found"]
     if args.json:
         print(json.dumps(comparison, indent=2))
     else:
         print(_render(runs[0], runs[1], comparison))
-    return 0 if reproducible else 1
+    return 0 if reproducible and found else 1
 
 
 # -- parent ---------------------------------------------------------------------------------------
@@ -199,14 +243,15 @@ def _start(tmp: Path, name: str, args: list[str]) -> subprocess.Popen[bytes]:
 
 
 def _launch(
-    seeds: Sequence[int], epochs: int, tmp: Path, *, resume: bool
-) -> tuple[list[RunResult], tuple[Interruption, RunResult] | None] | None:
+    seeds: Sequence[int], epochs: int, tmp: Path, *, resume: bool, audit: bool = False
+) -> tuple[list[RunResult], tuple[Interruption, RunResult] | None, AuditResult | None] | None:
     """Train one run per seed, each in a new interpreter, all at once (each uses one thread);
     with ``resume``, also the interrupted run (at the same time) and the resumed run (once the
-    interrupted one has exited).
+    interrupted one has exited); with ``audit``, also the audit run (at the same time).
 
-    Returns the runs' results in seed order and, with ``resume``, ``(where the interrupted run
-    stopped, the resumed run's result)``; ``None`` (after showing why) if a run failed.
+    Returns the runs' results in seed order, with ``resume`` ``(where the interrupted run
+    stopped, the resumed run's result)`` (else ``None``) and with ``audit`` the audit's result
+    (else ``None``); ``None`` (after showing why) if a run failed.
     """
     checkpoint = tmp / "checkpoint.pt"
     # label, child arguments
@@ -218,6 +263,7 @@ def _launch(
     again = ["--seed", str(seeds[0]), "--workers", str(_RESUME_WORKERS)]
     jobs["interrupted"] = (f"interrupted run (seed {seeds[0]})", [*again, "--interrupt"])
     jobs["resumed"] = (f"resumed run (seed {seeds[0]})", [*again, "--resume"])
+    jobs["audit"] = (f"audit (seed {seeds[0]})", ["--seed", str(seeds[0]), "--audit"])
 
     def start_job(name: str) -> subprocess.Popen[bytes]:
         args = jobs[name][1] + ([str(checkpoint)] if name in ("interrupted", "resumed") else [])
@@ -225,7 +271,9 @@ def _launch(
 
     first = [f"run{number}" for number in range(1, len(seeds) + 1)]
     first += ["interrupted"] if resume else []
+    first += ["audit"] if audit else []
     what = f"{len(seeds)} runs" + (" and an interrupted run" if resume else "")
+    what += ", plus an audit," if audit else ""
     print(f"training {what} at once, each in a new Python process ...", file=sys.stderr)
     started = time.perf_counter()
     pending = {name: start_job(name) for name in first}
@@ -257,11 +305,12 @@ def _launch(
     results: list[RunResult] = [
         json.loads(_read(tmp / f"{name}.json")) for name in first[: len(seeds)]
     ]
+    audited: AuditResult | None = json.loads(_read(tmp / "audit.json")) if audit else None
     if not resume:
-        return results, None
+        return results, None, audited
     interruption: Interruption = json.loads(_read(tmp / "interrupted.json"))
     resumed: RunResult = json.loads(_read(tmp / "resumed.json"))
-    return results, (interruption, resumed)
+    return results, (interruption, resumed), audited
 
 
 def _read(path: Path) -> str:
@@ -301,6 +350,26 @@ def _compare_resume(
         "compared_with": "run 1",
         "interrupted": interruption,
         "run": resumed,
+    }
+
+
+def _judge_audit(audited: AuditResult) -> dict[str, Any]:
+    """Did the audit find the planted layer (its path, cause (c)) and call the fixed one
+    reproducible? (the ``audit`` item of ``--json``; ``ok`` false makes the demo exit 1)."""
+    divergence = audited["planted"].get("divergence")
+    found = (
+        not audited["planted"]["reproducible"]
+        and divergence is not None
+        and divergence["module"] == audited["planted_module"]
+        and divergence["cause"] == "c"
+    )
+    fixed = bool(audited["fixed"]["reproducible"])
+    return {
+        "ok": found and fixed,
+        "found": found,
+        "fixed_reproducible": fixed,
+        "fix": _FIX,
+        **audited,
     }
 
 
@@ -365,6 +434,40 @@ def _render_resume(reference: RunResult, resume: dict[str, Any]) -> list[str]:
     ]
 
 
+def _render_audit(audit: dict[str, Any]) -> list[str]:
+    """The audit section: the planted layer, check's report on it, the fix, the fixed check."""
+    import textwrap
+
+    module = audit["planted_module"]
+    indent = " " * 17
+    if audit["found"]:
+        finding = f"found the planted layer {module}, cause (c)"
+    else:
+        finding = f"did NOT find the planted layer {module} with cause (c): a demo failure"
+    fixed = (
+        "the fixed model is reproducible"
+        if audit["fixed_reproducible"]
+        else "the fixed model is NOT reproducible: a demo failure"
+    )
+    report = audit["planted_text"].splitlines()
+    fixed_report = audit["fixed_text"].splitlines()
+    return [
+        "audit: one training step of the MLP with a planted layer, run twice from one snapshot by",
+        "       seedlock.audit.check (model, optimizer and every RNG put back before the 2nd run)",
+        f"  planted        {module} after the ReLU adds N(0, {_PLANTED_NOISE}) per activation "
+        "drawn from an unseeded",
+        f"{indent}np.random.default_rng(): OS entropy, which no seed reaches (a classic bug)",
+        f"  report         {report[0]}",
+        *[indent + line for line in report[1:]],
+        *textwrap.wrap(
+            audit["fix"], width=100, initial_indent="  fix            ", subsequent_indent=indent
+        ),
+        f"  fixed model    {fixed_report[0]}",
+        *[indent + line for line in fixed_report[1:]],
+        f"  result         {finding}; {fixed}",
+    ]
+
+
 def _render(first: RunResult, second: RunResult, comparison: dict[str, Any]) -> str:
     resume = comparison.get("resume")
     low, high = _BRIGHTNESS
@@ -405,6 +508,9 @@ def _render(first: RunResult, second: RunResult, comparison: dict[str, Any]) -> 
     ]
     if resume:
         lines += [*_render_resume(first, resume), ""]
+    audit = comparison.get("audit")
+    if audit:
+        lines += [*_render_audit(audit), ""]
     if first["seed"] != second["seed"]:
         lines.append(
             f"(expected: the runs used different seeds, {first['seed']} and {second['seed']}; "
@@ -413,6 +519,8 @@ def _render(first: RunResult, second: RunResult, comparison: dict[str, Any]) -> 
     lines += ["verdict", f"  run 1 vs run 2     {_verdict(comparison)}"]
     if resume:
         lines.append(f"  resumed vs run 1   {_verdict(resume)}")
+    if audit and not audit["ok"]:
+        lines.append("  audit              FAILED: see the audit section above")
     return "\n".join(lines)
 
 
@@ -504,12 +612,7 @@ def _train(
         persistent_workers=workers > 0,
     )
     # Initial weights and dropout masks come from the global torch RNG, seeded above.
-    model = torch.nn.Sequential(
-        torch.nn.Linear(_N_FEATURES, _HIDDEN),
-        torch.nn.ReLU(),
-        torch.nn.Dropout(_DROPOUT),
-        torch.nn.Linear(_HIDDEN, _N_CLASSES),
-    )
+    model = _mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=_LR)
     step, loss_hex, total, count = 0, [], 0.0, 0
     if resume is not None:
@@ -584,6 +687,91 @@ def _train(
         threads=torch.get_num_threads(),
         torch_version=str(torch.__version__),
         seed_report=report.to_dict(),
+    )
+
+
+def _mlp(planted: torch.nn.Module | None = None) -> torch.nn.Sequential:
+    """The demo's MLP (layers ``0`` - ``3``); with ``planted``, that module too, named
+    ``noise``, right after the ReLU. Its initial weights come from the global torch RNG."""
+    from collections import OrderedDict
+
+    import torch
+
+    layers: list[tuple[str, torch.nn.Module]] = [
+        ("0", torch.nn.Linear(_N_FEATURES, _HIDDEN)),
+        ("1", torch.nn.ReLU()),
+        ("2", torch.nn.Dropout(_DROPOUT)),
+        ("3", torch.nn.Linear(_HIDDEN, _N_CLASSES)),
+    ]
+    if planted is not None:
+        layers.insert(2, (_PLANTED, planted))
+    return torch.nn.Sequential(OrderedDict(layers))
+
+
+def _noise_layer(rng: Any) -> torch.nn.Module:
+    """A layer that adds N(0, _PLANTED_NOISE) to each activation, drawn from the NumPy
+    ``Generator`` ``rng`` (the audit's planted layer, and its fix)."""
+    import torch
+
+    class GaussianNoise(torch.nn.Module):
+        def __init__(self, generator: Any) -> None:
+            super().__init__()
+            self.rng = generator
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            noise = self.rng.normal(0.0, _PLANTED_NOISE, size=tuple(x.shape))
+            return x + torch.from_numpy(noise).to(x.dtype)
+
+    return GaussianNoise(rng)
+
+
+def _audit(seed: int) -> AuditResult:
+    """The audit run, in this (fresh) process: one training step of the MLP with the planted
+    layer (an unseeded NumPy generator) checked by :func:`seedlock.audit.checking`, then the same
+    with the layer drawing from ``seedlock.numpy_rng("demo", "noise")``."""
+    from seedlock.seeding import ensure_hash_seed, seed_everything
+
+    ensure_hash_seed(seed)
+    import numpy as np
+    import torch
+
+    from seedlock.audit import check
+    from seedlock.streams import numpy_rng
+
+    torch.set_num_threads(1)
+    seed_everything(seed, deterministic=True)
+    features, labels, _ = _dataset()
+    x, y = features[:_BATCH], labels[:_BATCH]  # one batch of training images
+
+    def audited(rng: Any) -> tuple[dict[str, Any], str]:
+        model = _mlp(_noise_layer(rng))
+        optimizer = torch.optim.Adam(model.parameters(), lr=_LR)
+        model.train()
+
+        def step() -> None:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            torch.autograd.backward(loss)
+            optimizer.step()
+
+        report = check(step, model=model, optimizer=optimizer)
+        found = report.to_dict()
+        for key in ("a", "b"):  # the paths of the traces, deleted by now
+            found.pop(key, None)
+        return found, str(report)
+
+    # The classic bug: a generator made without a seed draws from OS entropy, and seedlock
+    # cannot capture or restore a generator it does not know about.
+    planted, planted_text = audited(np.random.default_rng())
+    # The fix: a named seedlock stream, seeded from the root seed and registered, so check()
+    # (like seedlock.capture / restore and every checkpoint) puts it back.
+    fixed, fixed_text = audited(numpy_rng("demo", _PLANTED))
+    return AuditResult(
+        planted_module=f"Sequential.{_PLANTED}",
+        planted=planted,
+        planted_text=planted_text,
+        fixed=fixed,
+        fixed_text=fixed_text,
     )
 
 

@@ -35,7 +35,7 @@ def _is_trace(path: str) -> bool:
 
 
 def _diff_traces(args: argparse.Namespace) -> int:
-    from seedlock.audit.compare import compare
+    from seedlock.audit.comparison import compare
 
     try:
         report = compare(args.a, args.b, rtol=args.rtol, atol=args.atol)

@@ -1,4 +1,4 @@
-"""``seedlock.audit.check``: run one step twice from the same state and compare traces."""
+"""``seedlock.audit.checking``: run one step twice from the same state and compare traces."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from seedlock.audit.compare import Report, compare
-from seedlock.audit.trace import trace
+from seedlock.audit.comparison import Report, compare
+from seedlock.audit.traces import trace
 from seedlock.state import capture, fork, restore
 
 __all__ = ["check"]

@@ -234,59 +234,54 @@ def compare(
     >>> print(report)
     """
     pa, pb = os.fspath(a), os.fspath(b)
-    read_meta(pa), read_meta(pb)
+    hash_a, hash_b = read_meta(pa).get("hash", "sha256"), read_meta(pb).get("hash", "sha256")
+    if hash_a != hash_b:
+        raise ValueError(
+            f"the traces were fingerprinted with different hashes ({hash_a} vs {hash_b}): "
+            "install the same seedlock extras (xxhash) on both machines"
+        )
     ia, ib = _rows(pa), _rows(pb)
     count = 0
     while True:
         ra, rb = next(ia, None), next(ib, None)
         if ra is None and rb is None:
             return Report(True, count, None, pa, pb)
-        if (
-            ra is None
-            or rb is None
-            or (ra["module"], ra["event"], ra["op"])
-            != (
-                rb["module"],
-                rb["event"],
-                rb["op"],
-            )
-        ):
-            first = ra or rb
-            assert first is not None
-            divergence = Divergence(
-                seq=first["seq"],
-                step=first["step"],
-                module=first["module"],
-                kind=first["kind"],
-                event=first["event"],
-                op=first["op"],
-                cause="d",
-                explanation=(
+        if ra is None or rb is None or _position(ra) != _position(rb):
+            cause, explanation, suspects = (
+                "d",
+                (
                     "the runs executed different sequences of modules or ops here "
                     f"(run a: {_describe(ra)}; run b: {_describe(rb)})"
                 ),
-                a=_side(ra),
-                b=_side(rb),
+                [],
             )
-            return Report(False, count, divergence, pa, pb)
-        if not _same(ra, rb, rtol, atol):
+        elif not _same(ra, rb, rtol, atol):
             cause, explanation = _classify(ra, rb)
             suspects = _suspects(ra["kind"], ra["op"]) if cause == "c" else []
-            divergence = Divergence(
-                seq=ra["seq"],
-                step=ra["step"],
-                module=ra["module"],
-                kind=ra["kind"],
-                event=ra["event"],
-                op=ra["op"],
-                cause=cause,
-                explanation=explanation,
-                a=_side(ra),
-                b=_side(rb),
-                suspects=suspects,
-            )
-            return Report(False, count, divergence, pa, pb)
-        count += 1
+        else:
+            count += 1
+            continue
+        first = ra or rb
+        assert first is not None
+        divergence = Divergence(
+            seq=first["seq"],
+            step=first["step"],
+            module=first["module"],
+            kind=first["kind"],
+            event=first["event"],
+            op=first["op"],
+            cause=cause,
+            explanation=explanation,
+            a=_side(ra),
+            b=_side(rb),
+            suspects=suspects,
+        )
+        return Report(False, count, divergence, pa, pb)
+
+
+def _position(row: dict[str, Any]) -> tuple[str, str, str | None]:
+    """What must match for two events to be the same step of the same execution path."""
+    return row["module"], row["event"], row["op"]
 
 
 def _describe(row: dict[str, Any] | None) -> str:

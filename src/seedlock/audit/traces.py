@@ -45,6 +45,7 @@ import os
 import sqlite3
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
@@ -52,7 +53,7 @@ from typing import Any
 import torch
 
 from seedlock._version import __version__
-from seedlock.audit.fingerprint import fingerprint, summary
+from seedlock.audit.fingerprints import ALGORITHM, fingerprint, summary
 
 __all__ = ["FORMAT", "SCHEMA", "Tracer", "tensors_in", "trace"]
 
@@ -81,11 +82,34 @@ def tensors_in(value: Any) -> Iterator[torch.Tensor]:
             yield from tensors_in(item)
 
 
+class _Memo:
+    """Fingerprints of recently seen tensors: a module's input is usually the previous module's
+    output, hashed a moment ago. Keyed by identity, checked by weak reference and by the
+    tensor's version counter (bumped by every in-place change), so a hit is always exact."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.entries: dict[int, tuple[Any, int, str]] = {}
+
+    def __call__(self, t: torch.Tensor) -> str:
+        entry = self.entries.get(id(t))
+        if entry is not None and entry[0]() is t and entry[1] == t._version:
+            return entry[2]
+        fp = fingerprint(t)
+        if len(self.entries) >= self.size:
+            self.entries.clear()
+        self.entries[id(t)] = (weakref.ref(t), t._version, fp)
+        return fp
+
+
+_memo = _Memo()
+
+
 def _fingerprint_all(tensors: list[torch.Tensor]) -> str:
     """One fingerprint for one or more tensors ("none" for none)."""
     if not tensors:
         return "none"
-    prints = [fingerprint(t) for t in tensors]
+    prints = [_memo(t) for t in tensors]
     if len(prints) == 1:
         return prints[0]
     return hashlib.sha256("".join(prints).encode()).hexdigest()[:32]
@@ -162,6 +186,7 @@ class Tracer:
             "version": str(VERSION),
             "seedlock": __version__,
             "torch": torch.__version__,
+            "hash": ALGORITHM,
             "argv": json.dumps(sys.argv),
             "threads": str(torch.get_num_threads()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

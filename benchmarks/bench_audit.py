@@ -1,0 +1,675 @@
+#!/usr/bin/env python
+"""What the determinism audit costs: fingerprint throughput, tracing overhead, trace size.
+
+    python benchmarks/bench_audit.py [--repeats N] [--steps N] [--profile]
+
+Measures, side by side in one run, on the CPU:
+
+1. ``seedlock.audit.fingerprints(t)`` of a 256 MB float32 tensor, in GB/s, against
+   ``t.clone()`` (the acceptance criterion is at least 0.5x its throughput), against
+   ``out.copy_(t)`` into a preallocated tensor (memory bandwidth without page faults), against
+   ``hashlib.sha256`` of the same bytes (the floor of a SHA-256 fingerprint) and against
+   ``torch.hash_tensor`` when this torch has it (an XOR reduction: fast, but blind to the order
+   of the elements, so not a fingerprint).
+2. One training step (forward, cross-entropy, backward, SGD step) of a small CNN (two 3x3
+   convolutions with max pooling and a linear head, 32x32x3 images, batch 64) and of a small
+   transformer (``torch.nn.TransformerEncoder``, 2 layers, d_model 128, 4 heads, sequence 64,
+   batch 16, token embedding and a linear head) inside ``seedlock.audit.trace(model, path,
+   optimizer=opt)``, against the same step untraced. The acceptance criterion is at most 1.3x.
+   Also ``ops=True`` (every aten op recorded too), for information.
+3. Trace bytes per step: the SQLite file's size over the steps it holds, and events per step.
+
+Each repeat runs every variant (a block of calls or steps), in an order shuffled per repeat with
+a fixed seed, so machine noise hits every variant alike. Each workload is built twice (a deep
+copy): a trace is opened on one copy only, so an untraced step of the other copy can run right
+before every traced step, inside the same open trace. Wall and process CPU time are both taken.
+When a traced step misses 1.3x (or with ``--profile``), a cProfile of traced steps follows the
+table, with the share of the step spent in each part of ``seedlock.audit``, how many bytes one
+step fingerprints and summarises, and ``fingerprint()`` / ``summary()`` timed alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import cProfile
+import hashlib
+import io
+import os
+import platform
+import pstats
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import seedlock
+from seedlock.audit import Tracer, fingerprint, summary, trace
+from seedlock.audit.fingerprints import ALGORITHM
+
+FINGERPRINT_MB = 256
+CLONE_CRITERION = 0.5  # fingerprint throughput at least this x clone's
+TRACE_CRITERION = 1.3  # traced step at most this x the untraced step
+CALLS = 3  # fingerprint-part calls per variant and repeat (a repeat's value: their median)
+OPS_STEPS = 1  # ops=True steps per repeat (a few seconds each)
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_average() -> float:
+    """The 1-minute load average (nan where the OS has none): other work on the machine."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+# --- statistics and formatting --------------------------------------------------------------------
+# ASCII only: the table must paste cleanly anywhere.
+
+
+@dataclass
+class Series:
+    """One value per repeat."""
+
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def iqr(self) -> tuple[float, float]:
+        if len(self.values) < 2:
+            return self.values[0], self.values[0]
+        q = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q[0], q[2]
+
+
+def paired(a: Series, b: Series, op: Callable[[float, float], float]) -> Series:
+    """op(a[i], b[i]): both ran in the same repeat, so they share its machine state."""
+    return Series([op(x, y) for x, y in zip(a.values, b.values, strict=True)])
+
+
+def _num(v: float) -> str:
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def fmt(s: Series, scale: float, unit: str) -> str:
+    lo, hi = s.iqr()
+    return f"{_num(s.median * scale)} {unit} ({_num(lo * scale)} - {_num(hi * scale)})"
+
+
+def fmt_diff(s: Series, scale: float, unit: str) -> str:
+    lo, hi = s.iqr()
+    return f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
+
+
+def throughput_row(measure: str, this: Series, base: Series, nbytes: int) -> str:
+    """GB/s cells; *added* is the time added per call, nbytes/this - nbytes/base, in ms."""
+    added = paired(this, base, lambda a, b: nbytes / (a * 1e9) - nbytes / (b * 1e9))
+    return (
+        f"| {measure} | {fmt(this, 1, 'GB/s')} | {fmt(base, 1, 'GB/s')} | "
+        f"{this.median / base.median:.2f}x | {fmt_diff(added, 1e3, 'ms')} |"
+    )
+
+
+def time_row(measure: str, this: Series, base: Series) -> str:
+    """Seconds in, ms out; *added* is this - baseline per repeat."""
+    added = paired(this, base, lambda a, b: a - b)
+    return (
+        f"| {measure} | {fmt(this, 1e3, 'ms')} | {fmt(base, 1e3, 'ms')} | "
+        f"{this.median / base.median:.2f}x | {fmt_diff(added, 1e3, 'ms')} |"
+    )
+
+
+def size_row(measure: str, this: float, base: float | None, unit: str = "B") -> str:
+    if base is None:
+        return f"| {measure} | {this:,.0f} {unit} | n/a | n/a | n/a |"
+    return (
+        f"| {measure} | {this:,.0f} {unit} | {base:,.0f} {unit} | {this / base:.2f}x | "
+        f"{this - base:+,.0f} {unit} |"
+    )
+
+
+# --- part 1: fingerprint throughput ---------------------------------------------------------------
+
+
+def fingerprint_variants(t: torch.Tensor) -> dict[str, Callable[[], object]]:
+    out = torch.empty_like(t)
+    data = memoryview(t.numpy())
+    variants: dict[str, Callable[[], object]] = {
+        "fingerprint": lambda: fingerprint(t),
+        "clone": t.clone,
+        "copy_": lambda: out.copy_(t),
+        "sha256": lambda: hashlib.sha256(data).digest(),
+    }
+    if hasattr(torch, "hash_tensor"):
+        variants["hash_tensor"] = lambda: torch.hash_tensor(t)
+    return variants
+
+
+def check_fingerprint(t: torch.Tensor) -> None:
+    """The fingerprint is the configured hash (xxh3-128 with the xxhash package, else SHA-256)
+    over a header and the tensor's bytes, read in place: check that, so the rows below compare
+    like with like. The `sha256` row is the floor of the fallback without xxhash."""
+    from seedlock.audit.fingerprints import _new_hash
+
+    h = _new_hash(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(memoryview(t.numpy()))
+    if fingerprint(t) != str(h.hexdigest())[:32]:
+        raise SystemExit("fingerprint() is not the hash of the header and the bytes: update this")
+
+
+def measure_fingerprint(repeats: int) -> tuple[dict[str, Series], int]:
+    n = FINGERPRINT_MB * 2**20 // 4
+    t = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    check_fingerprint(t)
+    variants = fingerprint_variants(t)
+    for f in variants.values():  # warm-up (first touch of the output buffer, hash code paths)
+        f()
+    res = {name: Series() for name in variants}
+    order = random.Random(0)
+    names = list(variants)
+    for rep in range(repeats):
+        order.shuffle(names)
+        start = time.perf_counter()
+        for name in names:
+            f = variants[name]
+            times = []
+            for _ in range(CALLS):
+                t0 = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t0)
+            res[name].values.append(t.nbytes / statistics.median(times) / 1e9)
+        progress(f"[fingerprint {rep + 1}/{repeats}] {time.perf_counter() - start:5.2f} s")
+    return res, t.nbytes
+
+
+# --- part 2: traced training steps ----------------------------------------------------------------
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class SmallTransformer(nn.Module):
+    def __init__(self, vocab: int = 1000, d_model: int = 128) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model)
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead=4, dim_feedforward=256, dropout=0.1, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, 10)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
+
+
+@dataclass
+class Workload:
+    """One model and its batch, twice: ``plain`` never traced, ``traced`` the copy traces are
+    opened on (hooks go on its modules, parameters and optimizer only, so the two can alternate
+    step by step inside one open trace)."""
+
+    name: str
+    plain: tuple[nn.Module, torch.optim.Optimizer]
+    traced: tuple[nn.Module, torch.optim.Optimizer]
+    x: torch.Tensor
+    y: torch.Tensor
+    # mode -> (file bytes, steps, events) of its last trace
+    files: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    empty_bytes: int = 0  # a trace opened and closed with no step
+
+    def per_step(self, mode: str) -> tuple[float, float, float]:
+        """(file bytes / steps, (file bytes - empty trace) / steps, events / steps)."""
+        size, steps, events = self.files[mode]
+        return size / steps, (size - self.empty_bytes) / steps, events / steps
+
+    def step(self, which: tuple[nn.Module, torch.optim.Optimizer]) -> None:
+        model, optimizer = which
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(self.x), self.y)
+        torch.autograd.backward(loss)
+        optimizer.step()
+
+    def timed_step(self, which: tuple[nn.Module, torch.optim.Optimizer]) -> tuple[float, float]:
+        """(wall, process CPU) seconds of one step."""
+        w0, c0 = time.perf_counter(), time.process_time()
+        self.step(which)
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    def trace(self, path: Path, ops: bool = False) -> Tracer:
+        model, optimizer = self.traced
+        return trace(model, path, optimizer=optimizer, ops=ops)
+
+
+def workload(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Workload:
+    twin = copy.deepcopy(model)
+    return Workload(
+        name,
+        (model, torch.optim.SGD(model.parameters(), lr=0.01)),
+        (twin, torch.optim.SGD(twin.parameters(), lr=0.01)),
+        x,
+        y,
+    )
+
+
+def workloads() -> list[Workload]:
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    return [
+        workload(
+            "CNN",
+            SmallCNN(),
+            torch.randn(64, 3, 32, 32, generator=g),
+            torch.randint(0, 10, (64,), generator=g),
+        ),
+        workload(
+            "transformer",
+            SmallTransformer(),
+            torch.randint(0, 1000, (16, 64), generator=g),
+            torch.randint(0, 10, (16,), generator=g),
+        ),
+    ]
+
+
+Timings = dict[tuple[str, str], list[tuple[float, float]]]  # (workload, mode) -> (wall, cpu)
+
+
+def alternate(w: Workload, mode: str, steps: int, tmp: Path, out: Timings) -> None:
+    """``steps`` pairs of an untraced and a traced step, back to back.
+
+    ``trace``: one trace is open on the traced copy for all the pairs (its rows are flushed to
+    SQLite inside the timed steps); ``ops``: a trace per pair, since ``ops=True`` records every
+    op of the process (the untraced step runs outside it). Opening and closing a trace is not
+    timed; the untraced steps go to ``plain`` (``ops plain`` next to ``ops``).
+    """
+    path = tmp / f"{w.name}-{mode}.trace"
+    base = "plain" if mode == "trace" else "ops plain"
+    events = 0
+    with contextlib.ExitStack() as stack:
+        tracer = stack.enter_context(w.trace(path)) if mode == "trace" else None
+        for _ in range(steps):
+            out[w.name, base].append(w.timed_step(w.plain))
+            if tracer is None:
+                with w.trace(path, ops=True) as per_step:
+                    out[w.name, mode].append(w.timed_step(w.traced))
+                events = per_step.events
+            else:
+                out[w.name, mode].append(w.timed_step(w.traced))
+    if tracer is not None:
+        events = tracer.events
+    w.files[mode] = (path.stat().st_size, steps if tracer is not None else 1, events)
+    path.unlink()
+
+
+def empty_trace_bytes(w: Workload, tmp: Path) -> int:
+    """The size of a trace opened and closed with no step: schema and meta, the fixed part."""
+    path = tmp / f"{w.name}-empty.trace"
+    with w.trace(path):
+        pass
+    size = path.stat().st_size
+    path.unlink()
+    return size
+
+
+def measure_steps(
+    loads: list[Workload], repeats: int, steps: int, ops: bool, tmp: Path
+) -> dict[tuple[str, str, str], Series]:
+    """(workload, mode, "wall" or "cpu") -> a Series of each repeat's mean seconds per step."""
+    modes = ["trace"] + (["ops"] if ops else [])
+    warm: Timings = defaultdict(list)
+    for w in loads:  # warm-up: allocator, autograd, a trace of each kind
+        w.empty_bytes = empty_trace_bytes(w, tmp)
+        for mode in modes:
+            alternate(w, mode, 1, tmp, warm)
+    units = [(w, mode) for w in loads for mode in modes]
+    res: dict[tuple[str, str, str], Series] = defaultdict(Series)
+    order = random.Random(0)
+    for rep in range(repeats):
+        order.shuffle(units)
+        start = time.perf_counter()
+        for w, mode in units:
+            out: Timings = defaultdict(list)
+            alternate(w, mode, OPS_STEPS if mode == "ops" else steps, tmp, out)
+            for (name, m), pairs in out.items():
+                for clock, index in (("wall", 0), ("cpu", 1)):
+                    res[name, m, clock].values.append(statistics.fmean(p[index] for p in pairs))
+        progress(f"[steps {rep + 1}/{repeats}] {time.perf_counter() - start:5.2f} s")
+    return dict(res)
+
+
+# --- profile --------------------------------------------------------------------------------------
+
+# (label, file suffix, function name) of the parts of seedlock.audit a traced step spends time in.
+PARTS = (
+    ("summary() (float64 sum, max |x|, NaN / Inf counts)", "audit/fingerprints.py", "summary"),
+    ("fingerprint() (hash of the bytes)", "audit/fingerprints.py", "fingerprint"),
+    ("rng_fingerprint() (torch RNG state)", "audit/traces.py", "rng_fingerprint"),
+    ("Tracer.flush() (SQLite inserts)", "audit/traces.py", "flush"),
+    ("every seedlock.audit hook, all in", "audit/traces.py", "record"),
+)
+
+
+def profile(w: Workload, steps: int, plain_s: float, tmp: Path, top: int = 12) -> list[str]:
+    path = tmp / f"{w.name}-profile.trace"
+    prof = cProfile.Profile()
+    with w.trace(path):
+        prof.enable()
+        for _ in range(steps):
+            w.step(w.traced)
+        prof.disable()
+    path.unlink()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    raw = stats.stats  # type: ignore[attr-defined]
+    total = max(stats.total_tt, 1e-12)  # type: ignore[attr-defined]
+    lines = [
+        "",
+        f"cProfile of {steps} traced steps of the {w.name} ({total / steps * 1e3:.0f} ms a step "
+        f"under the profiler; untraced {plain_s * 1e3:.0f} ms): time inside each part of "
+        "seedlock.audit",
+        "",
+        "| part | per step | share of the traced step |",
+        "| --- | --- | --- |",
+    ]
+    for label, suffix, func in PARTS:
+        cum = sum(
+            v[3]
+            for (file, _, name), v in raw.items()
+            if file.replace(os.sep, "/").endswith(suffix) and name == func
+        )
+        lines.append(f"| {label} | {cum / steps * 1e3:.1f} ms | {100 * cum / total:.0f} % |")
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(r"seedlock", top)
+    text = [line.rstrip() for line in out.getvalue().splitlines()]
+    return [*lines, "", "```", *text, "```"]
+
+
+def traffic(w: Workload, tmp: Path) -> list[str]:
+    """How much one traced step fingerprints and summarises (counted by wrapping the two
+    functions inside ``seedlock.audit.traces`` for one step, then putting them back)."""
+    module = sys.modules["seedlock.audit.traces"]
+    real_fp, real_summary = module.fingerprint, module.summary
+    hashed: list[tuple[int, int, tuple[int, ...], int]] = []
+    summarised: list[int] = []
+
+    def counting_fp(t: torch.Tensor) -> str:
+        hashed.append((t.data_ptr(), t._version, tuple(t.shape), t.nbytes))
+        return real_fp(t)
+
+    def counting_summary(t: torch.Tensor) -> object:
+        summarised.append(t.nbytes)
+        return real_summary(t)
+
+    path = tmp / f"{w.name}-traffic.trace"
+    with w.trace(path):
+        w.step(w.traced)  # the first step also records the initial parameters: not counted
+        module.fingerprint, module.summary = counting_fp, counting_summary
+        try:
+            w.step(w.traced)
+        finally:
+            module.fingerprint, module.summary = real_fp, real_summary
+    path.unlink()
+    repeats = len(hashed) - len({h[:3] for h in hashed})
+    mb = 2**20
+    return [
+        f"One traced step of the {w.name} fingerprints {len(hashed)} tensors, "
+        f"{sum(h[3] for h in hashed) / mb:.1f} MB ({repeats} of them with the storage, version "
+        "and shape of one fingerprinted earlier in the step: most likely the same tensor again, "
+        "e.g. a module's input that is the previous module's output), and summarises "
+        f"{len(summarised)}, {sum(summarised) / mb:.1f} MB.",
+    ]
+
+
+def summary_breakdown(w: Workload) -> list[str]:
+    """summary() and fingerprint() timed alone on the workload's largest forward output."""
+    outputs: list[torch.Tensor] = []
+    handles = [
+        m.register_forward_hook(lambda m, a, o: outputs.append(o) if torch.is_tensor(o) else None)
+        for m in w.plain[0].modules()
+    ]
+    with torch.no_grad():
+        w.plain[0](w.x)
+    for h in handles:
+        h.remove()
+    t = max(outputs, key=lambda o: o.numel()).detach()
+
+    def best(f: Callable[[], object], n: int = 7) -> float:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    fp, sm = best(lambda: fingerprint(t)), best(lambda: summary(t))
+    one = best(lambda: (t.sum(dtype=torch.float64), t.abs().max()))
+    return [
+        f"Best of 7, on the {w.name}'s largest forward output ({tuple(t.shape)} {t.dtype}, "
+        f"{t.nbytes / 2**20:.1f} MB): `fingerprint()` {fp * 1e3:.2f} ms, `summary()` "
+        f"{sm * 1e3:.2f} ms; `t.sum(dtype=torch.float64)` + `t.abs().max()` (no float64 copy, "
+        f"no separate NaN / Inf passes) {one * 1e3:.2f} ms.",
+    ]
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def header(
+    repeats: int, steps: int, elapsed: float, load: tuple[float, float], ops: bool
+) -> list[str]:
+    return [
+        "# seedlock determinism audit benchmark",
+        "",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), torch "
+        f"{torch.__version__}, NumPy {np.__version__}, seedlock {seedlock.__version__}",
+        f"- {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (torch uses "
+        f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}); "
+        "`torch.hash_tensor` " + ("present" if hasattr(torch, "hash_tensor") else "absent"),
+        f"- {repeats} repeats, variants in an order shuffled per repeat; {elapsed:.0f} s in all; "
+        f"1-minute load average {load[0]:.1f} before, {load[1]:.1f} after",
+        f"- fingerprint: {FINGERPRINT_MB} MB float32 CPU tensor, a repeat's value is the median of "
+        f"{CALLS} calls; steps: {steps} per variant and repeat"
+        + (f" ({OPS_STEPS} with ops=True)" if ops else "")
+        + ", each untraced step right before a traced one; a repeat's value is the mean step "
+        "(the trace opened before the clock, closed after)",
+        "- cells: median over repeats (p25 - p75); ratio: of the medians; added: median (p25 .. "
+        "p75) of this - baseline per repeat (throughput rows: time added per call)",
+        "",
+        "| measure | this | baseline | ratio | added |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+
+Steps = dict[tuple[str, str, str], Series]
+
+
+def report(fp: dict[str, Series], nbytes: int, st: Steps, loads: list[Workload]) -> list[str]:
+    mb = f"{nbytes / 2**20:.0f} MB float32"
+    lines = [
+        throughput_row(
+            f"`fingerprint(t)` vs `t.clone()`, {mb}", fp["fingerprint"], fp["clone"], nbytes
+        ),
+        throughput_row(
+            "`fingerprint(t)` vs `out.copy_(t)` into a preallocated tensor",
+            fp["fingerprint"],
+            fp["copy_"],
+            nbytes,
+        ),
+        throughput_row(
+            f"`fingerprint(t)` ({ALGORITHM}) vs `hashlib.sha256` of the same bytes "
+            "(the fallback without xxhash)",
+            fp["fingerprint"],
+            fp["sha256"],
+            nbytes,
+        ),
+    ]
+    if "hash_tensor" in fp:
+        lines.append(
+            throughput_row(
+                "`fingerprint(t)` vs `torch.hash_tensor(t)` (XOR, order-blind)",
+                fp["fingerprint"],
+                fp["hash_tensor"],
+                nbytes,
+            )
+        )
+    for w in loads:
+        lines.append(
+            time_row(
+                f"{w.name} training step: traced vs untraced",
+                st[w.name, "trace", "wall"],
+                st[w.name, "plain", "wall"],
+            )
+        )
+        if (w.name, "ops", "wall") in st:
+            lines.append(
+                time_row(
+                    f"{w.name} training step: traced ops=True vs untraced",
+                    st[w.name, "ops", "wall"],
+                    st[w.name, "ops plain", "wall"],
+                )
+            )
+    for w in loads:
+        steps = w.files["trace"][1]
+        lines.append(
+            size_row(
+                f"{w.name} trace bytes per step (file size / steps, {steps} "
+                f"step{'s' if steps > 1 else ''} in the file)",
+                w.per_step("trace")[0],
+                None,
+            )
+        )
+        if "ops" in w.files:
+            lines.append(
+                size_row(
+                    f"{w.name} trace bytes per step: ops=True ({w.files['ops'][1]} step in the "
+                    "file) vs without",
+                    w.per_step("ops")[0],
+                    w.per_step("trace")[0],
+                )
+            )
+    return lines
+
+
+def verdicts(
+    fp: dict[str, Series], st: Steps, loads: list[Workload]
+) -> tuple[list[str], list[Workload]]:
+    ratio = fp["fingerprint"].median / fp["clone"].median
+    per_rep = paired(fp["fingerprint"], fp["clone"], lambda a, b: a / b)
+    lines = [
+        "",
+        f"**fingerprint throughput: {fp['fingerprint'].median:.2f} GB/s, {ratio:.2f}x "
+        f"`clone()`** (per-repeat ratios {min(per_rep.values):.2f} - {max(per_rep.values):.2f}); "
+        f"criterion >= {CLONE_CRITERION}x: " + ("PASS" if ratio >= CLONE_CRITERION else "FAIL"),
+    ]
+    missed = []
+    for w in loads:
+        this, plain = st[w.name, "trace", "wall"], st[w.name, "plain", "wall"]
+        r = this.median / plain.median
+        per = paired(this, plain, lambda a, b: a / b)
+        cpu = st[w.name, "trace", "cpu"].median / st[w.name, "plain", "cpu"].median
+        ok = r <= TRACE_CRITERION
+        if not ok:
+            missed.append(w)
+        _, beyond, events = w.per_step("trace")
+        ops = ""
+        if (w.name, "ops", "wall") in st:
+            ops_ratio = st[w.name, "ops", "wall"].median / st[w.name, "ops plain", "wall"].median
+            ops = f"; ops=True: {ops_ratio:.1f}x, {w.per_step('ops')[2]:.0f} events a step"
+        lines.append(
+            f"**{w.name}: traced step {r:.2f}x untraced** (median of per-repeat ratios "
+            f"{per.median:.2f}x, range {min(per.values):.2f} - {max(per.values):.2f}; in process "
+            f"CPU time {cpu:.2f}x); criterion <= {TRACE_CRITERION}x: "
+            + ("PASS" if ok else "FAIL")
+            + f". {events:.0f} events a step; beyond an empty trace ({w.empty_bytes:,} bytes) "
+            f"{beyond:,.0f} bytes a step, {beyond / events:.0f} an event{ops}."
+        )
+    lines.append(
+        "The bytes-per-step rows include the file's fixed part (schema, meta), spread over the "
+        "steps of one trace; SQLite grows the file a 4,096-byte page at a time."
+    )
+    return lines, missed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="rounds over every variant (default 5: about 1.5 minutes on 2 idle cores)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=2,
+        help="untraced + traced step pairs per workload and repeat (default 2; ops=True: 1)",
+    )
+    parser.add_argument("--no-ops", action="store_true", help="skip the ops=True rows")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads(N) first (default: torch's own choice, one per core); "
+        "1 is steadier on a busy machine, where a parallel op waits for a descheduled thread",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="always print the cProfile of traced steps (default: when a step misses 1.3x)",
+    )
+    args = parser.parse_args(argv)
+    repeats, steps = max(1, args.repeats), max(1, args.steps)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    load_before = load_average()
+    t = time.perf_counter()
+    fp, nbytes = measure_fingerprint(repeats)
+    loads = workloads()
+    with tempfile.TemporaryDirectory(prefix="bench_audit.") as d:
+        tmp = Path(d)
+        st = measure_steps(loads, repeats, steps, not args.no_ops, tmp)
+        elapsed = time.perf_counter() - t
+        load = (load_before, load_average())
+        lines = header(repeats, steps, elapsed, load, not args.no_ops)
+        lines += report(fp, nbytes, st, loads)
+        more, missed = verdicts(fp, st, loads)
+        lines += more
+        for w in loads if args.profile else missed:
+            progress(f"profiling traced steps of the {w.name} ...")
+            lines += profile(w, steps, st[w.name, "plain", "wall"].median, tmp)
+            lines += ["", *traffic(w, tmp), "", *summary_breakdown(w)]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1011 @@
+#!/usr/bin/env python
+"""What seedlock's data pipeline costs: resume latency, per-sample seeding, loader throughput.
+
+    python benchmarks/bench_data.py [--repeats N] [--quick] [--profile]
+
+Measures, side by side in one run:
+
+1. Time to the first batch after resuming at batch k = 0, 1,000, 10,000 and 100,000 of an epoch
+   of 120,000 batches of 8 (a synthetic map-style dataset of 960,000 small tensors), with
+   ``num_workers=0``, and at k = 0 and 100,000 with ``num_workers=2``:
+
+   * seedlock: ``loader.load_state_dict({"version": 1, "epoch": 0, "batches": k})``, then
+     ``next(iter(loader))``. The acceptance criterion is that resuming at k = 100,000 takes at
+     most 1.5x as long as at k = 0.
+   * replay-and-discard: a plain ``torch.utils.data.DataLoader`` with a seeded generator, iterated
+     k batches that are thrown away (what accelerate's ``skip_first_batches`` does for iterable
+     datasets). Measured every repeat up to k = 10,000 (k = 1,000 with workers); beyond that the
+     cell is a linear extrapolation from the measured per-batch cost, marked as such. Without
+     workers k = 100,000 is also measured once, when the extrapolation says it takes under 20 s.
+   * torchdata's ``StatefulDataLoader``, when installed: its own ``load_state_dict`` with the
+     state it saves after k batches (see the note on how that state is made).
+
+2. Per-sample reseeding overhead, in microseconds per sample, on a dataset whose ``__getitem__``
+   returns its index: ``SeededDataset(ds)[(0, i)]`` (a batch of one: the main process saves and
+   restores the global generators around every call), ``SeededDataset.__getitems__`` over batches
+   of 32 (one save / restore per batch: what seedlock's loader does with ``num_workers=0``) and
+   the per-sample seeding alone (what a worker does), each against ``ds[i]``; and the three
+   library seed calls alone (``random.seed``, ``np.random.seed``,
+   ``torch.default_generator.manual_seed``, seed = index): the floor of any per-sample seeding.
+
+3. Loader throughput on a realistic augmentation (3x64x64 uint8 images; random 56x56 crop,
+   random horizontal flip, float conversion, normalisation, gaussian noise from the torch global
+   RNG and a per-channel offset from ``np.random``), batch 64, ``shuffle=True``, with
+   ``num_workers=2`` and ``0``: ``seedlock.data.loader`` against a plain ``DataLoader``, and
+   against a plain ``DataLoader`` that makes the three bare seed calls before each sample. The
+   acceptance criterion is at least 0.95x the plain loader's samples per second.
+
+Each repeat runs every variant, in an order shuffled per repeat (fixed shuffle seed), so machine
+noise hits them alike. Every resume is checked: the batch it returns must be batch k of the
+epoch's order. When a criterion is missed (or with ``--profile``), a cProfile of the seedlock path
+follows the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import cProfile
+import gc
+import io
+import os
+import platform
+import pstats
+import random
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import seedlock
+import seedlock.data
+from seedlock.data import SeededDataset
+
+try:
+    import torchdata
+    from torchdata.stateful_dataloader import StatefulDataLoader
+except ImportError as exc:  # optional: its rows are skipped
+    StatefulDataLoader = None
+    TORCHDATA_MISSING = f"{type(exc).__name__}: {exc}"
+else:
+    TORCHDATA_MISSING = ""
+    # torchdata 0.11 calls a deprecated torch API on every iter(); keep stderr readable.
+    warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
+
+RESUME_TARGET = 1.5  # seedlock: first batch at k=100,000 vs k=0
+THROUGHPUT_TARGET = 0.95  # seedlock: samples/s vs a plain DataLoader
+
+# Part 1: resume.
+BATCH = 8
+EPOCH_BATCHES = 120_000
+KS = (0, 1_000, 10_000, 100_000)  # num_workers=0
+WORKER_KS = (0, 100_000)  # num_workers=2
+WORKERS = 2
+REPLAY_MAX_K = 10_000  # replay is measured every repeat up to here (num_workers=0) ...
+REPLAY_WORKER_K = 1_000  # ... and up to here with workers; beyond, extrapolated
+REPLAY_ONCE_LIMIT_S = 20.0  # measure replay at k=100,000 once if predicted under this
+STATE_CHECK_K = 1_000  # a real StatefulDataLoader state, to validate the made-up ones
+
+# Part 2: per-sample overhead.
+SAMPLE_BATCH = 32
+BLOCK_S = 0.1
+WARMUP_CALLS = 20
+
+# Part 3: throughput.
+IMG_BATCH = 64
+IMG_BATCHES = 200  # per variant and repeat (--quick: 60)
+N_IMAGES = 1024  # distinct images; index i shows image i % N_IMAGES
+CROP = 56
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+class IndexTensors(Dataset[torch.Tensor]):
+    """Item i is the int64 tensor ``[i, 1, 2, 3]``: cheap, and a batch names its own indices."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.base = torch.arange(4)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.base + i
+
+
+class Trivial(Dataset[int]):
+    """Item i is i: all that is left to time is what wraps ``__getitem__``."""
+
+    def __len__(self) -> int:
+        return 1 << 30
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class HandSeeded(Dataset[Any]):
+    """The floor of any per-sample seeding: the three library seed calls, seed = index, nothing
+    derived, nothing saved or restored. ``torch.default_generator.manual_seed``, not
+    ``torch.manual_seed`` (which also queues lazy CUDA / XPU seeds, ~100 us a call)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        random.seed(i)
+        np.random.seed(i & 0xFFFFFFFF)
+        torch.default_generator.manual_seed(i & 0xFFFFFFFF)
+        return self.dataset[i]
+
+
+class Images(Dataset[tuple[torch.Tensor, int]]):
+    """3x64x64 uint8 images with a crop / flip / normalise / noise augmentation in torch ops,
+    drawing from Python ``random``, the torch global RNG and ``np.random``."""
+
+    def __init__(self, size: int) -> None:
+        g = torch.Generator().manual_seed(1234)
+        self.images = torch.randint(0, 256, (N_IMAGES, 3, 64, 64), dtype=torch.uint8, generator=g)
+        self.labels = torch.randint(0, 10, (N_IMAGES,), generator=g).tolist()
+        self.size = size
+        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+        self.std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.images[i % N_IMAGES]
+        top, left = torch.randint(0, 64 - CROP + 1, (2,)).tolist()
+        x = img[:, top : top + CROP, left : left + CROP]
+        if random.random() < 0.5:
+            x = x.flip(-1)
+        x = x.float().div_(255).sub_(self.mean).div_(self.std)
+        x.add_(torch.randn(3, CROP, CROP), alpha=0.05)
+        x.add_(torch.from_numpy(np.random.normal(0.0, 0.02, (3, 1, 1)).astype(np.float32)))
+        return x, self.labels[i % N_IMAGES]
+
+
+# --- statistics and formatting -------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """One value per repeat (seconds, or samples/s); ``note`` marks extrapolated / single runs."""
+
+    values: list[float] = field(default_factory=list)
+    note: str = ""
+
+    def add(self, v: float) -> None:
+        self.values.append(v)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def iqr(self) -> tuple[float, float]:
+        if len(self.values) < 2:
+            return self.values[0], self.values[0]
+        q = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q[0], q[2]
+
+
+def paired(a: Series, b: Series) -> Series:
+    """a[i] - b[i]: both ran in the same repeat, so they share its machine state. A single run
+    is paired with the other side's median."""
+    if len(a.values) == len(b.values):
+        return Series([x - y for x, y in zip(a.values, b.values, strict=True)])
+    if len(b.values) == 1:
+        return Series([x - b.values[0] for x in a.values], note="vs 1 run")
+    return Series([a.median - y for y in b.values], note="vs 1 run")
+
+
+# ASCII only: the table must paste cleanly anywhere.
+
+
+def _num(v: float) -> str:
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def fmt(s: Series, scale: float, unit: str) -> str:
+    lo, hi = s.iqr()
+    text = f"{_num(s.median * scale)} {unit} ({_num(lo * scale)} - {_num(hi * scale)})"
+    return f"{text} {s.note}" if s.note else text
+
+
+def fmt_diff(s: Series, scale: float, unit: str) -> str:
+    lo, hi = s.iqr()
+    text = f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
+    return f"{text} {s.note}" if s.note else text
+
+
+def fmt_ratio(r: float) -> str:
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
+
+
+def row(measure: str, this: Series, base: Series | None, scale: float, unit: str) -> str:
+    if base is None:
+        return f"| {measure} | {fmt(this, scale, unit)} | n/a | n/a | n/a |"
+    ratio = this.median / base.median if base.median else float("nan")
+    return (
+        f"| {measure} | {fmt(this, scale, unit)} | {fmt(base, scale, unit)} | "
+        f"{fmt_ratio(ratio)} | {fmt_diff(paired(this, base), scale, unit)} |"
+    )
+
+
+def throughput_row(measure: str, this: Series, base: Series) -> str:
+    """Samples/s cells; *added* is the time added per sample, 1/this - 1/base, in us."""
+    per_sample = Series([1 / a - 1 / b for a, b in zip(this.values, base.values, strict=True)])
+    return (
+        f"| {measure} | {fmt(this, 1, 'samples/s')} | {fmt(base, 1, 'samples/s')} | "
+        f"{fmt_ratio(this.median / base.median)} | {fmt_diff(per_sample, 1e6, 'us/sample')} |"
+    )
+
+
+def settle() -> None:
+    """Between timed units: collect garbage (and with it finished iterators and their workers)."""
+    gc.collect()
+
+
+# --- part 1: time to the first batch after a resume ----------------------------------------------
+
+
+def first_indices(batch: torch.Tensor) -> list[int]:
+    return batch[:, 0].tolist()
+
+
+class Resume:
+    """The resume variants over one :class:`IndexTensors`, each checked against the epoch order."""
+
+    def __init__(self) -> None:
+        self.ds = IndexTensors(BATCH * EPOCH_BATCHES)
+        self.seedlock_order: list[int] | None = None
+        self.states: dict[tuple[int, int], dict[str, Any]] = {}
+        self.stateful_order: dict[int, list[int]] = {}
+
+    # seedlock ----------------------------------------------------------------------------------
+    def seedlock_loader(self, workers: int) -> seedlock.data.SeedlockDataLoader:
+        return seedlock.data.loader(self.ds, batch_size=BATCH, shuffle=True, num_workers=workers)
+
+    def seedlock(self, workers: int, k: int) -> float:
+        loader = self.seedlock_loader(workers)
+        state = {"version": 1, "epoch": 0, "batches": k}
+        t = time.perf_counter()
+        loader.load_state_dict(state)
+        it = iter(loader)
+        batch = next(it)
+        elapsed = time.perf_counter() - t
+        del it
+        if self.seedlock_order is None:
+            self.seedlock_order = loader.resumable_sampler.indices(0)
+        expect = self.seedlock_order[k * BATCH : (k + 1) * BATCH]
+        if first_indices(batch) != expect:
+            raise SystemExit(f"seedlock resumed at k={k} with the wrong batch")
+        return elapsed
+
+    # replay and discard ---------------------------------------------------------------------------
+    def plain_loader(self, workers: int) -> DataLoader[Any]:
+        g = torch.Generator().manual_seed(0)
+        return DataLoader(self.ds, batch_size=BATCH, shuffle=True, num_workers=workers, generator=g)
+
+    def replay(self, workers: int, k: int) -> float:
+        loader = self.plain_loader(workers)
+        t = time.perf_counter()
+        it = iter(loader)
+        for _ in range(k):  # the loop accelerate's SkipDataLoader runs
+            next(it)
+        next(it)
+        elapsed = time.perf_counter() - t
+        del it
+        return elapsed
+
+    # torchdata's StatefulDataLoader ---------------------------------------------------------------
+    def stateful_loader(self, workers: int) -> Any:
+        g = torch.Generator().manual_seed(0)
+        return StatefulDataLoader(
+            self.ds, batch_size=BATCH, shuffle=True, num_workers=workers, generator=g
+        )
+
+    def real_state(self, workers: int, k: int) -> dict[str, Any]:
+        loader = self.stateful_loader(workers)
+        it = iter(loader)
+        for _ in range(k):
+            next(it)
+        state = loader.state_dict()
+        del it
+        settle()
+        return state
+
+    def prepare_stateful(self, workers: int, ks: Sequence[int]) -> str:
+        """Make the state StatefulDataLoader saves after k batches, for every k.
+
+        Iterating 100,000 batches to get it would take minutes with workers. Its state counts
+        position in a few integer fields; everything else (the sampler's generator state, the
+        base seed, the worker states) is the same at every k. So a real state saved after 3
+        batches gets its counters set to k, and that is checked against a real state saved
+        after STATE_CHECK_K batches (and every resume is checked against the epoch order).
+        Returns "" when that holds, else why not.
+        """
+        small = self.real_state(workers, 3)
+        real = self.real_state(workers, STATE_CHECK_K)
+        made = advance(small, STATE_CHECK_K, workers)
+        if not same(made, real):
+            return (
+                f"the StatefulDataLoader state (num_workers={workers}) after {STATE_CHECK_K} "
+                "batches is not the 3-batch state with its counters moved: this torchdata "
+                "version stores its position differently"
+            )
+        for k in ks:
+            self.states[workers, k] = advance(small, k, workers)
+        gen = next(v for p, v in walk(small) if p[-1] == "generator")
+        g = torch.Generator()
+        g.set_state(gen)
+        self.stateful_order[workers] = torch.randperm(len(self.ds), generator=g).tolist()
+        return ""
+
+    def stateful(self, workers: int, k: int) -> float:
+        loader = self.stateful_loader(workers)
+        state = self.states[workers, k]
+        t = time.perf_counter()
+        loader.load_state_dict(state)
+        it = iter(loader)
+        batch = next(it)
+        elapsed = time.perf_counter() - t
+        del it
+        expect = self.stateful_order[workers][k * BATCH : (k + 1) * BATCH]
+        if first_indices(batch) != expect:
+            raise SystemExit(f"StatefulDataLoader resumed at k={k} with the wrong batch")
+        return elapsed
+
+
+# The fields of a StatefulDataLoader state (torchdata 0.11) that count the position.
+def _counters(k: int, workers: int) -> dict[str, int]:
+    return {
+        "samples_yielded": k * BATCH,
+        "yielded": k * BATCH,
+        "_sampler_iter_yielded": k,
+        "_num_yielded": k,
+        "_snapshot_step": k,
+        "_last_yielded_worker_id": (k - 1) % max(workers, 1),
+        "_steps_since_snapshot": 0,
+    }
+
+
+def walk(d: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(d, dict):
+        for key, value in d.items():
+            yield from walk(value, (*path, str(key)))
+    else:
+        yield path, d
+
+
+def advance(state: dict[str, Any], k: int, workers: int) -> dict[str, Any]:
+    counters = _counters(k, workers)
+    out = copy.deepcopy(state)
+
+    def visit(d: dict[str, Any]) -> None:
+        for key, value in d.items():
+            if isinstance(value, dict):
+                visit(value)
+            elif key in counters and isinstance(value, int):
+                d[key] = counters[key]
+
+    visit(out)
+    return out
+
+
+def same(a: Any, b: Any) -> bool:
+    la, lb = list(walk(a)), list(walk(b))
+    if [p for p, _ in la] != [p for p, _ in lb]:
+        return False
+    for (_, x), (_, y) in zip(la, lb, strict=True):
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+                return False
+            if not torch.equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+@dataclass
+class ResumeResults:
+    cells: dict[tuple[str, int, int], Series] = field(default_factory=dict)  # (variant, nw, k)
+    replay_once: float | None = None  # replay at k=100,000, num_workers=0, one run
+    replay_once_predicted: float = 0.0
+    stateful_skipped: str = ""
+
+
+def measure_resume(repeats: int, quick: bool) -> ResumeResults:
+    bench = Resume()
+    res = ResumeResults()
+    units: list[tuple[str, int, int]] = []
+    for k in KS:
+        units.append(("seedlock", 0, k))
+        if k <= REPLAY_MAX_K:
+            units.append(("replay", 0, k))
+    for k in WORKER_KS:
+        units.append(("seedlock", WORKERS, k))
+        if k <= REPLAY_WORKER_K:
+            units.append(("replay", WORKERS, k))
+    units.append(("replay", WORKERS, REPLAY_WORKER_K))
+    if StatefulDataLoader is None:
+        res.stateful_skipped = f"torchdata is not importable ({TORCHDATA_MISSING})"
+    else:
+        progress("resume: making StatefulDataLoader states (one real run per num_workers) ...")
+        for workers, ks in ((0, KS), (WORKERS, WORKER_KS)):
+            why = bench.prepare_stateful(workers, ks)
+            if why:
+                res.stateful_skipped = why
+                break
+            units += [("stateful", workers, k) for k in ks]
+    if res.stateful_skipped:
+        units = [u for u in units if u[0] != "stateful"]
+        progress(f"StatefulDataLoader rows skipped: {res.stateful_skipped}")
+    units = list(dict.fromkeys(units))
+    run = {"seedlock": bench.seedlock, "replay": bench.replay, "stateful": bench.stateful}
+
+    progress("resume: warm-up ...")
+    for variant, workers in {(v, w) for v, w, _ in units}:
+        run[variant](workers, 0)
+        settle()
+    order = random.Random(0)  # our own generator: the global ones are part of what is measured
+    for rep in range(repeats):
+        order.shuffle(units)
+        t = time.perf_counter()
+        for unit in units:
+            res.cells.setdefault(unit, Series()).add(run[unit[0]](unit[1], unit[2]))
+            settle()
+        progress(f"[resume, repeat {rep + 1}/{repeats}] {time.perf_counter() - t:6.2f} s")
+
+    # Replay beyond what was measured: linear in k, per repeat.
+    for workers, measured_k, ks in ((0, REPLAY_MAX_K, KS), (WORKERS, REPLAY_WORKER_K, WORKER_KS)):
+        t0, tk = res.cells["replay", workers, 0], res.cells["replay", workers, measured_k]
+        for k in ks:
+            if k > measured_k:
+                res.cells["replay", workers, k] = Series(
+                    [
+                        a + (b - a) * k / measured_k
+                        for a, b in zip(t0.values, tk.values, strict=True)
+                    ],
+                    note=f"(extrapolated from k={measured_k:,})",
+                )
+    predicted = res.cells["replay", 0, KS[-1]].median
+    res.replay_once_predicted = predicted
+    if not quick and predicted < REPLAY_ONCE_LIMIT_S:
+        progress(f"resume: replaying {KS[-1]:,} batches once (predicted {predicted:.1f} s) ...")
+        res.replay_once = bench.replay(0, KS[-1])
+        settle()
+    return res
+
+
+# --- part 2: per-sample reseeding overhead -------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    name: str
+    fn: Callable[[list[int]], Any]
+
+
+def sample_variants() -> list[Variant]:
+    ds = Trivial()
+    seeded = SeededDataset(ds)
+    variants = [
+        Variant("direct", lambda idx: [ds[i] for i in idx]),
+        Variant("getitem", lambda idx: [seeded[(0, i)] for i in idx]),
+        Variant("getitems", lambda idx: seeded.__getitems__([(0, i) for i in idx])),
+    ]
+    fetch = getattr(seeded, "_fetch", None)  # the worker path: seeding, no save / restore
+    if fetch is not None:
+        variants.append(Variant("fetch", lambda idx: [fetch(0, i) for i in idx]))
+    hand = HandSeeded(ds)
+    variants.append(Variant("raw", lambda idx: [hand[i] for i in idx]))
+    return variants
+
+
+def time_block(v: Variant, batches: list[list[int]], calls: int) -> list[float]:
+    """Seconds per sample of ``calls`` calls, each over one batch of SAMPLE_BATCH indices."""
+    ns = time.perf_counter_ns
+    fn, out = v.fn, []
+    for c in range(calls):
+        idx = batches[c % len(batches)]
+        t = ns()
+        fn(idx)
+        out.append((ns() - t) / 1e9 / len(idx))
+    return out
+
+
+def measure_samples(repeats: int) -> dict[str, Series]:
+    gen = random.Random(1)
+    batches = [[gen.randrange(1 << 30) for _ in range(SAMPLE_BATCH)] for _ in range(64)]
+    variants = sample_variants()
+    progress("per-sample: warm-up and calibration ...")
+    calls = {}
+    for v in variants:
+        per_sample = statistics.median(time_block(v, batches, WARMUP_CALLS))
+        calls[v.name] = max(20, min(20_000, int(BLOCK_S / (per_sample * SAMPLE_BATCH))))
+    res = {v.name: Series() for v in variants}
+    order = random.Random(0)
+    for rep in range(repeats):
+        order.shuffle(variants)
+        for v in variants:
+            res[v.name].add(statistics.median(time_block(v, batches, calls[v.name])))
+        progress(f"[per-sample, repeat {rep + 1}/{repeats}]")
+    return res
+
+
+# --- part 3: loader throughput -------------------------------------------------------------------
+
+
+class Throughput:
+    def __init__(self, batches: int) -> None:
+        self.ds = Images(IMG_BATCH * batches)
+        self.first: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # seedlock, per num_workers
+
+    def loader(self, variant: str, workers: int) -> DataLoader[Any]:
+        if variant == "seedlock":
+            return seedlock.data.loader(
+                self.ds, batch_size=IMG_BATCH, shuffle=True, num_workers=workers
+            )
+        ds = HandSeeded(self.ds) if variant == "hand" else self.ds
+        g = torch.Generator().manual_seed(0)
+        return DataLoader(ds, batch_size=IMG_BATCH, shuffle=True, num_workers=workers, generator=g)
+
+    def run(self, variant: str, workers: int) -> float:
+        """Samples per second after the first batch (worker start-up is left out)."""
+        it = iter(self.loader(variant, workers))
+        first = next(it)
+        t = time.perf_counter()
+        n = sum(len(y) for _, y in it)
+        rate = n / (time.perf_counter() - t)
+        del it
+        if variant == "seedlock":
+            self.first.setdefault(workers, first)
+        return rate
+
+
+def measure_throughput(repeats: int, batches: int) -> tuple[dict[tuple[str, int], Series], bool]:
+    bench = Throughput(batches)
+    units = [(v, w) for w in (WORKERS, 0) for v in ("seedlock", "plain", "hand")]
+    progress("throughput: warm-up ...")
+    for unit in units:
+        bench.run(*unit)
+        settle()
+    res: dict[tuple[str, int], Series] = {u: Series() for u in units}
+    order = random.Random(0)
+    for rep in range(repeats):
+        order.shuffle(units)
+        t = time.perf_counter()
+        for unit in units:
+            res[unit].add(bench.run(*unit))
+            settle()
+        progress(f"[throughput, repeat {rep + 1}/{repeats}] {time.perf_counter() - t:6.2f} s")
+    (x0, y0), (x2, y2) = bench.first[0], bench.first[WORKERS]
+    identical = torch.equal(x0, x2) and torch.equal(y0, y2)
+    return res, identical
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+def profile(title: str, fn: Callable[[], Any], top: int = 14) -> list[str]:
+    """The functions with the most own time, then the seedlock functions with the most
+    cumulative time (which of them leads to the expensive calls)."""
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(r"seedlock", top)
+    lines = [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
+    return ["", f"cProfile of {title}:", "```", *lines, "```"]
+
+
+def seeding_breakdown(calls: int = 2000) -> list[str]:
+    """What one sample's seeding is made of, timed without the profiler (which inflates
+    Python-heavy code): median over 5 blocks of ``calls`` calls, us per call."""
+    try:
+        from seedlock.data import samples
+        from seedlock.derivation import derive
+
+        backends = samples._seeded_backends()
+        capture, restore = samples._capture_globals, samples._restore_globals
+    except (ImportError, AttributeError) as exc:
+        return ["", f"(no seeding breakdown: {exc})"]
+
+    def per_call(fn: Callable[[int], Any], n: int = calls) -> float:
+        blocks = []
+        for _ in range(5):
+            t = time.perf_counter_ns()
+            for i in range(n):
+                fn(i)
+            blocks.append((time.perf_counter_ns() - t) / n / 1e3)
+        return statistics.median(blocks)
+
+    parts: list[tuple[str, float, str]] = [
+        (
+            "`derive('data', epoch, index, name, bits=256)`",
+            per_call(lambda i: derive("data", 0, i, "torch", root=0, bits=256)),
+            f"x {len(backends)} per sample (one per backend)",
+        ),
+        ("`_seeded_backends()`", per_call(lambda i: samples._seeded_backends()), "x 1 per sample"),
+    ]
+    parts += [
+        (f"`{b.name}` backend `.seed(v)`", per_call(lambda i, b=b: b.seed(i)), "x 1 per sample")
+        for b in backends
+    ]
+    parts += [
+        (
+            "`restore(capture())` of the seeded globals",
+            per_call(lambda i: restore(capture()), calls // 10),
+            "x 1 per batch, main process only",
+        ),
+        (
+            "`torch.manual_seed(v)` (for comparison; seedlock calls the CPU generator's)",
+            per_call(torch.manual_seed, calls // 10),
+            "not called without an accelerator",
+        ),
+    ]
+    seedlock.seed_everything(0)  # put the globals back where the run left them
+    return [
+        "",
+        "Per-sample seeding, piece by piece (us per call, no profiler):",
+        *(f"- {name}: {us:.2f} us, {how}" for name, us, how in parts),
+    ]
+
+
+def profile_throughput(batches: int) -> list[str]:
+    bench = Throughput(batches)
+
+    def consume() -> None:
+        for _ in bench.loader("seedlock", 0):
+            pass
+
+    return profile(
+        f"one epoch of `seedlock.data.loader` (num_workers=0, {batches} batches)", consume
+    )
+
+
+def profile_resume() -> list[str]:
+    bench = Resume()
+    bench.seedlock(0, 0)  # warm-up
+
+    def resume() -> None:
+        for _ in range(10):
+            bench.seedlock(0, KS[-1])
+
+    return profile(f"10 x resume at k={KS[-1]:,} (num_workers=0), with the checks", resume)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def load_average() -> float:
+    """The 1-minute load average (nan where the OS has none): other work on the machine."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def seeded_backends() -> str:
+    try:
+        from seedlock.data import samples
+
+        return ", ".join(b.name for b in samples._seeded_backends())
+    except (ImportError, AttributeError):
+        return "?"
+
+
+def header(repeats: int, elapsed: float, batches: int, load: tuple[float, float]) -> list[str]:
+    td = f"torchdata {torchdata.__version__}" if StatefulDataLoader else "torchdata not installed"
+    return [
+        "# seedlock data pipeline benchmark",
+        "",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), torch "
+        f"{torch.__version__}, NumPy {np.__version__}, seedlock {seedlock.__version__}, {td}",
+        f"- {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (torch uses "
+        f"{torch.get_num_threads()} threads); DataLoader workers start with "
+        f"`{torch.multiprocessing.get_start_method()}`",
+        f"- per-sample seeding seeds: {seeded_backends()}",
+        f"- {repeats} repeats, variants in an order shuffled per repeat; {elapsed:.0f} s in all; "
+        f"1-minute load average {load[0]:.1f} before, {load[1]:.1f} after",
+        f"- resume: epoch of {EPOCH_BATCHES:,} batches of {BATCH}; time from `load_state_dict` "
+        "(replay: from `iter()`) to the first batch, the loader built beforehand; throughput: "
+        f"{batches} batches of {IMG_BATCH} per variant and repeat, timed after the first batch",
+        "- cells: median over repeats (p25 - p75); ratio: of the medians; added: median (p25 .. "
+        "p75) of this - baseline per repeat",
+        "",
+        "| measure | this | baseline | ratio | added |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+
+def report(
+    rr: ResumeResults,
+    samples: dict[str, Series],
+    tp: dict[tuple[str, int], Series],
+) -> list[str]:
+    ms, us = 1e3, 1e6
+    c = rr.cells
+    lines = []
+    for workers, ks in ((0, KS), (WORKERS, WORKER_KS)):
+        for k in ks:
+            this = c["seedlock", workers, k]
+            base = c["replay", workers, k]
+            if workers == 0 and k == KS[-1] and rr.replay_once is not None:
+                base = Series([rr.replay_once], note="(1 run)")
+            lines.append(
+                row(
+                    f"first batch after resume at k={k:,}, num_workers={workers}: seedlock vs "
+                    "replay-and-discard",
+                    this,
+                    base,
+                    ms,
+                    "ms",
+                )
+            )
+            if ("stateful", workers, k) in c:
+                lines.append(
+                    row(
+                        f"first batch after resume at k={k:,}, num_workers={workers}: seedlock "
+                        "vs StatefulDataLoader",
+                        this,
+                        c["stateful", workers, k],
+                        ms,
+                        "ms",
+                    )
+                )
+    for workers in (0, WORKERS):
+        lines.append(
+            row(
+                f"seedlock: resume at k={KS[-1]:,} vs k=0, num_workers={workers} "
+                f"(criterion <= {RESUME_TARGET}x)",
+                c["seedlock", workers, KS[-1]],
+                c["seedlock", workers, 0],
+                ms,
+                "ms",
+            )
+        )
+        if ("stateful", workers, KS[-1]) in c:
+            lines.append(
+                row(
+                    f"StatefulDataLoader: resume at k={KS[-1]:,} vs k=0, num_workers={workers}",
+                    c["stateful", workers, KS[-1]],
+                    c["stateful", workers, 0],
+                    ms,
+                    "ms",
+                )
+            )
+    d = samples["direct"]
+    lines += [
+        row(
+            "per sample: `SeededDataset(ds)[(0, i)]` (save / restore per call) vs `ds[i]`",
+            samples["getitem"],
+            d,
+            us,
+            "us",
+        ),
+        row(
+            f"per sample: `SeededDataset.__getitems__` over {SAMPLE_BATCH} (loader, "
+            "num_workers=0) vs `ds[i]`",
+            samples["getitems"],
+            d,
+            us,
+            "us",
+        ),
+    ]
+    if "fetch" in samples:
+        lines.append(
+            row(
+                "per sample: seeding only, no save / restore (what a worker does) vs `ds[i]`",
+                samples["fetch"],
+                d,
+                us,
+                "us",
+            )
+        )
+    lines.append(
+        row(
+            "per sample: the 3 library seed calls alone, seed = index (a floor for any "
+            "per-sample seeding) vs `ds[i]`",
+            samples["raw"],
+            d,
+            us,
+            "us",
+        )
+    )
+    for workers in (WORKERS, 0):
+        what = f"throughput, augmentation, batch {IMG_BATCH}, num_workers={workers}"
+        lines += [
+            throughput_row(
+                f"{what}: seedlock vs DataLoader (criterion >= {THROUGHPUT_TARGET}x)",
+                tp["seedlock", workers],
+                tp["plain", workers],
+            ),
+            throughput_row(
+                f"{what}: DataLoader + the 3 seed calls per sample (floor) vs DataLoader",
+                tp["hand", workers],
+                tp["plain", workers],
+            ),
+            throughput_row(
+                f"{what}: seedlock vs DataLoader + the 3 seed calls per sample",
+                tp["seedlock", workers],
+                tp["hand", workers],
+            ),
+        ]
+    return lines
+
+
+def verdicts(
+    rr: ResumeResults, samples: dict[str, Series], tp: dict[tuple[str, int], Series], ident: bool
+) -> tuple[list[str], bool, bool]:
+    c = rr.cells
+    lines = [""]
+    resume_ok = True
+    for workers in (0, WORKERS):
+        r = c["seedlock", workers, KS[-1]].median / c["seedlock", workers, 0].median
+        ok = r <= RESUME_TARGET
+        resume_ok &= ok
+        lines.append(
+            f"**resume at k={KS[-1]:,} vs k=0, num_workers={workers}: {r:.2f}x** "
+            f"(criterion <= {RESUME_TARGET}x): " + ("PASS" if ok else "FAIL")
+        )
+    tp_ok = True
+    for workers in (WORKERS, 0):
+        r = tp["seedlock", workers].median / tp["plain", workers].median
+        ok = r >= THROUGHPUT_TARGET
+        tp_ok &= ok
+        per_repeat = Series(
+            [
+                a / b
+                for a, b in zip(
+                    tp["seedlock", workers].values, tp["plain", workers].values, strict=True
+                )
+            ]
+        )
+        lo, hi = per_repeat.iqr()
+        lines.append(
+            f"**throughput num_workers={workers}: {r:.2f}x** of a plain DataLoader "
+            f"(criterion >= {THROUGHPUT_TARGET}x): "
+            + ("PASS" if ok else "FAIL")
+            + f" (per-repeat ratios: median {per_repeat.median:.2f}x, p25 - p75 {lo:.2f} - "
+            f"{hi:.2f})"
+        )
+    lines.append(
+        "seedlock's first augmented batch is bit-identical with num_workers=0 and "
+        f"{WORKERS}: " + ("yes" if ident else "NO (a Workers-contract bug)")
+    )
+    big = KS[-1]
+    replay0 = c["replay", 0, big]
+    if rr.replay_once is not None:
+        lines.append(
+            f"replay at k={big:,} (num_workers=0) was measured once: {rr.replay_once:.2f} s; the "
+            f"linear extrapolation from k={REPLAY_MAX_K:,} predicted {replay0.median:.2f} s."
+        )
+    else:
+        lines.append(
+            f"replay at k={big:,} (num_workers=0) is extrapolated linearly from k="
+            f"{REPLAY_MAX_K:,} ({replay0.median:.2f} s): not measured"
+            + (" (--quick)." if rr.replay_once_predicted < REPLAY_ONCE_LIMIT_S else " (over 20 s).")
+        )
+    per_batch = {
+        w: (c["replay", w, k].median - c["replay", w, 0].median) / k
+        for w, k in ((0, REPLAY_MAX_K), (WORKERS, REPLAY_WORKER_K))
+    }
+    lines.append(
+        f"replay costs {per_batch[0] * 1e6:.0f} us per skipped batch with num_workers=0 and "
+        f"{per_batch[WORKERS] * 1e6:.0f} us with {WORKERS} workers; with workers k={big:,} is "
+        f"always extrapolated from k={REPLAY_WORKER_K:,}."
+    )
+    if rr.stateful_skipped:
+        lines.append(f"StatefulDataLoader rows skipped: {rr.stateful_skipped}.")
+    else:
+        lines.append(
+            "StatefulDataLoader states: a real state saved after 3 batches with its position "
+            f"counters set to k (validated against a real state saved after {STATE_CHECK_K:,} "
+            "batches; every resumed batch checked against the epoch order). Its resume "
+            "fast-forwards the sampler one index at a time without fetching data: O(k), cheap "
+            "per index."
+        )
+    if "fetch" in samples:
+        save_restore = (samples["getitems"].median - samples["fetch"].median) * SAMPLE_BATCH
+        lines.append(
+            f"saving and restoring the global generators around a batch costs about "
+            f"{save_restore * 1e6:.0f} us per batch of {SAMPLE_BATCH} in the main process "
+            f"(getitems - seeding only); seeding costs "
+            f"{(samples['fetch'].median - samples['direct'].median) * 1e6:.1f} us per sample, "
+            f"of which the library seed calls themselves take "
+            f"{(samples['raw'].median - samples['direct'].median) * 1e6:.1f} us."
+        )
+    for workers in (WORKERS, 0):
+        plain, hand = tp["plain", workers].median, tp["hand", workers].median
+        text = (
+            f"num_workers={workers}: the augmentation alone takes {1e6 / plain:.0f} us per "
+            f"sample (plain DataLoader, wall time); the bare seed calls bring that loader to "
+            f"{hand / plain:.2f}x"
+        )
+        if hand < plain:
+            need = (1 / hand - 1 / plain) * 1e6 / (1 / THROUGHPUT_TARGET - 1)
+            text += (
+                f", so a per-sample seeding scheme reaches {THROUGHPUT_TARGET}x only with an "
+                f"augmentation of more than about {need:.0f} us per sample."
+            )
+        else:
+            text += " (the seed calls are lost in this run's noise)."
+        lines.append(text)
+    return lines, resume_ok, tp_ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds over every variant (default 5: about 2 minutes on 2 cores; --quick: 2)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"2 repeats, 60 throughput batches, no single replay of {KS[-1]:,} batches",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="always print the cProfiles (default: when a criterion is missed)",
+    )
+    args = parser.parse_args(argv)
+    repeats = max(1, args.repeats if args.repeats is not None else (2 if args.quick else 5))
+    batches = 60 if args.quick else IMG_BATCHES
+    if StatefulDataLoader is None:
+        progress(
+            f"torchdata is not importable ({TORCHDATA_MISSING}): StatefulDataLoader rows "
+            "skipped. `pip install torchdata` adds them, if it leaves torch alone (check with "
+            f"`pip install torchdata 'torch=={torch.__version__.split('+')[0]}' --dry-run`)."
+        )
+
+    seedlock.seed_everything(0)
+    load_before = load_average()
+    t = time.perf_counter()
+    rr = measure_resume(repeats, args.quick)
+    samples = measure_samples(repeats)
+    tp, identical = measure_throughput(repeats, batches)
+    elapsed = time.perf_counter() - t
+
+    lines = header(repeats, elapsed, batches, (load_before, load_average()))
+    lines += report(rr, samples, tp)
+    more, resume_ok, tp_ok = verdicts(rr, samples, tp, identical)
+    lines += more
+    if args.profile or not resume_ok:
+        progress("profiling the resume ...")
+        lines += profile_resume()
+    if args.profile or not tp_ok:
+        progress("profiling the loader ...")
+        lines += profile_throughput(min(batches, 60))
+        lines += seeding_breakdown()
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
