@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import seedlock
+from conftest import run_python
 
 
 def test_numpy_rng_golden_raw_draws():
@@ -41,11 +42,17 @@ def test_torch_generator_golden_seed_and_draws():
 
 
 def test_jax_key_golden_data_keeps_all_64_bits():
-    jax = pytest.importorskip("jax")
-    key = seedlock.jax_key("init", root=0)
-    assert jax.random.key_data(key).tolist() == [610016624, 2734434443]
+    # In a child: JAX starts thread pools, and the DataLoader tests fork worker processes.
+    pytest.importorskip("jax")
+    out = run_python(
+        """
+        import jax, seedlock
+        print(jax.random.key_data(seedlock.jax_key("init", root=0)).tolist())
+        """
+    ).stdout
+    assert out.strip() == "[610016624, 2734434443]"
     value = seedlock.derive("init", root=0, bits=64)
-    assert jax.random.key_data(key).tolist() == [value & 0xFFFFFFFF, value >> 32]
+    assert [value & 0xFFFFFFFF, value >> 32] == [610016624, 2734434443]
 
 
 def test_streams_default_to_the_root_set_by_seed_everything():

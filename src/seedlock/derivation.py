@@ -63,6 +63,8 @@ __all__ = [
     "get_root",
     "hash_seed_value",
     "parse_seed",
+    "restore_root_state",
+    "root_state",
     "set_root",
 ]
 
@@ -225,6 +227,25 @@ def set_root(seed: Seed) -> None:
     global _root
     _root = check_seed(seed)
     os.environ[ENV_VAR] = format_seed(_root)
+
+
+RootState = tuple["Seed | None", "str | None"]
+
+
+def root_state() -> RootState:
+    """The root set in this process (``None`` if none) and ``SEEDLOCK_SEED``, to put back later
+    with :func:`restore_root_state` (the pytest plugin scopes the root to each test)."""
+    return _root, os.environ.get(ENV_VAR)
+
+
+def restore_root_state(saved: RootState) -> None:
+    """Put back what :func:`root_state` returned."""
+    global _root
+    _root, text = saved
+    if text is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = text
 
 
 def get_root() -> Seed:

@@ -200,7 +200,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_TEST] = test
     if test is not None:
         test.undo.enter_context(fork())
-        test.undo.callback(_put_root, _get_root())
+        test.undo.callback(derivation.restore_root_state, derivation.root_state())
         derivation.set_root(test.seed)
     _enter(item, "setup")
 
@@ -232,7 +232,7 @@ def _enter(item: pytest.Item, phase: str) -> None:
     if test is None:
         _current = _leave_alone
         return
-    if phase != "setup" and derivation._root != test.seed:
+    if phase != "setup" and derivation.root_state()[0] != test.seed:
         # A fixture or the test seeded for itself: keep its streams (as they are now).
         _current = partial(restore, capture())
         return
@@ -262,18 +262,6 @@ def _reseed(seed: Seed, phase: str, generators: dict[str, Any]) -> None:
         owner = owner_of(generator)
         if owner is not None:
             owner.seed_generator(generator, derive("pytest", phase, name, root=seed, bits=256))
-
-
-def _get_root() -> tuple[Seed | None, str | None]:
-    return derivation._root, os.environ.get(derivation.ENV_VAR)
-
-
-def _put_root(saved: tuple[Seed | None, str | None]) -> None:
-    derivation._root, text = saved
-    if text is None:
-        os.environ.pop(derivation.ENV_VAR, None)
-    else:
-        os.environ[derivation.ENV_VAR] = text
 
 
 # -- reporting ---------------------------------------------------------------------------------
