@@ -102,6 +102,7 @@ WARMUP_CALLS = 20
 IMG_BATCH = 64
 IMG_BATCHES = 200  # per variant and repeat (--quick: 60)
 N_IMAGES = 1024  # distinct images; index i shows image i % N_IMAGES
+SIDE = 64  # image side; --image-size changes it (224: an ImageNet-sized augmentation)
 CROP = 56
 
 
@@ -160,7 +161,9 @@ class Images(Dataset[tuple[torch.Tensor, int]]):
 
     def __init__(self, size: int) -> None:
         g = torch.Generator().manual_seed(1234)
-        self.images = torch.randint(0, 256, (N_IMAGES, 3, 64, 64), dtype=torch.uint8, generator=g)
+        self.images = torch.randint(
+            0, 256, (N_IMAGES, 3, SIDE, SIDE), dtype=torch.uint8, generator=g
+        )
         self.labels = torch.randint(0, 10, (N_IMAGES,), generator=g).tolist()
         self.size = size
         self.mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -171,7 +174,7 @@ class Images(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img = self.images[i % N_IMAGES]
-        top, left = torch.randint(0, 64 - CROP + 1, (2,)).tolist()
+        top, left = torch.randint(0, SIDE - CROP + 1, (2,)).tolist()
         x = img[:, top : top + CROP, left : left + CROP]
         if random.random() < 0.5:
             x = x.flip(-1)
@@ -514,7 +517,10 @@ def sample_variants() -> list[Variant]:
     ]
     fetch = getattr(seeded, "_fetch", None)  # the worker path: seeding, no save / restore
     if fetch is not None:
-        variants.append(Variant("fetch", lambda idx: [fetch(0, i) for i in idx]))
+        from seedlock.data.samples import _seeded_backends
+
+        backends = _seeded_backends()
+        variants.append(Variant("fetch", lambda idx: [fetch(0, i, backends) for i in idx]))
     hand = HandSeeded(ds)
     variants.append(Variant("raw", lambda idx: [hand[i] for i in idx]))
     return variants
@@ -835,7 +841,7 @@ def report(
         )
     )
     for workers in (WORKERS, 0):
-        what = f"throughput, augmentation, batch {IMG_BATCH}, num_workers={workers}"
+        what = f"throughput, {SIDE}x{SIDE} augmentation, batch {IMG_BATCH}, num_workers={workers}"
         lines += [
             throughput_row(
                 f"{what}: seedlock vs DataLoader (criterion >= {THROUGHPUT_TARGET}x)",
@@ -974,7 +980,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="always print the cProfiles (default: when a criterion is missed)",
     )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=64,
+        help="side of the synthetic images (crop: 7/8 of it); 224 is ImageNet-sized (default 64)",
+    )
     args = parser.parse_args(argv)
+    global SIDE, CROP
+    SIDE, CROP = args.image_size, args.image_size * 7 // 8
     repeats = max(1, args.repeats if args.repeats is not None else (2 if args.quick else 5))
     batches = 60 if args.quick else IMG_BATCHES
     if StatefulDataLoader is None:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -174,6 +173,8 @@ def fresh_seed() -> int:
     32 bits, so that the seed, once printed, replays with any tool (``np.random.seed`` and
     ``torch.manual_seed`` keep only 32 bits, and the classic scheme hands the root to them as is).
     """
+    import secrets  # ~10 ms to import (base64, hmac): only when a fresh seed is drawn
+
     return secrets.randbits(32)
 
 

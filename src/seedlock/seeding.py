@@ -17,6 +17,15 @@ Two schemes decide the value each *global* generator gets:
     produce correlated streams. Use ``independent`` when that matters more than matching the
     numbers of an existing script.
 
+Under ``torchrun``, ``per_rank=False`` (default) gives the globals the same values on every
+rank, exactly as the classic recipe does: model initialisation drawn from them is identical on
+every rank, and so are dropout masks and noise drawn from them. ``per_rank=True`` gives each
+rank's globals their own values, the rank being a key of the derivation (never added to the
+seed): ``derive("classic", "rank", rank, bits=32)`` shared by every global in the classic scheme,
+``derive("global", <backend>, "rank", rank)`` in the independent one. Model initialisation must
+then come from shared randomness: :func:`seedlock.distributed.shared_globals`, or DDP's own
+broadcast of rank 0's parameters when it wraps the model.
+
 Libraries that are installed but not imported yet are not imported: they are seeded by a
 post-import hook the moment the program imports them.
 """
@@ -26,9 +35,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from seedlock import _hooks
 from seedlock import backends as _backends
@@ -49,6 +57,7 @@ __all__ = [
     "SeedReport",
     "ensure_hash_seed",
     "global_seed",
+    "globals_per_rank",
     "hash_seed",
     "seed_everything",
 ]
@@ -58,6 +67,8 @@ _SCHEMES = ("classic", "independent")
 _CLASSIC_LIMIT = 2**32
 _HOOK_KEY = "seedlock.seed_everything"
 _REEXEC_MARK = "SEEDLOCK_HASH_SEED_REEXEC"
+# Whether the last seed_everything gave the globals rank-local values (read by sync_state).
+_per_rank = False
 
 
 def _log(warning: bool, message: str) -> None:
@@ -73,8 +84,7 @@ def _log(warning: bool, message: str) -> None:
         print(message, file=sys.stderr)
 
 
-@dataclass(frozen=True)
-class SeedEntry:
+class SeedEntry(NamedTuple):
     """One backend's line in a :class:`SeedReport`."""
 
     backend: str
@@ -85,8 +95,7 @@ class SeedEntry:
     detail: str
 
 
-@dataclass(frozen=True)
-class HashSeed:
+class HashSeed(NamedTuple):
     """Whether ``str`` / ``bytes`` hashing (set and dict-of-str order) is fixed in this process."""
 
     fixed: bool
@@ -94,16 +103,44 @@ class HashSeed:
     detail: str
 
 
-@dataclass(frozen=True)
 class SeedReport:
-    """What :func:`seed_everything` did: printable as a table, convertible to a dict."""
+    """What :func:`seed_everything` did: printable as a table, convertible to a dict.
 
-    root: Seed
-    scheme: str
-    fresh: bool
-    entries: tuple[SeedEntry, ...]
-    hash_seed: HashSeed
-    determinism: tuple[str, ...] = field(default=())
+    (A plain class rather than a dataclass: ``dataclasses`` costs ~8 ms to import, paid by
+    every interpreter ``seedlock run`` starts.)
+    """
+
+    __slots__ = ("determinism", "entries", "fresh", "hash_seed", "rank", "root", "scheme")
+
+    def __init__(
+        self,
+        root: Seed,
+        scheme: str,
+        fresh: bool,
+        entries: tuple[SeedEntry, ...],
+        hash_seed: HashSeed,
+        *,
+        determinism: tuple[str, ...] = (),
+        rank: int | None = None,
+    ) -> None:
+        self.root = root
+        self.scheme = scheme
+        self.fresh = fresh
+        self.entries = entries
+        self.hash_seed = hash_seed
+        self.determinism = determinism
+        #: The rank the globals' values were derived for (``per_rank=True``), else ``None``.
+        self.rank = rank
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SeedReport):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<SeedReport root={format_seed(self.root)} scheme={self.scheme}>"
 
     def __getitem__(self, backend: str) -> SeedEntry:
         for entry in self.entries:
@@ -112,15 +149,22 @@ class SeedReport:
         raise KeyError(backend)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["root"] = format_seed(self.root)
-        d["entries"] = [asdict(e) for e in self.entries]
-        d["determinism"] = list(self.determinism)
-        return d
+        return {
+            "root": format_seed(self.root),
+            "scheme": self.scheme,
+            "fresh": self.fresh,
+            "entries": [e._asdict() for e in self.entries],
+            "hash_seed": self.hash_seed._asdict(),
+            "determinism": list(self.determinism),
+            "rank": self.rank,
+        }
 
     def __str__(self) -> str:
         origin = " (fresh entropy: pass it back to replay)" if self.fresh else ""
-        lines = [f"seedlock: root seed {format_seed(self.root)}{origin}, scheme {self.scheme}"]
+        per_rank = "" if self.rank is None else f", globals per rank (rank {self.rank})"
+        lines = [
+            f"seedlock: root seed {format_seed(self.root)}{origin}, scheme {self.scheme}{per_rank}"
+        ]
         rows = [("backend", "status", "value", "what")]
         rows += [
             (e.backend, e.status, "-" if e.value is None else str(e.value), e.detail)
@@ -140,8 +184,16 @@ class SeedReport:
         return "\n".join(lines)
 
 
-def global_seed(backend: Backend, root: Seed, scheme: Scheme = "classic") -> int:
-    """The value ``seed_everything(root, scheme=scheme)`` gives ``backend``'s global generator."""
+def global_seed(
+    backend: Backend, root: Seed, scheme: Scheme = "classic", *, rank: int | None = None
+) -> int:
+    """The value ``seed_everything(root, scheme=scheme)`` gives ``backend``'s global generator;
+    with ``rank``, the value ``seed_everything(root, scheme=scheme, per_rank=True)`` gives it on
+    that rank."""
+    if rank is not None:
+        if scheme == "classic":
+            return derive("classic", "rank", rank, root=root, bits=32)
+        return derive("global", backend.name, "rank", rank, root=root, bits=backend.seed_bits)
     if scheme == "classic":
         if isinstance(root, int) and 0 <= root < _CLASSIC_LIMIT:
             return root
@@ -155,6 +207,7 @@ def seed_everything(
     deterministic: bool = False,
     scheme: Scheme = "classic",
     backends: Iterable[str] | None = None,
+    per_rank: bool = False,
 ) -> SeedReport:
     """Seed every installed RNG family from one root seed, and report what was seeded.
 
@@ -166,13 +219,23 @@ def seed_everything(
     ``deterministic=True`` also switches on the determinism profile
     (:func:`seedlock.deterministic`). ``backends`` limits the call to the named backends.
 
+    ``per_rank=True`` gives the globals rank-local values under ``torchrun`` (different dropout
+    and noise on every rank); the default keeps them identical on every rank, like the classic
+    recipe. See the module docstring for the values and for model initialisation.
+
     >>> import seedlock, random
     >>> report = seedlock.seed_everything(0)
     >>> random.random()  # the same number as after random.seed(0)
     0.8444218515250481
     """
+    global _per_rank
     if scheme not in _SCHEMES:
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
+    rank = None
+    if per_rank:
+        from seedlock.distributed import rank as current_rank
+
+        rank = current_rank()
     fresh = seed is None
     root = fresh_seed() if seed is None else check_seed(seed)
     set_root(root)
@@ -185,26 +248,29 @@ def seed_everything(
         if backend.name not in chosen:
             entries.append(SeedEntry(backend.name, "skipped", None, "not in backends="))
             continue
-        entries.append(_seed_one(backend, root, scheme))
+        entries.append(_seed_one(backend, root, scheme, rank))
+    _per_rank = per_rank
 
     changes: tuple[str, ...] = ()
     if deterministic:
         from seedlock.determinism import deterministic as profile
 
         changes = tuple(str(c) for c in profile(backends=sorted(chosen)).changes)
-    report = SeedReport(root, scheme, fresh, tuple(entries), hash_seed(), changes)
+    report = SeedReport(
+        root, scheme, fresh, tuple(entries), hash_seed(), determinism=changes, rank=rank
+    )
     if "logging" in sys.modules:
         _log(False, str(report))
     return report
 
 
-def _seed_one(backend: Backend, root: Seed, scheme: Scheme) -> SeedEntry:
+def _seed_one(backend: Backend, root: Seed, scheme: Scheme, rank: int | None) -> SeedEntry:
     _hooks.cancel(backend.module, _HOOK_KEY)
     if not backend.available():
         return SeedEntry(backend.name, "not installed", None, "")
     if backend.seed_bits == 0:
         return SeedEntry(backend.name, "no global RNG", None, "keys come from seedlock.jax_key")
-    value = global_seed(backend, root, scheme)
+    value = global_seed(backend, root, scheme, rank=rank)
     if backend.loaded():
         return SeedEntry(backend.name, "seeded", value, backend.seed(value))
 
@@ -214,6 +280,11 @@ def _seed_one(backend: Backend, root: Seed, scheme: Scheme) -> SeedEntry:
 
     _hooks.on_import(backend.module, _HOOK_KEY, seed_on_import)
     return SeedEntry(backend.name, "on import", value, f"seeded when {backend.module} is imported")
+
+
+def globals_per_rank() -> bool:
+    """Did the last :func:`seed_everything` give the globals rank-local values?"""
+    return _per_rank
 
 
 @cache

@@ -27,8 +27,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "OPTIONAL_MEMBERS",
@@ -43,8 +42,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class DeterminismOptions:
+class DeterminismOptions(NamedTuple):
     """What the determinism profile asks of every backend (see :func:`seedlock.deterministic`)."""
 
     warn_only: bool = False
@@ -53,8 +51,7 @@ class DeterminismOptions:
     cublas_workspace_config: str = ":4096:8"
 
 
-@dataclass
-class Change:
+class Change(NamedTuple):
     """One switch a backend flipped: enough to report it and to put it back."""
 
     backend: str

@@ -11,6 +11,12 @@ RNG (a plain DataLoader draws from it on every ``iter()``, even with ``num_worke
 the caller has received — not how many the workers prefetched. ``load_state_dict`` makes the next
 ``iter()`` start at exactly the following batch, computed from the epoch's permutation (no replay
 of the skipped batches), with any ``num_workers``, ``persistent_workers`` or ``prefetch_factor``.
+
+Under ``torchrun`` each rank's loader iterates its own share of the epoch's order (see
+:class:`~seedlock.data.ResumableSampler`), and its state also holds ``"world_size"`` (only when
+it is above 1). The state is the same on every rank of a job (every rank delivers the same
+number of batches), but a batch count is the same position only for the same number of ranks:
+loading it with another raises :class:`~seedlock.distributed.WorldSizeMismatchError`.
 """
 
 from __future__ import annotations
@@ -164,16 +170,30 @@ class SeedlockDataLoader(DataLoader[Any]):
         self._next_epoch, self._skip = epoch, 0
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"version", "epoch", "batches"}``: where to resume, counted in delivered batches."""
+        """``{"version", "epoch", "batches"}``: where to resume, counted in delivered batches
+        (plus ``"world_size"`` when the data is partitioned across ranks)."""
         if not self._finished and self._delivered < len(self):
-            return {"version": _STATE_VERSION, "epoch": self._epoch, "batches": self._delivered}
-        return {"version": _STATE_VERSION, "epoch": self._next_epoch, "batches": 0}
+            state = {"version": _STATE_VERSION, "epoch": self._epoch, "batches": self._delivered}
+        else:
+            state = {"version": _STATE_VERSION, "epoch": self._next_epoch, "batches": 0}
+        if self.resumable_sampler.num_replicas > 1:
+            state["world_size"] = self.resumable_sampler.num_replicas
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next ``iter()`` continue exactly after the last delivered batch."""
         epoch, batches = state.get("epoch"), state.get("batches")
         if state.get("version") != _STATE_VERSION or not isinstance(epoch, int):
             raise ValueError(f"not a seedlock loader state: {state!r}")
+        saved, here = state.get("world_size", 1), self.resumable_sampler.num_replicas
+        if saved != here:
+            from seedlock.distributed import WorldSizeMismatchError
+
+            raise WorldSizeMismatchError(
+                f"this loader state was saved with the data split across {saved} rank(s), this "
+                f"loader splits it across {here}: its batch count means another position here; "
+                f"resume with {saved} rank(s)"
+            )
         if not isinstance(batches, int) or not 0 <= batches <= len(self):
             raise ValueError(f"batches must be an int in [0, {len(self)}], got {batches!r}")
         self._next_epoch, self._skip = epoch, batches

@@ -16,7 +16,6 @@ size; with ``drop_last`` the tail is dropped; rank ``r`` takes every ``world``-t
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Sized
 from typing import Any
 
@@ -26,15 +25,6 @@ from torch.utils.data import Sampler
 from seedlock.derivation import Seed, check_seed, derive, get_root
 
 __all__ = ["ResumableSampler"]
-
-
-def _world() -> tuple[int, int]:
-    """(world size, rank) from an initialised process group, else torchrun's variables."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
 
 
 class ResumableSampler(Sampler[int]):
@@ -60,9 +50,10 @@ class ResumableSampler(Sampler[int]):
         self.size = data_source if isinstance(data_source, int) else len(data_source)
         if self.size < 0:
             raise ValueError(f"the dataset size must be >= 0, got {self.size}")
-        world, here = _world() if num_replicas is None or rank is None else (num_replicas, rank)
-        self.num_replicas = world if num_replicas is None else num_replicas
-        self.rank = here if rank is None else rank
+        from seedlock import distributed
+
+        self.num_replicas = distributed.world_size() if num_replicas is None else num_replicas
+        self.rank = distributed.rank() if rank is None else rank
         if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
             raise ValueError(
                 f"rank must be in [0, num_replicas), got rank {self.rank} of {self.num_replicas}"
