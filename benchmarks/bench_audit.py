@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _stats import Series, paired  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
 import seedlock
@@ -78,28 +79,6 @@ def load_average() -> float:
 
 # --- statistics and formatting --------------------------------------------------------------------
 # ASCII only: the table must paste cleanly anywhere.
-
-
-@dataclass
-class Series:
-    """One value per repeat."""
-
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def iqr(self) -> tuple[float, float]:
-        if len(self.values) < 2:
-            return self.values[0], self.values[0]
-        q = statistics.quantiles(self.values, n=4, method="inclusive")
-        return q[0], q[2]
-
-
-def paired(a: Series, b: Series, op: Callable[[float, float], float]) -> Series:
-    """op(a[i], b[i]): both ran in the same repeat, so they share its machine state."""
-    return Series([op(x, y) for x, y in zip(a.values, b.values, strict=True)])
 
 
 def _num(v: float) -> str:

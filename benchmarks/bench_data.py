@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _stats import Series, paired  # benchmarks/ is on sys.path when run as a script
 from torch.utils.data import DataLoader, Dataset
 
 import seedlock
@@ -185,37 +186,6 @@ class Images(Dataset[tuple[torch.Tensor, int]]):
 
 
 # --- statistics and formatting -------------------------------------------------------------------
-
-
-@dataclass
-class Series:
-    """One value per repeat (seconds, or samples/s); ``note`` marks extrapolated / single runs."""
-
-    values: list[float] = field(default_factory=list)
-    note: str = ""
-
-    def add(self, v: float) -> None:
-        self.values.append(v)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def iqr(self) -> tuple[float, float]:
-        if len(self.values) < 2:
-            return self.values[0], self.values[0]
-        q = statistics.quantiles(self.values, n=4, method="inclusive")
-        return q[0], q[2]
-
-
-def paired(a: Series, b: Series) -> Series:
-    """a[i] - b[i]: both ran in the same repeat, so they share its machine state. A single run
-    is paired with the other side's median."""
-    if len(a.values) == len(b.values):
-        return Series([x - y for x, y in zip(a.values, b.values, strict=True)])
-    if len(b.values) == 1:
-        return Series([x - b.values[0] for x in a.values], note="vs 1 run")
-    return Series([a.median - y for y in b.values], note="vs 1 run")
 
 
 # ASCII only: the table must paste cleanly anywhere.

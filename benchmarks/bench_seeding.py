@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from _stats import Series, paired  # benchmarks/ is on sys.path when run as a script
+
 PY = sys.executable
 FRAMEWORKS = ("torch", "numpy", "jax", "tensorflow")
 CRITERION_MS = 30.0
@@ -184,31 +186,6 @@ def run_child(code: str, *args: str) -> Run:
         if line.startswith("@@ "):
             out = line[3:]
     return Run(wall, out)
-
-
-@dataclass
-class Series:
-    """Samples of one measure (seconds or nanoseconds, whatever the caller puts in)."""
-
-    values: list[float] = field(default_factory=list)
-
-    def add(self, v: float) -> None:
-        self.values.append(v)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def iqr(self) -> tuple[float, float]:
-        if len(self.values) < 2:
-            return self.values[0], self.values[0]
-        q = statistics.quantiles(self.values, n=4, method="inclusive")
-        return q[0], q[2]
-
-
-def paired(a: Series, b: Series) -> Series:
-    """a[i] - b[i]: the variants of one round ran back to back, so their noise is shared."""
-    return Series([x - y for x, y in zip(a.values, b.values, strict=True)])
 
 
 Thunk = Callable[[], Run]

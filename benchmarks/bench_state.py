@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _stats import Series, paired  # benchmarks/ is on sys.path when run as a script
 
 import seedlock
 
@@ -268,29 +269,6 @@ def time_block(v: Variant, calls: int) -> list[int]:
                 load(token)
                 out.append(ns() - t)
     return out
-
-
-@dataclass
-class Series:
-    """One value per repeat (ns): the median of that repeat's block of calls."""
-
-    values: list[float] = field(default_factory=list)
-    calls: list[int] = field(default_factory=list)  # every call, pooled
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    def iqr(self) -> tuple[float, float]:
-        if len(self.values) < 2:
-            return self.values[0], self.values[0]
-        q = statistics.quantiles(self.values, n=4, method="inclusive")
-        return q[0], q[2]
-
-
-def paired(a: Series, b: Series) -> Series:
-    """a[i] - b[i]: both blocks ran in the same repeat, so they share its machine state."""
-    return Series([x - y for x, y in zip(a.values, b.values, strict=True)])
 
 
 def calibrate(variants: dict[str, Variant]) -> dict[str, int]:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -258,10 +257,9 @@ def test_doctor_under_seedlock_run_sees_the_fixed_hash_seed(tmp_path):
     assert "[    ok] hash-seed: str hashing is fixed (PYTHONHASHSEED=9)" in proc.stdout
 
 
-def test_run_startup_is_recorded_quickly(tmp_path):
-    # Not a timing assertion: only that a trivial command completes and leaves a manifest.
-    start = time.perf_counter()
+def test_default_manifest_lands_in_the_project_cache(tmp_path):
     proc = seedlock("run", "--seed", "1", "--", sys.executable, "-c", "pass", cwd=tmp_path)
     assert proc.returncode == 0
-    assert time.perf_counter() - start < 120
-    assert list((tmp_path / ".seedlock" / "runs").glob("*.json"))
+    (manifest,) = (tmp_path / ".seedlock" / "runs").glob("*-seed1.json")
+    assert json.loads(manifest.read_text())["command"]["exit_code"] == 0
+    assert (tmp_path / ".seedlock" / ".gitignore").read_text().endswith("*\n")

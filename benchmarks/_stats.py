@@ -1,0 +1,45 @@
+"""What every benchmark here shares: a series of per-repeat values, and pairing two series."""
+
+from __future__ import annotations
+
+import operator
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Series", "paired"]
+
+
+@dataclass
+class Series:
+    """One value per repeat. ``note`` marks extrapolated or single runs; ``calls`` optionally
+    pools every individual call (for p99 / max lines)."""
+
+    values: list[float] = field(default_factory=list)
+    note: str = ""
+    calls: list[float] = field(default_factory=list)
+
+    def add(self, v: float) -> None:
+        self.values.append(v)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def iqr(self) -> tuple[float, float]:
+        if len(self.values) < 2:
+            return self.values[0], self.values[0]
+        q = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q[0], q[2]
+
+
+def paired(a: Series, b: Series, op: Callable[[float, float], float] = operator.sub) -> Series:
+    """``op(a[i], b[i])``: both ran in the same repeat, back to back, so they share its machine
+    state. A single run on one side is paired with each value of the other."""
+    if len(a.values) == len(b.values):
+        return Series([op(x, y) for x, y in zip(a.values, b.values, strict=True)])
+    if len(b.values) == 1:
+        return Series([op(x, b.values[0]) for x in a.values], note="vs 1 run")
+    if len(a.values) == 1:
+        return Series([op(a.values[0], y) for y in b.values], note="vs 1 run")
+    raise ValueError(f"cannot pair {len(a.values)} values with {len(b.values)}")
