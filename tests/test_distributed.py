@@ -562,12 +562,19 @@ def test_per_rank_golden_values():
     assert derive("classic", "rank", 1, root=0, bits=32) == 1609629154
 
 
-def test_jax_key_per_rank(world):
-    jax = pytest.importorskip("jax")
-    world(1, 2)
-    key = seedlock.jax_key("init", root=0, per_rank=True)
+def test_jax_key_per_rank():
+    # In a child: JAX starts thread pools, and other tests fork DataLoader workers.
+    pytest.importorskip("jax")
+    code = (
+        "import jax, seedlock; "
+        "print(jax.random.key_data(seedlock.jax_key('init', root=0, per_rank=True)).tolist())"
+    )
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
     value = derive("init", "rank", 1, root=0, bits=64)
-    assert jax.random.key_data(key).tolist() == [value & 0xFFFFFFFF, value >> 32]
+    assert out.strip() == str([value & 0xFFFFFFFF, value >> 32])
 
 
 def test_rank_local_generator_has_the_same_name_on_every_rank(world):
