@@ -40,10 +40,35 @@ def random_draw(name: str) -> bytes:
     import random
 
     if name == "python":
-        return repr(random.random()).encode()
+        return repr((random.random(), random.gauss(0, 1))).encode()
     if name == "numpy":
-        return np.random.rand(2).tobytes()
+        return np.random.rand(2).tobytes() + np.random.normal(size=3).tobytes()
     return torch.rand(2).numpy().tobytes()
+
+
+@pytest.mark.parametrize("name", ["python", "numpy", "torch"])
+def test_the_fast_seeder_has_the_effect_of_seed(name):
+    (backend,) = backends.select([name])
+    value = 0x9E3779B9
+    random_draw(name)  # leave a cached gaussian behind: seeding must clear it
+    backend.seed(value)
+    expected = [random_draw(name) for _ in range(3)]
+    random_draw(name)
+    backend.seeder()(value)
+    assert [random_draw(name) for _ in range(3)] == expected
+
+
+@pytest.mark.parametrize("name", ["python", "numpy", "torch"])
+def test_the_in_process_snapshot_puts_back_every_bit(name):
+    (backend,) = backends.select([name])
+    backend.seed(5)
+    random_draw(name)  # mid-stream, with a cached gaussian (python, numpy)
+    save, load = backend.snapshot()
+    state = save()
+    first = [random_draw(name) for _ in range(3)]
+    backend.seeder()(77)
+    load(state)
+    assert [random_draw(name) for _ in range(3)] == first
 
 
 def test_select_accepts_a_single_name():

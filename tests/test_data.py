@@ -61,6 +61,15 @@ def test_batches_are_bit_identical_for_any_worker_count(reference, workers, pers
     assert torch.equal(epochs(loader), reference)
 
 
+def test_workers_started_with_spawn_see_the_same_batches(reference):
+    # spawn pickles the dataset into each worker (fork copies it): the wrapper must survive that.
+    loader = seedlock.data.loader(
+        Augmented(), batch_size=4, shuffle=True, num_workers=2, multiprocessing_context="spawn"
+    )
+    loader.dataset[(0, 0)]  # a fetch in this process first: the wrapper now holds hash states
+    assert torch.equal(epochs(loader), reference)
+
+
 def test_each_sample_gets_its_own_augmentation_in_every_epoch(reference):
     values = reference[:, 1:]
     assert len({tuple(row.tolist()) for row in values}) == len(values)

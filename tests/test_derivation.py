@@ -9,8 +9,12 @@ import sys
 
 import pytest
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from seedlock.derivation import (
     ENV_VAR,
+    Deriver,
     check_seed,
     derive,
     format_seed,
@@ -93,6 +97,30 @@ def test_lower_bit_widths_are_prefixes_of_the_same_digest():
 )
 def test_distinct_key_paths_never_share_an_encoding(a, b):
     assert derive(*a[0], root=a[1]) != derive(*b[0], root=b[1])
+
+
+keys = st.one_of(st.integers(-(2**70), 2**70), st.text(max_size=5), st.binary(max_size=5))
+
+
+@given(
+    head=st.lists(keys, max_size=2),
+    middle=st.lists(keys, max_size=3),
+    suffixes=st.lists(st.lists(keys, max_size=3), max_size=4),
+    root=keys,
+    bits=st.integers(1, 256),
+)
+def test_the_deriver_is_derive_with_the_fixed_parts_hashed_once(head, middle, suffixes, root, bits):
+    # Suffixes of different lengths land in different hash groups: the order must survive.
+    got = Deriver(head, len(middle), suffixes, root=root, bits=bits)(*middle)
+    assert got == [derive(*head, *middle, *s, root=root, bits=bits) for s in suffixes]
+
+
+def test_the_deriver_checks_its_middle_keys():
+    deriver = Deriver(("data",), 2, [("torch",)], root=0)
+    with pytest.raises(TypeError, match="expected 2 middle key"):
+        deriver(1)
+    with pytest.raises(TypeError, match="bool"):
+        deriver(True, 1)
 
 
 @pytest.mark.parametrize("bits", [0, 257, -1])

@@ -52,6 +52,7 @@ from typing import Any
 
 __all__ = [
     "ENV_VAR",
+    "Deriver",
     "Key",
     "Seed",
     "check_seed",
@@ -142,29 +143,71 @@ def derive_each(
     bits: int = 64,
 ) -> list[int]:
     """``[derive(*prefix, *suffix, root=root, bits=bits) for suffix in suffixes]``, computed
-    faster: the shared prefix is hashed once (the per-sample seeding hot path).
+    faster: the shared prefix is hashed once.
     """
-    if not 1 <= bits <= _MAX_BITS or isinstance(bits, bool):
-        raise ValueError(f"bits must be between 1 and {_MAX_BITS}, got {bits!r}")
-    root_item = _encode(check_seed(get_root() if root is None else root, "root"))
-    encoded_prefix = [_encode(check_seed(key, "key")) for key in prefix]
-    bases: dict[int, Any] = {}  # the item count is hashed first, so one base per suffix length
-    mask = (1 << bits) - 1
-    values = []
-    for suffix in suffixes:
-        base = bases.get(len(suffix))
-        if base is None:
-            base = hashlib.blake2b(_TAG, digest_size=32)
-            base.update((len(prefix) + len(suffix) + 1).to_bytes(8, "little"))
-            for item in encoded_prefix:
-                base.update(item)
-            bases[len(suffix)] = base
-        h = base.copy()
-        for key in suffix:
-            h.update(_encode(check_seed(key, "key")))
-        h.update(root_item)
-        values.append(int.from_bytes(h.digest(), "little") & mask)
-    return values
+    return Deriver((), len(prefix), suffixes, root=root, bits=bits)(*prefix)
+
+
+class Deriver:
+    """``derive(*head, *middle, *suffix, root=root, bits=bits)`` for every suffix, with ``head``,
+    the suffixes and the root fixed once and ``middle`` given per call: the per-sample seeding
+    hot path (``head=("data",)``, ``middle=(epoch, index)``, one suffix per generator).
+
+    Everything that does not change between calls is encoded and hashed up front, so a call
+    hashes only the middle keys and finishes one digest per suffix.
+
+    >>> Deriver(("data",), 2, [("torch",), ("numpy",)], root=0)(3, 17) == [
+    ...     derive("data", 3, 17, "torch", root=0), derive("data", 3, 17, "numpy", root=0)]
+    True
+    """
+
+    __slots__ = ("_count", "_groups", "_mask", "_width")
+
+    def __init__(
+        self,
+        head: Sequence[Key],
+        width: int,
+        suffixes: Sequence[Sequence[Key]],
+        *,
+        root: Seed | None = None,
+        bits: int = 64,
+    ) -> None:
+        if not 1 <= bits <= _MAX_BITS or isinstance(bits, bool):
+            raise ValueError(f"bits must be between 1 and {_MAX_BITS}, got {bits!r}")
+        root_item = _encode(check_seed(get_root() if root is None else root, "root"))
+        encoded_head = b"".join(_encode(check_seed(key, "key")) for key in head)
+        # The item count is hashed first, so suffixes of one length share a base.
+        groups: dict[int, tuple[Any, list[tuple[int, bytes]]]] = {}
+        for position, suffix in enumerate(suffixes):
+            group = groups.get(len(suffix))
+            if group is None:
+                base = hashlib.blake2b(_TAG, digest_size=32)
+                base.update((len(head) + width + len(suffix) + 1).to_bytes(8, "little"))
+                base.update(encoded_head)
+                group = groups[len(suffix)] = (base, [])
+            tail = b"".join(_encode(check_seed(key, "key")) for key in suffix) + root_item
+            group[1].append((position, tail))
+        self._groups = list(groups.values())
+        self._count = len(suffixes)
+        self._width = width
+        self._mask = (1 << bits) - 1
+
+    def __call__(self, *middle: Key) -> list[int]:
+        if len(middle) != self._width:
+            raise TypeError(f"expected {self._width} middle key(s), got {len(middle)}")
+        encoded = b"".join(
+            _encode(key if type(key) is int else check_seed(key, "key")) for key in middle
+        )
+        mask = self._mask
+        values = [0] * self._count
+        for base, tails in self._groups:
+            h = base.copy()
+            h.update(encoded)
+            for position, tail in tails:
+                final = h.copy()
+                final.update(tail)
+                values[position] = int.from_bytes(final.digest(), "little") & mask
+        return values
 
 
 def fresh_seed() -> int:

@@ -174,8 +174,17 @@ class GeneratorOwner(Protocol):
 #: ``restore_generator(obj, state)``, ``seed_generator(obj, material)``
 #:     for generator *objects* of the library (``numpy.random.Generator``, ``random.Random``,
 #:     ``torch.Generator``) registered with ``seedlock.register``.
+#: ``seeder() -> Callable[[int], object]``
+#:     the cheapest callable with the effect of :meth:`~Backend.seed` (no report string): what
+#:     per-sample seeding calls for every sample. Default: ``seed``.
+#: ``snapshot() -> (save, load)``
+#:     two callables that save the global generators' state in the library's own in-process
+#:     form and put it back: how the main process keeps its streams while it fetches samples.
+#:     Default: ``(capture, restore)``.
 OPTIONAL_MEMBERS = (
     "check_state",
+    "seeder",
+    "snapshot",
     "owns",
     "capture_generator",
     "check_generator",
@@ -215,6 +224,14 @@ class BaseBackend:
 
     def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
         return []
+
+    def seeder(self) -> Callable[[int], object]:
+        backend: Backend = self  # type: ignore[assignment]  # a subclass completes the protocol
+        return backend.seed
+
+    def snapshot(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        backend: Backend = self  # type: ignore[assignment]
+        return backend.capture, backend.restore
 
     def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
         return []

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from seedlock.backends.base import BaseBackend, blob_problem, low_bits
@@ -46,6 +47,13 @@ class NumpyBackend(BaseBackend):
     def seed(self, value: int) -> str:
         self._require_loaded().random.seed(value)
         return "np.random (legacy global RandomState)"
+
+    def seeder(self) -> Callable[[int], object]:
+        return self._require_loaded().random.seed  # type: ignore[no-any-return]
+
+    def snapshot(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        random = self._require_loaded().random
+        return random.get_state, random.set_state
 
     def capture(self) -> dict[str, Any]:
         st = self._require_loaded().random.get_state(legacy=False)

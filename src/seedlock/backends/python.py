@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import _random
 import random
 import struct
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from seedlock.backends.base import BaseBackend, blob_problem, low_bits
@@ -47,6 +49,21 @@ class PythonBackend(BaseBackend):
     def seed(self, value: int) -> str:
         random.seed(value)
         return "random (global Mersenne Twister)"
+
+    def seeder(self) -> Callable[[int], object]:
+        # random.seed(int) is random.py's Random.seed: type checks, then the C seed, then
+        # gauss_next = None. Doing the last two directly saves a Python frame per sample.
+        instance: Any = random._inst
+        c_seed = _random.Random.seed
+
+        def seed(value: int) -> None:
+            c_seed(instance, value)
+            instance.gauss_next = None
+
+        return seed
+
+    def snapshot(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        return random.getstate, random.setstate
 
     def capture(self) -> dict[str, Any]:
         return _to_plain(random.getstate())

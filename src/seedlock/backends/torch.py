@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from seedlock.backends.base import (
@@ -46,13 +47,28 @@ class TorchBackend(BaseBackend):
 
     _found: list[str] | None = None
 
-    def seed(self, value: int) -> str:
-        torch = self._require_loaded()
+    def _accelerators_now(self, torch: Any) -> list[str]:
         if self._found is None or torch.cuda.is_initialized():
             # Devices do not come and go while a program runs; asking costs ~2 us, which
             # matters when seeding per sample. (Re-asked once CUDA starts, for the report.)
             self._found = self._accelerators(torch)
-        accelerators = self._found
+        return self._found
+
+    def seeder(self) -> Callable[[int], object]:
+        torch = self._require_loaded()
+        if self._accelerators_now(torch):
+            return torch.manual_seed  # type: ignore[no-any-return]
+        return torch.default_generator.manual_seed  # type: ignore[no-any-return]
+
+    def snapshot(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        torch = self._require_loaded()
+        if self._accelerators_now(torch):
+            return self.capture, self.restore  # the devices' generators too
+        return torch.get_rng_state, torch.set_rng_state
+
+    def seed(self, value: int) -> str:
+        torch = self._require_loaded()
+        accelerators = self._accelerators_now(torch)
         if accelerators:
             torch.manual_seed(value)
         else:

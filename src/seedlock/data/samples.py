@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from torch.utils.data import Dataset, get_worker_info
 
 from seedlock import backends as _backends
 from seedlock.backends.base import GeneratorOwner
-from seedlock.derivation import Seed, check_seed, derive, derive_each, get_root
+from seedlock.derivation import Deriver, Seed, check_seed, derive, get_root
 
 __all__ = ["SeededDataset", "find_generators", "sample_generator", "sample_rng"]
 
@@ -49,13 +48,13 @@ _MAX_STEPS = 3
 _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 
 
-@dataclass
 class _Sample:
-    root: Seed
-    epoch: int
-    index: int
-    rng: Any = None
-    generator: Any = None
+    __slots__ = ("epoch", "generator", "index", "rng", "root")
+
+    def __init__(self, root: Seed, epoch: int, index: int) -> None:
+        self.root, self.epoch, self.index = root, epoch, index
+        self.rng: Any = None
+        self.generator: Any = None
 
 
 _current: _Sample | None = None
@@ -166,6 +165,7 @@ class SeededDataset(Dataset[Any]):
         self.dataset = dataset
         self.root = get_root() if root is None else check_seed(root)
         self.held = find_generators(dataset)
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
         if strict and self.held:
             paths = ", ".join(
                 f"{p} ({type(g).__module__}.{type(g).__qualname__})" for p, g, _ in self.held
@@ -185,39 +185,74 @@ class SeededDataset(Dataset[Any]):
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
         # torch's fetcher calls this once per batch: the main process saves and restores the
-        # caller's global generators once per batch rather than once per sample, and the list
-        # of generators to seed is made once per batch too.
-        backends = _seeded_backends()
-        saved = [(b, b.capture()) for b in backends] if _in_main_process() else None
+        # caller's global generators once per batch rather than once per sample.
+        plan = self._plan()
+        saved = [(load, save()) for save, load in plan.snapshots] if _in_main_process() else ()
         try:
-            return [self._fetch(epoch, index, backends) for epoch, index in keys]
+            return [self._fetch(epoch, index, plan) for epoch, index in keys]
         finally:
-            for backend, state in saved or ():
-                backend.restore(state)
+            for load, state in saved:
+                load(state)
 
-    def _fetch(self, epoch: int, index: int, backends: list[Any]) -> Any:
+    def _plan(self) -> _Plan:
+        """What seeding one sample takes, made once per set of loaded libraries."""
+        backends = tuple(_seeded_backends())
+        plan = self._plans.get(backends)
+        if plan is None:
+            plan = self._plans[backends] = _Plan(backends, self.held, self.root)
+        return plan
+
+    def _fetch(self, epoch: int, index: int, plan: _Plan) -> Any:
         global _current
-        sample = _Sample(self.root, epoch, index)
-        previous, _current = _current, sample
+        previous, _current = _current, _Sample(self.root, epoch, index)
         try:
-            suffixes: list[tuple[str | int, ...]] = [(b.name,) for b in backends]
-            suffixes += [("held", path) for path, _, _ in self.held]
-            material = derive_each(("data", epoch, index), suffixes, root=self.root, bits=256)
-            for backend, value in zip(backends, material, strict=False):
-                backend.seed(value & ((1 << backend.seed_bits) - 1))
-            for (_, generator, owner), value in zip(
-                self.held, material[len(backends) :], strict=True
-            ):
+            material = plan.derive(epoch, index)
+            for (seed, mask), value in zip(plan.seeders, material, strict=False):
+                seed(value & mask)
+            held = material[len(plan.seeders) :]
+            for (generator, owner), value in zip(plan.held, held, strict=True):
                 owner.seed_generator(generator, value)
             return self.dataset[index]
         finally:
             _current = previous
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers started with "spawn" / "forkserver" receive the dataset pickled; the plans
+        # hold hash states and bound methods of this process, and are remade there.
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def __getattr__(self, name: str) -> Any:
         # Let code that reaches through loader.dataset find the user's attributes.
-        if name == "dataset":
+        if name in ("dataset", "_plans"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+
+class _Plan:
+    """The per-sample seeding of one dataset for one set of loaded libraries: a
+    :class:`~seedlock.derivation.Deriver` for ``("data", epoch, index, <suffix>)`` and the
+    backends' fast seeders (see ``seeder`` / ``snapshot`` in :mod:`seedlock.backends.base`)."""
+
+    def __init__(
+        self, backends: tuple[Any, ...], held: list[tuple[str, Any, GeneratorOwner]], root: Seed
+    ) -> None:
+        suffixes: list[tuple[str, ...]] = [(b.name,) for b in backends]
+        suffixes += [("held", path) for path, _, _ in held]
+        self.derive = Deriver(("data",), 2, suffixes, root=root, bits=256)
+        self.seeders = [(_optional(b, "seeder", b.seed), (1 << b.seed_bits) - 1) for b in backends]
+        self.snapshots = [_optional(b, "snapshot", (b.capture, b.restore)) for b in backends]
+        self.held = [(generator, owner) for _, generator, owner in held]
+
+
+def _optional(backend: Any, member: str, default: Any) -> Any:
+    """A backend's optional ``seeder()`` / ``snapshot()`` (third-party backends may lack them)."""
+    method = getattr(backend, member, None)
+    return default if method is None else method()
 
 
 def _seeded_backends() -> list[Any]:
