@@ -263,3 +263,87 @@ def test_default_manifest_lands_in_the_project_cache(tmp_path):
     (manifest,) = (tmp_path / ".seedlock" / "runs").glob("*-seed1.json")
     assert json.loads(manifest.read_text())["command"]["exit_code"] == 0
     assert (tmp_path / ".seedlock" / ".gitignore").read_text().endswith("*\n")
+
+
+def test_the_seeded_child_matches_the_classic_recipe(tmp_path, script):
+    # torch imports random and numpy on its way: the deferred seeding must wait for it to finish,
+    # then seed all three exactly as random.seed(7); np.random.seed(7); torch.manual_seed(7).
+    proc = seedlock("run", "-q", "--seed", "7", "--no-manifest", "--", sys.executable,
+                    str(script), cwd=tmp_path, env={"PYTHONHASHSEED": "0"})  # fmt: skip
+    recipe = subprocess.run(
+        [sys.executable, "-c", "import random, numpy as np, torch\n"
+         "random.seed(7); np.random.seed(7); torch.manual_seed(7)\n" + DRAWS],
+        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "7"}, check=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == recipe.stdout
+
+
+def test_a_program_that_imports_no_rng_library_never_loads_the_seeding_machinery(tmp_path):
+    code = "import sys; print('seedlock.seeding' in sys.modules, 'typing' in sys.modules)"
+    proc = seedlock("run", "-q", "--seed", "1", "--manifest", "m.json", "--", sys.executable,
+                    "-c", code, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert manifest["seed"]["globals"] == {}  # nothing was imported, so nothing was seeded
+    (process,) = manifest["processes"]
+    assert process["hash_seed"] == "1"
+
+
+def test_the_deferred_seeding_hooks_every_builtin_backend():
+    from seedlock import backends
+    from seedlock._bootstrap import LIBRARIES
+
+    builtin = [b for b in backends.all_backends() if b.__module__.startswith("seedlock.")]
+    assert sorted(LIBRARIES) == sorted(b.module for b in builtin)
+
+
+def test_a_child_killed_by_sigpipe_is_recorded_as_such(tmp_path):
+    # posix_spawn must give the child SIGPIPE's default action (Python ignores it): `yes | head`
+    # has to stop `yes` with SIGPIPE, not with a write error.
+    proc = subprocess.Popen(
+        [SEEDLOCK, "run", "-q", "--manifest", "m.json", "--", "yes"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.read(4)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == -signal.SIGPIPE
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert manifest["command"]["signal"] == "SIGPIPE"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--", "python", "x.py"],
+        ["python", "x.py", "--seed", "3"],
+        ["--seed", "3", "--deterministic", "-q", "--", "python", "-c", "pass"],
+        ["--seed=-5", "--manifest=out/m.json", "--no-manifest", "--quiet", "cmd"],
+        ["--seed", "-5", "--manifest", "m.json", "cmd", "--", "x"],
+        ["--deterministic"],
+        [],
+    ],
+)
+def test_the_hand_parser_agrees_with_argparse(argv):
+    import argparse
+
+    from seedlock.cli import run
+
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    expected = vars(parser.parse_args(argv))
+    expected["command"] = run._command(argparse.Namespace(**expected))
+    fast = run.parse(argv)
+    assert fast is not None
+    assert {**vars(fast), "command": run._command(fast)} == expected
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--det", "cmd"], ["--seed"], ["--seed", "--deterministic"], ["-x"]]
+)
+def test_the_hand_parser_leaves_unusual_lines_to_argparse(argv):
+    from seedlock.cli import run
+
+    assert run.parse(argv) is None

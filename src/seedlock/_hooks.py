@@ -15,10 +15,11 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing itself costs milliseconds in every interpreter seedlock run starts
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
+    from typing import Any
 
 __all__ = ["cancel", "on_import", "pending"]
 

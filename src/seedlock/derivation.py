@@ -45,10 +45,17 @@ digest, never cut from another seed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
-from typing import Any
+
+try:  # hashlib.blake2b is this class; importing hashlib also loads OpenSSL (~3 ms at start-up)
+    from _blake2 import blake2b as _blake2b
+except ImportError:  # pragma: no cover - a Python built without the _blake2 module
+    from hashlib import blake2b as _blake2b
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ENV_VAR",
@@ -181,7 +188,7 @@ class Deriver:
         for position, suffix in enumerate(suffixes):
             group = groups.get(len(suffix))
             if group is None:
-                base = hashlib.blake2b(_TAG, digest_size=32)
+                base = _blake2b(_TAG, digest_size=32)
                 base.update((len(head) + width + len(suffix) + 1).to_bytes(8, "little"))
                 base.update(encoded_head)
                 group = groups[len(suffix)] = (base, [])

@@ -12,16 +12,19 @@ results (see :data:`RISK_RULES`).
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import json
 import os
-import platform
-import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+
+from seedlock import _startup
+
+TYPE_CHECKING = False  # typing costs milliseconds in the seeded child (see above)
+if TYPE_CHECKING:
+    from typing import Any
+
+# Everything else is imported where it is used: a seeded child imports this module at start-up
+# (seedlock run with a manifest), and each of datetime, json, platform, subprocess and pathlib
+# costs milliseconds there.
 
 __all__ = [
     "ENV_WHITELIST",
@@ -33,6 +36,7 @@ __all__ = [
     "flatten",
     "process_record",
     "read",
+    "timestamp",
 ]
 
 SCHEMA = "seedlock.manifest"
@@ -65,11 +69,17 @@ ENV_WHITELIST = (
 )
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+def timestamp(seconds: float) -> str:
+    """A ``time.time()`` value as recorded in manifests: ISO 8601, UTC, milliseconds."""
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds")
 
 
 def _run(argv: list[str], cwd: str | None = None) -> str | None:
+    import subprocess
+
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=cwd, check=False)
     except (OSError, subprocess.SubprocessError):
@@ -79,11 +89,14 @@ def _run(argv: list[str], cwd: str | None = None) -> str | None:
 
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    import platform
+
     return platform.processor() or platform.machine()
 
 
@@ -102,6 +115,8 @@ def _gpus() -> list[dict[str, str]]:
 
 
 def _git(cwd: str) -> dict[str, Any] | None:
+    import hashlib
+
     commit = _run(["git", "rev-parse", "HEAD"], cwd)
     if commit is None:
         return None
@@ -133,6 +148,8 @@ def _packages() -> dict[str, str]:
 
 def environment(cwd: str | None = None) -> dict[str, Any]:
     """What this process sees of the machine and the project (no seed, no command)."""
+    import platform
+
     cwd = cwd or os.getcwd()
     libc = platform.libc_ver()
     return {
@@ -163,14 +180,12 @@ def process_record() -> dict[str, Any]:
 
     Imports nothing: a framework the program never imported is reported as not loaded.
     """
-    from seedlock.seeding import hash_seed
-
-    hs = hash_seed()
+    fixed, value, _ = _startup.hash_seed()
     record: dict[str, Any] = {
         "pid": os.getpid(),
         "argv": list(sys.argv),
         "rank": os.environ.get("RANK"),
-        "hash_seed": hs.value if hs.fixed else None,
+        "hash_seed": value if fixed else None,
         "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
         "torch": None,
         "determinism": {},
@@ -204,6 +219,8 @@ def process_record() -> dict[str, Any]:
 
 def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a manifest, checking that it is one (``ValueError`` if not)."""
+    import json
+
     with open(path, encoding="utf-8") as f:
         try:
             data = json.load(f)
@@ -293,7 +310,13 @@ def _risk(key: str) -> tuple[str, str]:
     return "medium", "other"
 
 
-class Difference(dict[str, Any]):
+if TYPE_CHECKING:
+    _Fields = dict[str, Any]
+else:
+    _Fields = dict
+
+
+class Difference(_Fields):
     """One differing key: ``key``, ``a``, ``b``, ``risk`` (high/medium/low), ``why``."""
 
 
@@ -314,4 +337,6 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
 
 def now() -> str:
     """The current UTC time as recorded in manifests."""
-    return _now()
+    import time
+
+    return timestamp(time.time())

@@ -35,10 +35,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from functools import cache
 from typing import Any, Literal, NamedTuple
 
-from seedlock import _hooks
+from seedlock import _hooks, _startup
 from seedlock import backends as _backends
 from seedlock.backends.base import Backend
 from seedlock.derivation import (
@@ -287,38 +286,13 @@ def globals_per_rank() -> bool:
     return _per_rank
 
 
-@cache
-def _startup_environ() -> dict[str, str]:
-    """The environment this interpreter started with. On Linux /proc keeps it even after the
-    program edits os.environ (the classic in-process PYTHONHASHSEED no-op)."""
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return dict(os.environ)
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
 def hash_seed() -> HashSeed:
     """Is this interpreter's ``str``/``bytes`` hash seed fixed, and to what?
 
     The hash seed is read once, at start-up: only ``PYTHONHASHSEED`` in the environment the
     interpreter *started* with counts; setting ``os.environ["PYTHONHASHSEED"]`` later is a no-op.
     """
-    if sys.flags.hash_randomization == 0:
-        return HashSeed(True, "0", "hash randomisation disabled (PYTHONHASHSEED=0)")
-    if sys.flags.ignore_environment:
-        return HashSeed(False, None, "python -E/-I ignores PYTHONHASHSEED")
-    value = _startup_environ().get("PYTHONHASHSEED", "random")
-    if value.isdigit():
-        return HashSeed(True, value, "PYTHONHASHSEED set at start-up")
-    return HashSeed(
-        False,
-        None,
-        "set and str-keyed dict order vary per process: use seedlock.ensure_hash_seed() "
-        "or launch with `seedlock run`",
-    )
+    return HashSeed(*_startup.hash_seed())
 
 
 def ensure_hash_seed(seed: Seed | None = None) -> None:

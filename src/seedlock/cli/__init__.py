@@ -1,18 +1,23 @@
-"""The ``seedlock`` command. One module per subcommand, each with ``add_parser`` and ``run``.
+"""The ``seedlock`` command. One module per subcommand, each with ``add_arguments`` and ``run``
+(and optionally ``main(argv)``, which then parses its own command line).
 
-Subcommand modules are imported only when chosen, so ``seedlock --version`` stays instant.
+Subcommand modules are imported only when chosen, and argparse only when a command line needs
+it: ``seedlock run`` parses its options by hand, since it starts every seeded program.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
-from collections.abc import Sequence
 
 from seedlock._version import __version__
 
-__all__ = ["main"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+__all__ = ["describe", "main"]
 
 # subcommand -> (module, one-line help)
 _COMMANDS = {
@@ -25,7 +30,14 @@ _COMMANDS = {
 }
 
 
+def describe(name: str) -> str:
+    """The one-line help of subcommand ``name``."""
+    return _COMMANDS[name][1]
+
+
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="seedlock",
         description="Bit-for-bit reproducible PyTorch / NumPy / Python runs.",
@@ -40,15 +52,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``seedlock`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
     if not args or args[0] not in _COMMANDS:
-        ns = parser.parse_args(args)  # --version, --help, or an error for unknown commands
+        ns = _parser().parse_args(args)  # --version, --help, or an error for unknown commands
         if ns.command is None:
-            parser.print_help()
+            _parser().print_help()
             return 2
     name, rest = args[0], args[1:]
     module = importlib.import_module(_COMMANDS[name][0])
-    sub = argparse.ArgumentParser(prog=f"seedlock {name}", description=_COMMANDS[name][1])
+    own_main = getattr(module, "main", None)
+    if own_main is not None:
+        return int(own_main(rest))
+    import argparse
+
+    sub = argparse.ArgumentParser(prog=f"seedlock {name}", description=describe(name))
     module.add_arguments(sub)
     code: int = module.run(sub.parse_args(rest))
     return code
