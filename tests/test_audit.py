@@ -57,6 +57,47 @@ def test_fingerprint_handles_dtypes_numpy_lacks(dtype):
     assert len(audit.fingerprint(torch.ones(4, dtype=dtype))) == 32
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(3, 5),
+        lambda: torch.randn(3, 5).t(),  # not contiguous
+        lambda: torch.randn(4, dtype=torch.complex64).conj(),  # conjugate bit set
+        lambda: -torch.randn(4, dtype=torch.complex64).conj(),
+        lambda: torch.ones(4, dtype=torch.bfloat16),
+        lambda: torch.tensor([True, False, True]),
+        lambda: torch.arange(7, dtype=torch.int16),
+        lambda: torch.empty(0, 3),
+    ],
+)
+def test_fingerprint_reads_the_same_bytes_on_every_path(make):
+    # The NumPy fast path and the uint8-view path must agree: fingerprints are compared across
+    # runs whatever path produced them.
+    import seedlock.audit.fingerprints as fp
+
+    t = make()
+    header = f"{t.dtype}|{tuple(t.shape)}|".encode()
+    resolved = t.resolve_conj().resolve_neg().contiguous()
+    data = resolved.reshape(-1)
+    if data.dtype.is_complex:
+        data = torch.view_as_real(data).reshape(-1)
+    expected = header + data.view(torch.uint8).numpy().tobytes()
+    h = fp._new_hash(b"")
+    h.update(expected)
+    assert fp.fingerprint(t) == h.hexdigest()[:32]
+
+
+def test_trace_memo_is_exact_after_an_in_place_change():
+    from seedlock.audit.traces import _memo
+
+    x = torch.randn(10)
+    before = (_memo(x), _memo.summary(x))
+    assert (_memo(x), _memo.summary(x)) == before  # a hit
+    x.add_(1)  # bumps the version counter: both must be computed again
+    assert _memo(x) == audit.fingerprint(x) != before[0]
+    assert _memo.summary(x) == audit.summary(x) != before[1]
+
+
 def test_device_hash_sees_bit_flips_and_swaps():
     # The on-device path is checked on the CPU: same arithmetic.
     x = torch.randn(1000)

@@ -234,7 +234,13 @@ def compare(
     >>> print(report)
     """
     pa, pb = os.fspath(a), os.fspath(b)
-    hash_a, hash_b = read_meta(pa).get("hash", "sha256"), read_meta(pb).get("hash", "sha256")
+    meta_a, meta_b = read_meta(pa), read_meta(pb)
+    if meta_a.get("version") != meta_b.get("version"):
+        raise ValueError(
+            f"the traces have different formats (version {meta_a.get('version')} vs "
+            f"{meta_b.get('version')}): record both with the same seedlock release"
+        )
+    hash_a, hash_b = meta_a.get("hash", "sha256"), meta_b.get("hash", "sha256")
     if hash_a != hash_b:
         raise ValueError(
             f"the traces were fingerprinted with different hashes ({hash_a} vs {hash_b}): "

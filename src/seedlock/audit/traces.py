@@ -39,7 +39,6 @@ long the run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -53,12 +52,12 @@ from typing import Any
 import torch
 
 from seedlock._version import __version__
-from seedlock.audit.fingerprints import ALGORITHM, fingerprint, summary
+from seedlock.audit.fingerprints import ALGORITHM, Summary, fingerprint, hash_bytes, summary
 
 __all__ = ["FORMAT", "SCHEMA", "Tracer", "tensors_in", "trace"]
 
 FORMAT = "seedlock.trace"
-VERSION = 1
+VERSION = 2  # 2: RNG and multi-tensor fingerprints use the trace's hash, not SHA-256
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -83,23 +82,36 @@ def tensors_in(value: Any) -> Iterator[torch.Tensor]:
 
 
 class _Memo:
-    """Fingerprints of recently seen tensors: a module's input is usually the previous module's
-    output, hashed a moment ago. Keyed by identity, checked by weak reference and by the
-    tensor's version counter (bumped by every in-place change), so a hit is always exact."""
+    """Fingerprints and summaries of recently seen tensors: a module's input is usually the
+    previous module's output, hashed a moment ago, and a container's output is its last
+    child's. Keyed by identity, checked by weak reference and by the tensor's version counter
+    (bumped by every in-place change), so a hit is always exact."""
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
-        self.entries: dict[int, tuple[Any, int, str]] = {}
+        self.entries: dict[int, list[Any]] = {}  # id -> [ref, version, fingerprint, summary]
 
-    def __call__(self, t: torch.Tensor) -> str:
+    def _entry(self, t: torch.Tensor) -> list[Any]:
         entry = self.entries.get(id(t))
         if entry is not None and entry[0]() is t and entry[1] == t._version:
-            return entry[2]
-        fp = fingerprint(t)
+            return entry
         if len(self.entries) >= self.size:
             self.entries.clear()
-        self.entries[id(t)] = (weakref.ref(t), t._version, fp)
-        return fp
+        entry = self.entries[id(t)] = [weakref.ref(t), t._version, None, None]
+        return entry
+
+    def __call__(self, t: torch.Tensor) -> str:
+        entry = self._entry(t)
+        if entry[2] is None:
+            entry[2] = fingerprint(t)
+        return str(entry[2])
+
+    def summary(self, t: torch.Tensor) -> Summary:
+        entry = self._entry(t)
+        if entry[3] is None:
+            entry[3] = summary(t)
+        stats: Summary = entry[3]
+        return stats
 
 
 _memo = _Memo()
@@ -112,7 +124,7 @@ def _fingerprint_all(tensors: list[torch.Tensor]) -> str:
     prints = [_memo(t) for t in tensors]
     if len(prints) == 1:
         return prints[0]
-    return hashlib.sha256("".join(prints).encode()).hexdigest()[:32]
+    return hash_bytes("".join(prints).encode())
 
 
 _Stats = tuple[float, float, int, int]
@@ -122,7 +134,7 @@ def _combined(tensors: list[torch.Tensor]) -> tuple[str, str | None, str | None,
     """(fingerprint, dtype, shape, summary) of one or more tensors."""
     if not tensors:
         return "none", None, None, (0.0, 0.0, 0, 0)
-    stats = [summary(t) for t in tensors]
+    stats = [_memo.summary(t) for t in tensors]
     fp = _fingerprint_all(tensors)
     total = (
         sum(s.sum for s in stats),
@@ -135,11 +147,10 @@ def _combined(tensors: list[torch.Tensor]) -> tuple[str, str | None, str | None,
 
 def rng_fingerprint() -> str:
     """Fingerprint of torch's CPU generator state (and every CUDA device's, once started)."""
-    h = hashlib.sha256(torch.get_rng_state().numpy().tobytes())
+    states = [torch.get_rng_state().numpy()]
     if torch.cuda.is_initialized():
-        for state in torch.cuda.get_rng_state_all():
-            h.update(state.numpy().tobytes())
-    return h.hexdigest()[:32]
+        states += [state.numpy() for state in torch.cuda.get_rng_state_all()]
+    return hash_bytes(*states)
 
 
 class Tracer:
