@@ -608,8 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--steps",
         type=int,
-        default=2,
-        help="untraced + traced step pairs per workload and repeat (default 2; ops=True: 1)",
+        default=8,
+        help="untraced + traced step pairs per workload and repeat (default 8: two were too "
+        "few to steady a ratio on a shared 2-core machine; ops=True: 1)",
     )
     parser.add_argument("--no-ops", action="store_true", help="skip the ops=True rows")
     parser.add_argument(
