@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Series", "paired"]
+__all__ = ["Series", "fmt", "fmt_diff", "paired"]
 
 
 @dataclass
@@ -43,3 +43,24 @@ def paired(a: Series, b: Series, op: Callable[[float, float], float] = operator.
     if len(a.values) == 1:
         return Series([op(a.values[0], y) for y in b.values], note="vs 1 run")
     raise ValueError(f"cannot pair {len(a.values)} values with {len(b.values)}")
+
+
+# -- table cells (ASCII only: the tables must paste cleanly anywhere) -----------------------------
+
+
+def _num(v: float) -> str:
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def fmt(s: Series, scale: float, unit: str) -> str:
+    """``median unit (p25 - p75)``, scaled, with the series' note."""
+    lo, hi = s.iqr()
+    text = f"{_num(s.median * scale)} {unit} ({_num(lo * scale)} - {_num(hi * scale)})"
+    return f"{text} {s.note}" if s.note else text
+
+
+def fmt_diff(s: Series, scale: float, unit: str) -> str:
+    """``+median unit (+p25 .. +p75)`` of per-repeat differences, with the series' note."""
+    lo, hi = s.iqr()
+    text = f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
+    return f"{text} {s.note}" if s.note else text

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _stats import Series, paired  # benchmarks/ is on sys.path when run as a script
+from _stats import Series, fmt, fmt_diff, paired  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
 import seedlock
@@ -77,22 +77,7 @@ def load_average() -> float:
         return float("nan")
 
 
-# --- statistics and formatting --------------------------------------------------------------------
-# ASCII only: the table must paste cleanly anywhere.
-
-
-def _num(v: float) -> str:
-    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
-
-
-def fmt(s: Series, scale: float, unit: str) -> str:
-    lo, hi = s.iqr()
-    return f"{_num(s.median * scale)} {unit} ({_num(lo * scale)} - {_num(hi * scale)})"
-
-
-def fmt_diff(s: Series, scale: float, unit: str) -> str:
-    lo, hi = s.iqr()
-    return f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
+# --- formatting (ASCII only: the tables must paste cleanly anywhere) -----------------------------
 
 
 def throughput_row(measure: str, this: Series, base: Series, nbytes: int) -> str:

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _stats import Series, paired  # benchmarks/ is on sys.path when run as a script
+from _stats import Series, fmt, fmt_diff, paired  # benchmarks/ is on sys.path when run as a script
 from torch.utils.data import DataLoader, Dataset
 
 import seedlock
@@ -190,26 +190,7 @@ class Images(Dataset[tuple[torch.Tensor, int]]):
         return x, self.labels[i % N_IMAGES]
 
 
-# --- statistics and formatting -------------------------------------------------------------------
-
-
-# ASCII only: the table must paste cleanly anywhere.
-
-
-def _num(v: float) -> str:
-    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
-
-
-def fmt(s: Series, scale: float, unit: str) -> str:
-    lo, hi = s.iqr()
-    text = f"{_num(s.median * scale)} {unit} ({_num(lo * scale)} - {_num(hi * scale)})"
-    return f"{text} {s.note}" if s.note else text
-
-
-def fmt_diff(s: Series, scale: float, unit: str) -> str:
-    lo, hi = s.iqr()
-    text = f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
-    return f"{text} {s.note}" if s.note else text
+# --- formatting (ASCII only: the tables must paste cleanly anywhere) -----------------------------
 
 
 def fmt_ratio(r: float) -> str:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _stats import Series, paired  # benchmarks/ is on sys.path when run as a script
+from _stats import Series, fmt, fmt_diff, paired  # benchmarks/ is on sys.path when run as a script
 
 PY = sys.executable
 FRAMEWORKS = ("torch", "numpy", "jax", "tensorflow")
@@ -197,17 +197,6 @@ def progress(msg: str) -> None:
 
 # --- formatting ----------------------------------------------------------------------------------
 # ASCII only: the table must paste cleanly anywhere.
-
-
-def fmt(s: Series, scale: float, unit: str) -> str:
-    lo, hi = s.iqr()
-    d = 1 if s.median * scale >= 10 else 2
-    return f"{s.median * scale:.{d}f} {unit} ({lo * scale:.{d}f} - {hi * scale:.{d}f})"
-
-
-def fmt_diff(s: Series, scale: float, unit: str) -> str:
-    lo, hi = s.iqr()
-    return f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
 
 
 def row(measure: str, this: Series, base: Series | None, *, scale: float, unit: str) -> str:

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _stats import Series, paired  # benchmarks/ is on sys.path when run as a script
+from _stats import Series, fmt, fmt_diff, paired  # benchmarks/ is on sys.path when run as a script
 
 import seedlock
 
@@ -315,17 +315,6 @@ def sizes(tmp: Path, gens: Generators, lightning: LightningFns | None) -> dict[s
 
 # --- formatting -----------------------------------------------------------------------------------
 # ASCII only: the table must paste cleanly anywhere.
-
-
-def fmt(s: Series, scale: float, unit: str) -> str:
-    lo, hi = s.iqr()
-    d = 1 if s.median * scale >= 10 else 2
-    return f"{s.median * scale:.{d}f} {unit} ({lo * scale:.{d}f} - {hi * scale:.{d}f})"
-
-
-def fmt_diff(s: Series, scale: float, unit: str) -> str:
-    lo, hi = s.iqr()
-    return f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
 
 
 def row(measure: str, this: Series, base: Series, unit: str = "us") -> str:
