@@ -93,6 +93,21 @@ def test_fetching_in_the_main_process_leaves_every_global_stream_alone():
     assert torch.equal(got[2], expected[2])
 
 
+def test_per_sample_seeding_leaves_the_lazy_cuda_seed_alone(monkeypatch):
+    # On a machine with a GPU, seed_everything queues CUDA's seed until CUDA starts. Per-sample
+    # seeding must not queue its own (torch.manual_seed would): the main process restores only
+    # the CPU state, so a queued per-sample seed would replace seed_everything's at CUDA start.
+    from seedlock import backends
+
+    (torch_backend,) = backends.select(["torch"])
+    monkeypatch.setattr(torch_backend, "_found", ["cuda x1, applied when CUDA starts"])
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    seedlock.seed_everything(0)
+    queued = torch.cuda._lazy_seed_tracker.get_calls()
+    list(seedlock.data.loader(Augmented(), batch_size=4))
+    assert torch.cuda._lazy_seed_tracker.get_calls() == queued
+
+
 def test_a_plain_dataloader_duplicates_held_generator_augmentations_and_seedlock_does_not():
     torch.manual_seed(0)
     plain = DataLoader(Augmented(), batch_size=4, shuffle=True, num_workers=2)

@@ -175,11 +175,12 @@ class GeneratorOwner(Protocol):
 #:     for generator *objects* of the library (``numpy.random.Generator``, ``random.Random``,
 #:     ``torch.Generator``) registered with ``seedlock.register``.
 #: ``seeder() -> Callable[[int], object]``
-#:     the cheapest callable with the effect of :meth:`~Backend.seed` (no report string): what
-#:     per-sample seeding calls for every sample. Default: ``seed``.
+#:     the cheapest callable that seeds the library's host (CPU) global generator, no report
+#:     string: what per-sample seeding calls for every sample. Device generators are left
+#:     alone. Default: ``seed``.
 #: ``snapshot() -> (save, load)``
-#:     two callables that save the global generators' state in the library's own in-process
-#:     form and put it back: how the main process keeps its streams while it fetches samples.
+#:     two callables that save that generator's state in the library's own in-process form
+#:     and put it back: how the main process keeps its streams while it fetches samples.
 #:     Default: ``(capture, restore)``.
 OPTIONAL_MEMBERS = (
     "check_state",

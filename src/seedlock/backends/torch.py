@@ -55,15 +55,13 @@ class TorchBackend(BaseBackend):
         return self._found
 
     def seeder(self) -> Callable[[int], object]:
-        torch = self._require_loaded()
-        if self._accelerators_now(torch):
-            return torch.manual_seed  # type: ignore[no-any-return]
-        return torch.default_generator.manual_seed  # type: ignore[no-any-return]
+        # Per-sample seeding sets the CPU generator only: workers cannot use a device, and
+        # torch.manual_seed would also queue a lazy CUDA seed that outlives the main process's
+        # restore and would replace seed_everything's when CUDA starts.
+        return self._require_loaded().default_generator.manual_seed  # type: ignore[no-any-return]
 
     def snapshot(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
         torch = self._require_loaded()
-        if self._accelerators_now(torch):
-            return self.capture, self.restore  # the devices' generators too
         return torch.get_rng_state, torch.set_rng_state
 
     def seed(self, value: int) -> str:
