@@ -279,6 +279,38 @@ def test_the_seeded_child_matches_the_classic_recipe(tmp_path, script):
     assert proc.stdout == recipe.stdout
 
 
+def test_a_seed_everything_in_the_program_supersedes_the_run_seed(tmp_path):
+    # seedlock's own modules import random (the hook fires inside their import), and the
+    # program's seed_everything(5) must replace the still-pending seeding of numpy and torch.
+    code = (
+        "import seedlock; seedlock.seed_everything(5)\n"
+        "import random, numpy as np, torch\n"
+        "print(random.random(), np.random.rand(), torch.rand(1).item())"
+    )
+    proc = seedlock("run", "-q", "--seed", "1", "--no-manifest", "--", sys.executable, "-c",
+                    code, cwd=tmp_path)  # fmt: skip
+    recipe = run_recipe(5, "print(random.random(), np.random.rand(), torch.rand(1).item())")
+    assert proc.returncode == 0, proc.stderr
+    assert "NOT seeded" not in proc.stderr
+    assert proc.stdout == recipe
+
+
+def test_a_library_imported_inside_seedlock_is_seeded_with_the_run_seed(tmp_path):
+    code = "import seedlock.streams\nimport random\nprint(random.random())"
+    proc = seedlock("run", "-q", "--seed", "1", "--no-manifest", "--", sys.executable, "-c",
+                    code, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == run_recipe(1, "print(random.random())")
+
+
+def run_recipe(seed: int, body: str) -> str:
+    head = f"import random, numpy as np, torch\nrandom.seed({seed}); np.random.seed({seed}); "
+    code = head + f"torch.manual_seed({seed})\n" + body
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_a_program_that_imports_no_rng_library_never_loads_the_seeding_machinery(tmp_path):
     code = "import sys; print('seedlock.seeding' in sys.modules, 'typing' in sys.modules)"
     proc = seedlock("run", "-q", "--seed", "1", "--manifest", "m.json", "--", sys.executable,
@@ -291,12 +323,12 @@ def test_a_program_that_imports_no_rng_library_never_loads_the_seeding_machinery
     assert process["hash_seed"] == "1"
 
 
-def test_the_deferred_seeding_hooks_every_builtin_backend():
+def test_the_deferred_seeding_hooks_every_builtin_backend_with_a_global_generator():
     from seedlock import backends
     from seedlock._bootstrap import LIBRARIES
 
     builtin = [b for b in backends.all_backends() if b.__module__.startswith("seedlock.")]
-    assert sorted(LIBRARIES) == sorted(b.module for b in builtin)
+    assert sorted(LIBRARIES) == sorted(b.module for b in builtin if b.seed_bits)
 
 
 def test_a_child_killed_by_sigpipe_is_recorded_as_such(tmp_path):

@@ -1,11 +1,11 @@
 """What ``seedlock run``'s bootstrap runs inside every interpreter it starts.
 
 Kept outside ``seedlock.cli`` (which imports argparse): this runs at every interpreter start-up,
-so it imports little. When no RNG library is loaded yet (the usual case at start-up) seeding is
-deferred: a post-import hook runs :func:`seedlock.seed_everything` the moment the program first
-imports one of them, which seeds it before the program's next line, and hooks the others, exactly
-as a ``seed_everything`` call at start-up would. A program that imports none of them never pays
-for seedlock's seeding machinery.
+so it imports little. ``seed_everything(root)`` at start-up, when no RNG library is loaded yet
+(the usual case), seeds nothing at once: it registers, for each library, a callback that seeds
+it the moment it is imported. The bootstrap registers those same callbacks itself, under the
+same key, without loading seedlock's seeding code; a program that imports no RNG library never
+pays for it, and a ``seed_everything`` call in the program replaces them as it would its own.
 """
 
 from __future__ import annotations
@@ -17,27 +17,22 @@ from functools import partial
 
 from seedlock.derivation import ENV_VAR, parse_seed
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from seedlock.derivation import Seed
-    from seedlock.seeding import SeedReport
-
 DETERMINISTIC_VAR = "SEEDLOCK_DETERMINISTIC"
 RECORD_DIR_VAR = "SEEDLOCK_RECORD_DIR"
 TRACE_DIR_VAR = "SEEDLOCK_TRACE_DIR"
 
-#: The modules of the built-in backends (tests/test_cli_run.py checks the list): importing any
-#: of them triggers the deferred seeding.
-LIBRARIES = ("random", "numpy", "torch", "jax", "tensorflow", "cupy")
-_HOOK_KEY = "seedlock.run"
+#: The modules of the built-in backends that have a global generator (tests/test_cli_run.py
+#: checks the list against the registry).
+LIBRARIES = ("random", "numpy", "torch", "tensorflow", "cupy")
 
-_report: SeedReport | None = None
+#: backend name -> value, for the manifest: what this interpreter's globals were seeded with.
+_seeded: dict[str, int] = {}
 
 
 def start() -> None:
-    """Seed this interpreter (and switch the profile on) from the environment, now or on the
-    first import of an RNG library; at exit, write this process's record for the manifest.
-    With ``SEEDLOCK_TRACE_DIR``, trace every module once torch is imported (``seedlock check``).
+    """Seed this interpreter (and switch the profile on) from the environment, now or on each
+    RNG library's import; at exit, write this process's record for the manifest. With
+    ``SEEDLOCK_TRACE_DIR``, trace every module once torch is imported (``seedlock check``).
     """
     trace_dir = os.environ.get(TRACE_DIR_VAR)
     if trace_dir:
@@ -58,20 +53,34 @@ def start() -> None:
         from seedlock import manifest  # noqa: F401
 
         atexit.register(_write_record, record_dir)
-    if deterministic or trace_dir or _must_seed_now():
-        _seed(root, deterministic)
-        return
     from seedlock import _hooks
-    from seedlock.derivation import set_root
+
+    if deterministic or trace_dir or _must_seed_now():
+        from seedlock import backends
+        from seedlock.seeding import seed_everything
+
+        report = seed_everything(root, deterministic=deterministic)
+        for entry in report.entries:
+            if entry.value is None:
+                continue
+            if entry.status == "seeded":
+                _seeded[entry.backend] = entry.value
+            elif entry.status == "on import":  # the same callback, which also records the value
+                (backend,) = backends.select([entry.backend])
+                callback = partial(_seed_on_import, backend.module, entry.value)
+                _hooks.on_import(backend.module, _hooks.SEED_KEY, callback)
+        return
+    from seedlock.derivation import classic_seed, set_root
 
     set_root(root)
+    value = classic_seed(root)
     for module in LIBRARIES:
-        _hooks.on_import(module, _HOOK_KEY, partial(_seed_once, root, module))
+        _hooks.on_import(module, _hooks.SEED_KEY, partial(_seed_on_import, module, value))
 
 
 def _must_seed_now() -> bool:
     """A library is loaded already, or a third-party backend is installed (its module is not
-    known without loading the registry)."""
+    known without loading the registry): then ``seed_everything`` itself runs at start-up."""
     if any(module in sys.modules for module in LIBRARIES):
         return True
     from seedlock import _dists
@@ -79,33 +88,22 @@ def _must_seed_now() -> bool:
     return not _dists.plain_path() or bool(_dists.entry_points("seedlock.backends"))
 
 
-def _seed(root: Seed, deterministic: bool) -> None:
-    global _report
-    from seedlock.seeding import seed_everything
+def _seed_on_import(module: str, value: int) -> None:
+    """What ``seed_everything``'s own callback does: seed the library just imported."""
+    if module == "random":
+        # PythonBackend.seed is random.seed(value). Called directly: seedlock's backends import
+        # random themselves, so this may run while they are half imported.
+        import random
 
-    _report = seed_everything(root, deterministic=deterministic)
-
-
-def _seed_once(root: Seed, imported: str) -> None:
-    """The hook for ``imported``, which has just finished executing."""
-    if any(_initializing(sys.modules.get(m)) for m in LIBRARIES if m != imported):
-        # Fired for a library imported on the way by another one still importing (torch imports
-        # random and numpy): seeding now would find that one half made. Its own hook, pending
-        # since start-up, fires when it is complete.
+        random.seed(value)
+        _seeded["python"] = value
         return
-    from seedlock import _hooks
+    from seedlock import backends
 
-    for module in LIBRARIES:
-        _hooks.cancel(module, _HOOK_KEY)
-    if _report is None:
-        _seed(root, False)
-
-
-def _initializing(module: object) -> bool:
-    """Is ``module`` still executing its import (importlib marks its spec meanwhile)?"""
-    return module is not None and bool(
-        getattr(getattr(module, "__spec__", None), "_initializing", False)
-    )
+    for backend in backends.all_backends():
+        if backend.module == module and backend.seed_bits:
+            backend.seed(value)
+            _seeded[backend.name] = value
 
 
 def _write_record(record_dir: str) -> None:
@@ -120,9 +118,8 @@ def _write_record(record_dir: str) -> None:
         return
 
     record = process_record()
-    # Deferred seeding that never ran: the program imported no RNG library, nothing was seeded.
-    entries = _report.entries if _report is not None else ()
-    record["seeded"] = {e.backend: e.value for e in entries if e.value is not None}
+    # Only what was seeded: a library the program never imported is not listed.
+    record["seeded"] = dict(_seeded)
     path = os.path.join(record_dir, f"{os.getpid()}.json")
     try:
         with open(path, "w", encoding="utf-8") as f:

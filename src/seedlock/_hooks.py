@@ -21,7 +21,12 @@ if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
     from typing import Any
 
-__all__ = ["cancel", "on_import", "pending"]
+__all__ = ["SEED_KEY", "cancel", "on_import", "pending"]
+
+#: The key of the seed-on-import callbacks: ``seed_everything``'s and those ``seedlock run``'s
+#: bootstrap registers before seedlock's seeding code is loaded. One key, so a later
+#: ``seed_everything`` replaces whatever seeding is still pending.
+SEED_KEY = "seedlock.seed_everything"
 
 _lock = threading.RLock()
 _callbacks: dict[str, dict[str, Callable[[], None]]] = {}

@@ -63,6 +63,7 @@ __all__ = [
     "Key",
     "Seed",
     "check_seed",
+    "classic_seed",
     "derive",
     "derive_each",
     "format_seed",
@@ -215,6 +216,22 @@ class Deriver:
                 final.update(tail)
                 values[position] = int.from_bytes(final.digest(), "little") & mask
         return values
+
+
+_CLASSIC_LIMIT = 2**32
+
+
+def classic_seed(root: Seed) -> int:
+    """The value every global generator gets from ``seed_everything(root)`` (the classic
+    scheme): ``root`` itself when it is an int in ``[0, 2**32)`` (what ``np.random.seed``
+    accepts), else ``derive("classic", root=root, bits=32)``.
+
+    >>> classic_seed(7), classic_seed(-1) == derive("classic", root=-1, bits=32)
+    (7, True)
+    """
+    if isinstance(root, int) and 0 <= root < _CLASSIC_LIMIT:
+        return root
+    return derive("classic", root=root, bits=32)
 
 
 def fresh_seed() -> int:

@@ -18,13 +18,12 @@ from collections.abc import Iterator
 
 from seedlock import _startup
 
-TYPE_CHECKING = False  # typing costs milliseconds in the seeded child (see above)
+# Everything else is imported where it is used: a seeded child imports this module at start-up
+# (seedlock run with a manifest), and each of typing, datetime, json, platform, subprocess and
+# pathlib costs milliseconds there.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-# Everything else is imported where it is used: a seeded child imports this module at start-up
-# (seedlock run with a manifest), and each of datetime, json, platform, subprocess and pathlib
-# costs milliseconds there.
 
 __all__ = [
     "ENV_WHITELIST",
@@ -334,9 +333,3 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     found.sort(key=lambda d: (_RANK[d["risk"]], d["key"]))
     return found
 
-
-def now() -> str:
-    """The current UTC time as recorded in manifests."""
-    import time
-
-    return timestamp(time.time())

@@ -43,6 +43,7 @@ from seedlock.backends.base import Backend
 from seedlock.derivation import (
     Seed,
     check_seed,
+    classic_seed,
     derive,
     format_seed,
     fresh_seed,
@@ -63,8 +64,7 @@ __all__ = [
 
 Scheme = Literal["classic", "independent"]
 _SCHEMES = ("classic", "independent")
-_CLASSIC_LIMIT = 2**32
-_HOOK_KEY = "seedlock.seed_everything"
+_HOOK_KEY = _hooks.SEED_KEY  # shared with seedlock run's deferred seeding, which this supersedes
 _REEXEC_MARK = "SEEDLOCK_HASH_SEED_REEXEC"
 # Whether the last seed_everything gave the globals rank-local values (read by sync_state).
 _per_rank = False
@@ -194,9 +194,7 @@ def global_seed(
             return derive("classic", "rank", rank, root=root, bits=32)
         return derive("global", backend.name, "rank", rank, root=root, bits=backend.seed_bits)
     if scheme == "classic":
-        if isinstance(root, int) and 0 <= root < _CLASSIC_LIMIT:
-            return root
-        return derive("classic", root=root, bits=32)
+        return classic_seed(root)
     return derive("global", backend.name, root=root, bits=backend.seed_bits)
 
 
