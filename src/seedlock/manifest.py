@@ -332,4 +332,3 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
             found.append(Difference(key=key, a=va, b=vb, risk=risk, why=why))
     found.sort(key=lambda d: (_RANK[d["risk"]], d["key"]))
     return found
-
