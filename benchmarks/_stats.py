@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Series", "fmt", "fmt_diff", "paired"]
+__all__ = ["Series", "fmt", "fmt_diff", "fmt_ratio", "paired", "row", "size_row"]
 
 
 @dataclass
@@ -64,3 +64,28 @@ def fmt_diff(s: Series, scale: float, unit: str) -> str:
     lo, hi = s.iqr()
     text = f"{s.median * scale:+.1f} {unit} ({lo * scale:+.1f} .. {hi * scale:+.1f})"
     return f"{text} {s.note}" if s.note else text
+
+
+def fmt_ratio(r: float) -> str:
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
+
+
+def row(measure: str, this: Series, base: Series | None, scale: float, unit: str) -> str:
+    """One table row: this and base (median, p25 - p75), their ratio, the paired difference."""
+    if base is None:
+        return f"| {measure} | {fmt(this, scale, unit)} | n/a | n/a | n/a |"
+    ratio = this.median / base.median if base.median else float("nan")
+    return (
+        f"| {measure} | {fmt(this, scale, unit)} | {fmt(base, scale, unit)} | "
+        f"{fmt_ratio(ratio)} | {fmt_diff(paired(this, base), scale, unit)} |"
+    )
+
+
+def size_row(measure: str, this: float, base: float | None, unit: str = "B") -> str:
+    """A row of sizes measured once (no spread)."""
+    if base is None:
+        return f"| {measure} | {this:,.0f} {unit} | n/a | n/a | n/a |"
+    return (
+        f"| {measure} | {this:,.0f} {unit} | {base:,.0f} {unit} | {this / base:.2f}x | "
+        f"{this - base:+,.0f} {unit} |"
+    )

@@ -51,7 +51,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _stats import Series, fmt, fmt_diff, paired  # benchmarks/ is on sys.path when run as a script
+from _stats import (  # benchmarks/ is on sys.path when run as a script
+    Series,
+    fmt,
+    fmt_diff,
+    paired,
+    row,
+    size_row,
+)
 from torch import nn
 
 import seedlock
@@ -86,24 +93,6 @@ def throughput_row(measure: str, this: Series, base: Series, nbytes: int) -> str
     return (
         f"| {measure} | {fmt(this, 1, 'GB/s')} | {fmt(base, 1, 'GB/s')} | "
         f"{this.median / base.median:.2f}x | {fmt_diff(added, 1e3, 'ms')} |"
-    )
-
-
-def time_row(measure: str, this: Series, base: Series) -> str:
-    """Seconds in, ms out; *added* is this - baseline per repeat."""
-    added = paired(this, base, lambda a, b: a - b)
-    return (
-        f"| {measure} | {fmt(this, 1e3, 'ms')} | {fmt(base, 1e3, 'ms')} | "
-        f"{this.median / base.median:.2f}x | {fmt_diff(added, 1e3, 'ms')} |"
-    )
-
-
-def size_row(measure: str, this: float, base: float | None, unit: str = "B") -> str:
-    if base is None:
-        return f"| {measure} | {this:,.0f} {unit} | n/a | n/a | n/a |"
-    return (
-        f"| {measure} | {this:,.0f} {unit} | {base:,.0f} {unit} | {this / base:.2f}x | "
-        f"{this - base:+,.0f} {unit} |"
     )
 
 
@@ -506,18 +495,22 @@ def report(fp: dict[str, Series], nbytes: int, st: Steps, loads: list[Workload])
         )
     for w in loads:
         lines.append(
-            time_row(
+            row(
                 f"{w.name} training step: traced vs untraced",
                 st[w.name, "trace", "wall"],
                 st[w.name, "plain", "wall"],
+                1e3,
+                "ms",
             )
         )
         if (w.name, "ops", "wall") in st:
             lines.append(
-                time_row(
+                row(
                     f"{w.name} training step: traced ops=True vs untraced",
                     st[w.name, "ops", "wall"],
                     st[w.name, "ops plain", "wall"],
+                    1e3,
+                    "ms",
                 )
             )
     for w in loads:

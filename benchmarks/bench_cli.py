@@ -85,7 +85,7 @@ def main() -> None:
             continue
         added = med[name] - med[base]
         print(f"| `{name}` | {med[name]:.1f} | `{base}` | {med[base]:.1f} | "
-              f"{med[name] / med[base]:.2f}x | +{added:.1f} |")  # fmt: skip
+              f"{med[name] / med[base]:.2f}x | {added:+.1f} |")  # fmt: skip
     extra = med["seedlock run -- python -c pass (manifest)"] - med["python -c pass"]
     verdict = "PASS" if extra < 80 else "FAIL"
     print(f"\n**seedlock run adds {extra:.1f} ms** to `python -c pass` (manifest included); "

@@ -62,7 +62,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from _stats import Series, fmt, fmt_diff, paired  # benchmarks/ is on sys.path when run as a script
+from _stats import (  # benchmarks/ is on sys.path when run as a script
+    Series,
+    fmt,
+    fmt_diff,
+    fmt_ratio,
+    row,
+)
 from torch.utils.data import DataLoader, Dataset
 
 import seedlock
@@ -191,20 +197,6 @@ class Images(Dataset[tuple[torch.Tensor, int]]):
 
 
 # --- formatting (ASCII only: the tables must paste cleanly anywhere) -----------------------------
-
-
-def fmt_ratio(r: float) -> str:
-    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
-
-
-def row(measure: str, this: Series, base: Series | None, scale: float, unit: str) -> str:
-    if base is None:
-        return f"| {measure} | {fmt(this, scale, unit)} | n/a | n/a | n/a |"
-    ratio = this.median / base.median if base.median else float("nan")
-    return (
-        f"| {measure} | {fmt(this, scale, unit)} | {fmt(base, scale, unit)} | "
-        f"{fmt_ratio(ratio)} | {fmt_diff(paired(this, base), scale, unit)} |"
-    )
 
 
 def throughput_row(measure: str, this: Series, base: Series) -> str:

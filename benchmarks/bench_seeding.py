@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _stats import Series, fmt, fmt_diff, paired  # benchmarks/ is on sys.path when run as a script
+from _stats import Series, fmt, paired, row  # benchmarks/ is on sys.path when run as a script
 
 PY = sys.executable
 FRAMEWORKS = ("torch", "numpy", "jax", "tensorflow")
@@ -197,16 +197,6 @@ def progress(msg: str) -> None:
 
 # --- formatting ----------------------------------------------------------------------------------
 # ASCII only: the table must paste cleanly anywhere.
-
-
-def row(measure: str, this: Series, base: Series | None, *, scale: float, unit: str) -> str:
-    if base is None:
-        return f"| {measure} | {fmt(this, scale, unit)} | n/a | n/a | n/a |"
-    ratio = this.median / base.median if base.median else float("nan")
-    return (
-        f"| {measure} | {fmt(this, scale, unit)} | {fmt(base, scale, unit)} | "
-        f"{ratio:.2f}x | {fmt_diff(paired(this, base), scale, unit)} |"
-    )
 
 
 @dataclass

@@ -50,9 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _stats
 import numpy as np
 import torch
-from _stats import Series, fmt, fmt_diff, paired  # benchmarks/ is on sys.path when run as a script
+from _stats import Series, size_row  # benchmarks/ is on sys.path when run as a script
 
 import seedlock
 
@@ -318,16 +319,8 @@ def sizes(tmp: Path, gens: Generators, lightning: LightningFns | None) -> dict[s
 
 
 def row(measure: str, this: Series, base: Series, unit: str = "us") -> str:
-    scale = 1e-3 if unit == "us" else 1e-6
-    ratio = this.median / base.median if base.median else float("nan")
-    return (
-        f"| {measure} | {fmt(this, scale, unit)} | {fmt(base, scale, unit)} | "
-        f"{ratio:.2f}x | {fmt_diff(paired(this, base), scale, unit)} |"
-    )
-
-
-def size_row(measure: str, this: int, base: int) -> str:
-    return f"| {measure} | {this:,} B | {base:,} B | {this / base:.2f}x | {this - base:+,} B |"
+    """Nanoseconds in; us or ms out."""
+    return _stats.row(measure, this, base, 1e-3 if unit == "us" else 1e-6, unit)
 
 
 def percentile(values: list[int], p: float) -> float:
