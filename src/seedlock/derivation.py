@@ -65,7 +65,6 @@ __all__ = [
     "check_seed",
     "classic_seed",
     "derive",
-    "derive_each",
     "format_seed",
     "fresh_seed",
     "get_root",
@@ -139,21 +138,18 @@ def derive(*keys: Key, root: Seed | None = None, bits: int = 64) -> int:
     >>> derive("data", 3, 17, root=0, bits=32)
     4179378542
     """
-    (value,) = derive_each(keys, [()], root=root, bits=bits)
-    return value
+    _check_bits(bits)
+    h = _blake2b(_TAG, digest_size=32)
+    h.update((len(keys) + 1).to_bytes(8, "little"))
+    for key in keys:
+        h.update(_encode(check_seed(key, "key")))
+    h.update(_encode(check_seed(get_root() if root is None else root, "root")))
+    return int.from_bytes(h.digest(), "little") & ((1 << bits) - 1)
 
 
-def derive_each(
-    prefix: Sequence[Key],
-    suffixes: Sequence[Sequence[Key]],
-    *,
-    root: Seed | None = None,
-    bits: int = 64,
-) -> list[int]:
-    """``[derive(*prefix, *suffix, root=root, bits=bits) for suffix in suffixes]``, computed
-    faster: the shared prefix is hashed once.
-    """
-    return Deriver((), len(prefix), suffixes, root=root, bits=bits)(*prefix)
+def _check_bits(bits: int) -> None:
+    if not 1 <= bits <= _MAX_BITS or isinstance(bits, bool):
+        raise ValueError(f"bits must be between 1 and {_MAX_BITS}, got {bits!r}")
 
 
 class Deriver:
@@ -180,8 +176,7 @@ class Deriver:
         root: Seed | None = None,
         bits: int = 64,
     ) -> None:
-        if not 1 <= bits <= _MAX_BITS or isinstance(bits, bool):
-            raise ValueError(f"bits must be between 1 and {_MAX_BITS}, got {bits!r}")
+        _check_bits(bits)
         root_item = _encode(check_seed(get_root() if root is None else root, "root"))
         encoded_head = b"".join(_encode(check_seed(key, "key")) for key in head)
         # The item count is hashed first, so suffixes of one length share a base.
@@ -229,9 +224,14 @@ def classic_seed(root: Seed) -> int:
     >>> classic_seed(7), classic_seed(-1) == derive("classic", root=-1, bits=32)
     (7, True)
     """
+    return _small_or_derived(root, "classic")
+
+
+def _small_or_derived(root: Seed, tag: str) -> int:
+    """``root`` when it is an int that 32-bit seed APIs keep whole, else a value derived from it."""
     if isinstance(root, int) and 0 <= root < _CLASSIC_LIMIT:
         return root
-    return derive("classic", root=root, bits=32)
+    return derive(tag, root=root, bits=32)
 
 
 def fresh_seed() -> int:
@@ -281,9 +281,7 @@ def parse_seed(text: str) -> Seed:
 def hash_seed_value(root: Seed) -> str:
     """The ``PYTHONHASHSEED`` seedlock uses for ``root``: the root itself when it is an int in
     ``[0, 2**32)``, else ``derive("PYTHONHASHSEED", root=root, bits=32)``."""
-    if isinstance(root, int) and 0 <= root < 2**32:
-        return str(root)
-    return str(derive("PYTHONHASHSEED", root=root, bits=32))
+    return str(_small_or_derived(root, "PYTHONHASHSEED"))
 
 
 def set_root(seed: Seed) -> None:
