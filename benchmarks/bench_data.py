@@ -73,6 +73,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import seedlock
 import seedlock.data
+from seedlock.backends import live_globals
 from seedlock.data import SeededDataset
 
 try:
@@ -578,8 +579,6 @@ def seeding_breakdown(calls: int = 2000) -> list[str]:
     """What one sample's seeding is made of, timed without the profiler (which inflates
     Python-heavy code): median over 5 blocks of ``calls`` calls, us per call."""
     try:
-        from seedlock.data import samples
-
         plan = SeededDataset(Trivial(), root=0)._plan()
     except (ImportError, AttributeError) as exc:
         return ["", f"(no seeding breakdown: {exc})"]
@@ -597,14 +596,14 @@ def seeding_breakdown(calls: int = 2000) -> list[str]:
         for load, state in [(load, save()) for save, load in plan.snapshots]:
             load(state)
 
-    names = [b.name for b in samples._seeded_backends()]
+    names = [b.name for b in live_globals()]
     parts: list[tuple[str, float, str]] = [
         (
             "the derivation of every seed of a sample (one `Deriver` call)",
             per_call(lambda i: plan.derive(0, i)),
             f"x 1 per sample ({len(names)} values)",
         ),
-        ("`_seeded_backends()`", per_call(lambda i: samples._seeded_backends()), "x 1 per batch"),
+        ("`live_globals()`", per_call(lambda i: live_globals()), "x 1 per batch"),
     ]
     parts += [
         (f"`{name}` backend seeder", per_call(lambda i, s=seed, m=mask: s(i & m)), "x 1 per sample")
@@ -665,12 +664,7 @@ def load_average() -> float:
 
 
 def seeded_backends() -> str:
-    try:
-        from seedlock.data import samples
-
-        return ", ".join(b.name for b in samples._seeded_backends())
-    except (ImportError, AttributeError):
-        return "?"
+    return ", ".join(b.name for b in live_globals())
 
 
 def header(repeats: int, elapsed: float, batches: int, load: tuple[float, float]) -> list[str]:

@@ -47,7 +47,19 @@ def distributions() -> dict[str, str]:
 
 
 def entry_points(group: str) -> list[tuple[str, str]]:
-    """(name, "module:attr") of every entry point in ``group``."""
+    """(name, "module:attr") of every entry point in ``group``, read once per ``sys.path``
+    (``seedlock run``'s bootstrap and the backend registry both ask, in every interpreter)."""
+    key = (group, tuple(sys.path))
+    found = _entry_points.get(key)
+    if found is None:
+        found = _entry_points[key] = _scan_entry_points(group)
+    return list(found)
+
+
+_entry_points: dict[tuple[str, tuple[str, ...]], list[tuple[str, str]]] = {}
+
+
+def _scan_entry_points(group: str) -> list[tuple[str, str]]:
     header = f"[{group}]"
     found = []
     for _, _, folder in _dist_dirs():

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seedlock.derivation import Key, derive
+from seedlock.derivation import Key
 from seedlock.errors import StateError, StateMismatchError
 
 __all__ = [
@@ -189,9 +189,7 @@ def shared_globals(name: Key = "init", *keys: Key) -> Iterator[None]:
     from seedlock.state import fork
 
     with fork():
-        for backend in _backends.all_backends():
-            if backend.seed_bits and backend.available() and backend.loaded():
-                backend.seed(derive("shared", name, *keys, backend.name, bits=backend.seed_bits))
+        _backends.seed_live_globals("shared", name, *keys)
         yield
 
 

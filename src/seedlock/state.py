@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from seedlock import _hooks
 from seedlock import backends as _backends
@@ -51,7 +51,6 @@ _KIND = "seedlock.rng_state"
 DevicePolicy = Literal["exact", "common"]
 _POLICIES = ("exact", "common")
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 # name -> generator object. Strong references: numpy Generators cannot be weakly referenced.
 _registry: dict[str, Any] = {}
@@ -180,11 +179,7 @@ def capture() -> RNGState:
     >>> random.random() == a
     True
     """
-    captured = {
-        b.name: b.capture()
-        for b in _backends.all_backends()
-        if b.seed_bits and b.available() and b.loaded()
-    }
+    captured = {b.name: b.capture() for b in _backends.live_globals()}
     generators = {}
     for name, obj in _registry.items():
         backend = _owner(obj)
@@ -398,13 +393,9 @@ def _in_child() -> None:
     global _fork_lineage, _fork_children
     if not _fork_enabled:
         return
-    from seedlock.derivation import derive
-
     _fork_lineage = (*_fork_lineage, _fork_children - 1)
     _fork_children = 0
-    for backend in _backends.all_backends():
-        if backend.seed_bits and backend.available() and backend.loaded():
-            backend.seed(derive("fork", *_fork_lineage, backend.name, bits=backend.seed_bits))
+    _backends.seed_live_globals("fork", *_fork_lineage)
 
 
 def reseed_on_fork(enable: bool = True) -> None:

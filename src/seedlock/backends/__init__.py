@@ -15,7 +15,7 @@ import importlib
 import warnings
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from seedlock.backends.base import (
     Backend,
@@ -31,6 +31,9 @@ from seedlock.backends.python import PythonBackend
 from seedlock.backends.tensorflow import TensorflowBackend
 from seedlock.backends.torch import TorchBackend
 
+if TYPE_CHECKING:
+    from seedlock.derivation import Key
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Backend",
@@ -38,7 +41,9 @@ __all__ = [
     "Change",
     "DeterminismOptions",
     "all_backends",
+    "live_globals",
     "owner_of",
+    "seed_live_globals",
     "select",
 ]
 
@@ -132,6 +137,20 @@ def select(names: Iterable[str] | None) -> list[Backend]:
 
 
 _owners: dict[type, GeneratorOwner] = {}
+
+
+def live_globals() -> list[Backend]:
+    """The backends whose global generator exists in this process now: installed, imported,
+    and with a global generator at all (JAX has none)."""
+    return [b for b in all_backends() if b.seed_bits and b.available() and b.loaded()]
+
+
+def seed_live_globals(*keys: Key) -> None:
+    """Seed every live global with ``derive(*keys, <backend name>)`` in its own width."""
+    from seedlock.derivation import derive
+
+    for backend in live_globals():
+        backend.seed(derive(*keys, backend.name, bits=backend.seed_bits))
 
 
 def owner_of(obj: object) -> GeneratorOwner | None:

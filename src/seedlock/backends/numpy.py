@@ -112,11 +112,12 @@ class NumpyBackend(BaseBackend):
     def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
         if not isinstance(state, dict) or "bit_generator" not in state:
             return ["state must be a dict with a 'bit_generator' entry"]
-        expected = self._raw_state(obj)["bit_generator"]
-        if state["bit_generator"] != expected:
-            return [f"bit generator is {expected}, the state is for {state['bit_generator']}"]
-        if set(state) != set(self._raw_state(obj)):
-            return [f"state has fields {sorted(state)}, expected {sorted(self._raw_state(obj))}"]
+        raw = self._raw_state(obj)
+        kind, saved = raw["bit_generator"], state["bit_generator"]
+        if saved != kind:
+            return [f"bit generator is {kind}, the state is for {saved}"]
+        if set(state) != set(raw):
+            return [f"state has fields {sorted(state)}, expected {sorted(raw)}"]
         return []
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:

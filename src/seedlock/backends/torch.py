@@ -46,12 +46,14 @@ class TorchBackend(BaseBackend):
     seed_bits: ClassVar[int] = 32
 
     _found: list[str] | None = None
+    _found_with_cuda: bool = False
 
     def _accelerators_now(self, torch: Any) -> list[str]:
-        if self._found is None or torch.cuda.is_initialized():
-            # Devices do not come and go while a program runs; asking costs ~2 us, which
-            # matters when seeding per sample. (Re-asked once CUDA starts, for the report.)
-            self._found = self._accelerators(torch)
+        # Devices do not come and go while a program runs; asking costs ~2 us. Asked again once,
+        # when CUDA has started (the report then drops "applied when CUDA starts").
+        started = torch.cuda.is_initialized()
+        if self._found is None or started != self._found_with_cuda:
+            self._found, self._found_with_cuda = self._accelerators(torch), started
         return self._found
 
     def seeder(self) -> Callable[[int], object]:

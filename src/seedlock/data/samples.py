@@ -196,7 +196,7 @@ class SeededDataset(Dataset[Any]):
 
     def _plan(self) -> _Plan:
         """What seeding one sample takes, made once per set of loaded libraries."""
-        backends = tuple(_seeded_backends())
+        backends = tuple(_backends.live_globals())
         plan = self._plans.get(backends)
         if plan is None:
             plan = self._plans[backends] = _Plan(backends, self.held, self.root)
@@ -253,10 +253,6 @@ def _optional(backend: Any, member: str, default: Any) -> Any:
     """A backend's optional ``seeder()`` / ``snapshot()`` (third-party backends may lack them)."""
     method = getattr(backend, member, None)
     return default if method is None else method()
-
-
-def _seeded_backends() -> list[Any]:
-    return [b for b in _backends.all_backends() if b.seed_bits and b.available() and b.loaded()]
 
 
 def _in_main_process() -> bool:
