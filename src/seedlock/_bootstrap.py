@@ -25,8 +25,8 @@ TRACE_DIR_VAR = "SEEDLOCK_TRACE_DIR"
 #: checks the list against the registry).
 LIBRARIES = ("random", "numpy", "torch", "tensorflow", "cupy")
 
-#: backend name -> value, for the manifest: what this interpreter's globals were seeded with.
-_seeded: dict[str, int] = {}
+#: The value random got from the deferred seeding (None: not seeded by it).
+_random_value: int | None = None
 
 
 def start() -> None:
@@ -53,23 +53,12 @@ def start() -> None:
         from seedlock import manifest  # noqa: F401
 
         atexit.register(_write_record, record_dir)
-    from seedlock import _hooks
-
     if deterministic or trace_dir or _must_seed_now():
-        from seedlock import backends
         from seedlock.seeding import seed_everything
 
-        report = seed_everything(root, deterministic=deterministic)
-        for entry in report.entries:
-            if entry.value is None:
-                continue
-            if entry.status == "seeded":
-                _seeded[entry.backend] = entry.value
-            elif entry.status == "on import":  # the same callback, which also records the value
-                (backend,) = backends.select([entry.backend])
-                callback = partial(_seed_on_import, backend.module, entry.value)
-                _hooks.on_import(backend.module, _hooks.SEED_KEY, callback)
+        seed_everything(root, deterministic=deterministic)
         return
+    from seedlock import _hooks
     from seedlock.derivation import classic_seed, set_root
 
     set_root(root)
@@ -89,21 +78,31 @@ def _must_seed_now() -> bool:
 
 
 def _seed_on_import(module: str, value: int) -> None:
-    """What ``seed_everything``'s own callback does: seed the library just imported."""
+    """The callback ``seed_everything`` itself registers for a library not yet imported."""
+    global _random_value
     if module == "random":
         # PythonBackend.seed is random.seed(value). Called directly: seedlock's backends import
         # random themselves, so this may run while they are half imported.
         import random
 
         random.seed(value)
-        _seeded["python"] = value
+        _random_value = value
         return
     from seedlock import backends
+    from seedlock.seeding import seed_global
 
     for backend in backends.all_backends():
         if backend.module == module and backend.seed_bits:
-            backend.seed(value)
-            _seeded[backend.name] = value
+            seed_global(backend, value)
+
+
+def _seeded_values() -> dict[str, int]:
+    """What this interpreter's globals were seeded with, by the bootstrap or the program."""
+    values = {} if _random_value is None else {"python": _random_value}
+    seeding = sys.modules.get("seedlock.seeding")  # loaded if anything else was seeded
+    if seeding is not None:
+        values.update(seeding.seeded_values())
+    return values
 
 
 def _write_record(record_dir: str) -> None:
@@ -119,7 +118,7 @@ def _write_record(record_dir: str) -> None:
 
     record = process_record()
     # Only what was seeded: a library the program never imported is not listed.
-    record["seeded"] = dict(_seeded)
+    record["seeded"] = _seeded_values()
     path = os.path.join(record_dir, f"{os.getpid()}.json")
     try:
         with open(path, "w", encoding="utf-8") as f:

@@ -60,11 +60,14 @@ __all__ = [
     "globals_per_rank",
     "hash_seed",
     "seed_everything",
+    "seed_global",
+    "seeded_values",
 ]
 
 Scheme = Literal["classic", "independent"]
 _SCHEMES = ("classic", "independent")
 _HOOK_KEY = _hooks.SEED_KEY  # shared with seedlock run's deferred seeding, which this supersedes
+_seeded: dict[str, int] = {}  # backend name -> the value its global generator last got here
 _REEXEC_MARK = "SEEDLOCK_HASH_SEED_REEXEC"
 # Whether the last seed_everything gave the globals rank-local values (read by sync_state).
 _per_rank = False
@@ -269,14 +272,28 @@ def _seed_one(backend: Backend, root: Seed, scheme: Scheme, rank: int | None) ->
         return SeedEntry(backend.name, "no global RNG", None, "keys come from seedlock.jax_key")
     value = global_seed(backend, root, scheme, rank=rank)
     if backend.loaded():
-        return SeedEntry(backend.name, "seeded", value, backend.seed(value))
+        return SeedEntry(backend.name, "seeded", value, seed_global(backend, value))
 
     def seed_on_import() -> None:
-        backend.seed(value)
+        seed_global(backend, value)
         _log(False, f"seedlock: seeded {backend.name} with {value} on import")
 
     _hooks.on_import(backend.module, _HOOK_KEY, seed_on_import)
     return SeedEntry(backend.name, "on import", value, f"seeded when {backend.module} is imported")
+
+
+def seed_global(backend: Backend, value: int) -> str:
+    """Seed ``backend``'s global generator(s) with ``value`` and remember it (see
+    :func:`seeded_values`); returns what was seeded, in words."""
+    detail = backend.seed(value)
+    _seeded[backend.name] = value
+    return detail
+
+
+def seeded_values() -> dict[str, int]:
+    """Backend name -> the value :func:`seed_everything` (now or on import) last gave its global
+    generator in this process; a library never imported is not listed."""
+    return dict(_seeded)
 
 
 def globals_per_rank() -> bool:
