@@ -48,3 +48,24 @@ def test_all_lists_exactly_the_lazy_exports():
     import seedlock
 
     assert set(seedlock.__all__) == {"__version__", *seedlock._EXPORTS}
+
+
+def test_comparing_traces_does_not_import_torch():
+    # seedlock diff of two traces and seedlock check's parent only read SQLite files.
+    proc = run_python(
+        """
+        import sys
+        import seedlock.audit as audit
+        assert callable(audit.compare)
+        print("torch" in sys.modules)
+        """
+    )
+    assert proc.stdout.split() == ["False"]
+
+
+def test_audit_all_lists_exactly_its_lazy_exports():
+    from seedlock import audit
+
+    assert set(audit.__all__) == set(audit._EXPORTS)
+    for name in audit.__all__:
+        assert getattr(audit, name) is not None

@@ -4,16 +4,35 @@
 >>> report = audit.check(lambda: train_step(batch), model=model, optimizer=opt)
 >>> with audit.trace(model, "a.trace"): ...
 >>> print(audit.compare("a.trace", "b.trace"))
+
+Names load on first use: comparing two stored traces (``seedlock diff``, ``seedlock check``'s
+parent) needs SQLite only, not torch (~1.3 s to import).
 """
 
 from __future__ import annotations
 
-from seedlock.audit.checking import check
-from seedlock.audit.comparison import CAUSES, Divergence, Report, compare
-from seedlock.audit.fingerprints import Summary, fingerprint, summary
-from seedlock.audit.traces import Tracer, trace
+import importlib
 
-__all__ = [
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seedlock.audit.checking import check
+    from seedlock.audit.comparison import CAUSES, Divergence, Report, compare
+    from seedlock.audit.fingerprints import Summary, fingerprint, summary
+    from seedlock.audit.traces import Tracer, trace
+
+_EXPORTS = {
+    "CAUSES": "comparison",
+    "Divergence": "comparison",
+    "Report": "comparison",
+    "Summary": "fingerprints",
+    "Tracer": "traces",
+    "check": "checking",
+    "compare": "comparison",
+    "fingerprint": "fingerprints",
+    "summary": "fingerprints",
+    "trace": "traces",
+}
+__all__ = [  # the keys of _EXPORTS (tests/test_imports.py checks)
     "CAUSES",
     "Divergence",
     "Report",
@@ -25,3 +44,16 @@ __all__ = [
     "summary",
     "trace",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'seedlock.audit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"seedlock.audit.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
