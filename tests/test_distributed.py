@@ -220,6 +220,15 @@ TRAIN = textwrap.dedent(
             tensors["extra"] = torch.ones(2)
         result["structure"] = sd.check_replicas(tensors).to_dict()
 
+        # A rank without xxhash fingerprints with SHA-256: said so, not "every tensor differs".
+        import seedlock.audit.fingerprints as fps
+
+        saved = fps._xxhash, fps.ALGORITHM
+        if rank == 1:
+            fps._xxhash, fps.ALGORITHM = None, "sha256"
+        result["hashes"] = sd.check_replicas({"a": torch.zeros(3)}).to_dict()
+        fps._xxhash, fps.ALGORITHM = saved
+
     label = "stop" if args.stop_at else "run"
     (args.out / f"{label}-rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()
@@ -363,6 +372,22 @@ def test_ranks_holding_different_tensors_get_a_structure_report(runs):
         assert not report["ok"]
         assert report["structure"] == ["rank 1 has 1 extra tensor(s): extra"]
         assert report["mismatches"] == []
+
+
+@pytest.mark.slow
+def test_ranks_fingerprinting_with_different_hashes_are_told_so(runs):
+    import seedlock.audit.fingerprints as fps
+
+    if fps.ALGORITHM == "sha256":
+        pytest.skip("needs xxhash on rank 0 for the two ranks to differ")
+    for run in runs:
+        report = run["hashes"]
+        assert not report["ok"]
+        assert report["mismatches"] == []
+        assert report["structure"] == [
+            "rank 1 fingerprints with sha256, rank 0 with xxh3_128: install the same seedlock "
+            "extras (xxhash) on every rank"
+        ]
 
 
 @pytest.mark.slow

@@ -377,11 +377,15 @@ def _fingerprint(t: Any) -> bytes:
     computed on the device with one small transfer)."""
     from seedlock.audit.fingerprints import fingerprint
 
-    return bytes.fromhex(fingerprint(t.detach().resolve_conj().resolve_neg()))
+    return bytes.fromhex(fingerprint(t))
 
 
 def _structure(entries: list[tuple[str, str, tuple[int, ...]]]) -> bytes:
-    h = hashlib.sha256()
+    from seedlock.audit.fingerprints import ALGORITHM
+
+    # The hash is part of the structure: a rank without xxhash fingerprints with SHA-256, and
+    # its tensors would otherwise all look different instead of the setups.
+    h = hashlib.sha256(ALGORITHM.encode() + b"\n")
     for name, dtype, shape in entries:
         h.update(f"{name}\0{dtype}\0{shape}\n".encode())
     return len(entries).to_bytes(8, "little") + h.digest()[:_DIGEST]
@@ -392,9 +396,10 @@ def check_replicas(
 ) -> ReplicaReport:
     """Are the parameters and buffers bit-identical on every rank? Which tensors differ, where?
 
-    Every rank hashes each tensor locally (:func:`_fingerprint`: 16 bytes of SHA-256 over its
-    dtype, shape and exact bits) and all-gathers the fingerprints, never the tensors: each rank
-    sends 16 bytes per tensor (+ 24), whatever the model size. All ranks of ``group`` (default:
+    Every rank hashes each tensor locally (:func:`_fingerprint`: 16 bytes of xxh3-128, or
+    SHA-256 without ``xxhash``, over its dtype, shape and exact bits) and all-gathers the
+    fingerprints, never the tensors: each rank sends 16 bytes per tensor (+ 24), whatever the
+    model size. All ranks of ``group`` (default:
     every rank) must call it; all get the same :class:`ReplicaReport`. With
     ``raise_on_mismatch=True`` a difference raises :class:`ReplicaMismatchError` on every rank.
 
@@ -478,10 +483,21 @@ def _structure_report(
 ) -> ReplicaReport:
     """The rare path: ranks hold different tensor lists. Names, dtypes, shapes and fingerprints
     travel as objects, and the tensors every rank has are still compared."""
+    from seedlock.audit.fingerprints import ALGORITHM
+
     mine = [(*entry, fp) for entry, fp in zip(entries, prints, strict=True)]
     gathered: list[Any] = [None] * len(ranks)
-    dist.all_gather_object(gathered, mine, group=group)
-    tables = [{name: (dtype, shape, fp) for name, dtype, shape, fp in g} for g in gathered]
+    dist.all_gather_object(gathered, (ALGORITHM, mine), group=group)
+    hashes = [h for h, _ in gathered]
+    if len(set(hashes)) > 1:  # the fingerprints cannot be compared at all
+        first = hashes[0]
+        notes = [f"rank {r} fingerprints with {h}, rank {ranks[0]} with {first}: install the "
+                 "same seedlock extras (xxhash) on every rank"
+                 for r, h in zip(ranks[1:], hashes[1:], strict=True) if h != first]  # fmt: skip
+        return ReplicaReport(
+            len(ranks), ranks[0], len(entries), _HEADER, (), tuple(notes), tuple(skipped)
+        )
+    tables = [{name: (dtype, shape, fp) for name, dtype, shape, fp in g} for _, g in gathered]
     reference = tables[0]
     structure = []
     for r, table in zip(ranks[1:], tables[1:], strict=True):
