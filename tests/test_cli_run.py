@@ -366,10 +366,10 @@ def test_the_hand_parser_agrees_with_argparse(argv):
     parser = argparse.ArgumentParser()
     run.add_arguments(parser)
     expected = vars(parser.parse_args(argv))
-    expected["command"] = run._command(argparse.Namespace(**expected))
+    expected["command"] = run.command_of(argparse.Namespace(**expected))
     fast = run.parse(argv)
     assert fast is not None
-    assert {**vars(fast), "command": run._command(fast)} == expected
+    assert {**vars(fast), "command": run.command_of(fast)} == expected
 
 
 @pytest.mark.parametrize(

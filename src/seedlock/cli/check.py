@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from seedlock._bootstrap import TRACE_DIR_VAR
-from seedlock.cli.run import CACHE_DIR, child_environment, resolve_seed
-from seedlock.derivation import ENV_VAR, format_seed
+from seedlock.cli.run import CACHE_DIR, child_environment, command_of, resolve_seed
+from seedlock.derivation import format_seed
 
 __all__ = ["add_arguments", "run"]
 
@@ -77,12 +77,8 @@ def _hash_outputs(folder: str | None) -> dict[str, str]:
 def _once(args: argparse.Namespace, command: list[str], index: int, work: str) -> _Run:
     trace_dir = os.path.join(work, f"run{index + 1}")
     os.makedirs(trace_dir, exist_ok=True)
-    if args.no_seed:
-        env = {k: v for k, v in child_environment(0, deterministic=False, record_dir=None).items()
-               if k not in (ENV_VAR, "PYTHONHASHSEED")}  # fmt: skip
-        env.update({k: os.environ[k] for k in ("PYTHONHASHSEED",) if k in os.environ})
-    else:
-        env = child_environment(args.resolved_seed, deterministic=False, record_dir=None)
+    seed = None if args.no_seed else args.resolved_seed
+    env = child_environment(seed, deterministic=False, record_dir=None)
     env[TRACE_DIR_VAR] = trace_dir
     if args.outputs and os.path.isdir(args.outputs):
         shutil.rmtree(args.outputs)
@@ -112,9 +108,7 @@ def _first_number_difference(a: str, b: str) -> dict[str, Any] | None:
 def run(args: argparse.Namespace) -> int:
     from seedlock.audit.comparison import compare
 
-    command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
+    command = command_of(args)
     if not command:
         print(
             "seedlock check: missing command (seedlock check [options] -- CMD ...)", file=sys.stderr

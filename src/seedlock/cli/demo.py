@@ -278,6 +278,7 @@ def _launch(
     started = time.perf_counter()
     pending = {name: start_job(name) for name in first}
     failed = False
+    interruption: Interruption | None = None  # read once the interrupted run has exited
     while pending:
         time.sleep(0.02)
         for name, proc in list(pending.items()):
@@ -294,6 +295,7 @@ def _launch(
             elif not failed:
                 # The process has exited, so its checkpoint is complete: resume from it.
                 stop: Interruption = json.loads(_read(tmp / "interrupted.json"))
+                interruption = stop
                 print(
                     f"{label} stopped after step {stop['step']} of {stop['total_steps']} in "
                     f"{elapsed:.1f} s; resuming it in a new process ...",
@@ -306,9 +308,8 @@ def _launch(
         json.loads(_read(tmp / f"{name}.json")) for name in first[: len(seeds)]
     ]
     audited: AuditResult | None = json.loads(_read(tmp / "audit.json")) if audit else None
-    if not resume:
+    if not resume or interruption is None:
         return results, None, audited
-    interruption: Interruption = json.loads(_read(tmp / "interrupted.json"))
     resumed: RunResult = json.loads(_read(tmp / "resumed.json"))
     return results, (interruption, resumed), audited
 
@@ -325,32 +326,28 @@ def _first_difference(a: list[str], b: list[str]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b)) + 1
 
 
-def _compare(first: RunResult, second: RunResult) -> dict[str, Any]:
-    epoch = _first_difference(first["loss_hex"], second["loss_hex"])
-    params_identical = first["params_sha256"] == second["params_sha256"]
+def _same_bits(a: RunResult, b: RunResult) -> dict[str, Any]:
+    """Do two runs agree bit for bit: every epoch's loss and every parameter?"""
+    epoch = _first_difference(a["loss_hex"], b["loss_hex"])
+    params_identical = a["params_sha256"] == b["params_sha256"]
     return {
         "identical": epoch is None and params_identical,
         "first_differing_epoch": epoch,
         "params_identical": params_identical,
-        "seeds": [first["seed"], second["seed"]],
-        "runs": [first, second],
     }
+
+
+def _compare(first: RunResult, second: RunResult) -> dict[str, Any]:
+    return {**_same_bits(first, second), "seeds": [first["seed"], second["seed"]],
+            "runs": [first, second]}  # fmt: skip
 
 
 def _compare_resume(
     reference: RunResult, interruption: Interruption, resumed: RunResult
 ) -> dict[str, Any]:
     """The resumed run against the uninterrupted run 1 (the ``resume`` item of ``--json``)."""
-    epoch = _first_difference(reference["loss_hex"], resumed["loss_hex"])
-    params_identical = reference["params_sha256"] == resumed["params_sha256"]
-    return {
-        "identical": epoch is None and params_identical,
-        "first_differing_epoch": epoch,
-        "params_identical": params_identical,
-        "compared_with": "run 1",
-        "interrupted": interruption,
-        "run": resumed,
-    }
+    return {**_same_bits(reference, resumed), "compared_with": "run 1",
+            "interrupted": interruption, "run": resumed}  # fmt: skip
 
 
 def _judge_audit(audited: AuditResult) -> dict[str, Any]:

@@ -44,7 +44,15 @@ if TYPE_CHECKING:
 
     from seedlock.derivation import Seed
 
-__all__ = ["add_arguments", "child_environment", "main", "parse", "resolve_seed", "run"]
+__all__ = [
+    "add_arguments",
+    "child_environment",
+    "command_of",
+    "main",
+    "parse",
+    "resolve_seed",
+    "run",
+]
 
 CACHE_DIR = ".seedlock"
 _HERE = os.path.dirname(os.path.realpath(__file__))
@@ -148,7 +156,7 @@ def main(argv: Sequence[str]) -> int:
     return run(opts)
 
 
-def _command(args: Any) -> list[str]:
+def command_of(args: Any) -> list[str]:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -184,11 +192,16 @@ def _remember(cache: str, seed: Seed) -> None:
     _write(os.path.join(cache, "last_seed"), format_seed(seed) + "\n")
 
 
-def child_environment(seed: Seed, *, deterministic: bool, record_dir: str | None) -> dict[str, str]:
-    """The environment ``seedlock run`` gives the child."""
+def child_environment(
+    seed: Seed | None, *, deterministic: bool, record_dir: str | None
+) -> dict[str, str]:
+    """The environment ``seedlock run`` gives the child. ``seed=None`` (``seedlock check
+    --no-seed``): the bootstrap but no seed, and the caller's own ``PYTHONHASHSEED``, if any."""
     env = dict(os.environ)
-    env[ENV_VAR] = format_seed(seed)
-    env["PYTHONHASHSEED"] = hash_seed_value(seed)
+    env.pop(ENV_VAR, None)
+    if seed is not None:
+        env[ENV_VAR] = format_seed(seed)
+        env["PYTHONHASHSEED"] = hash_seed_value(seed)
     paths = [_BOOTSTRAP, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["SEEDLOCK_PACKAGE_PATH"] = _PACKAGE_PATH
@@ -286,7 +299,7 @@ def _environment() -> dict[str, Any]:
 
 
 def run(args: Any) -> int:
-    command = _command(args)
+    command = command_of(args)
     if not command:
         print("seedlock run: missing command (seedlock run [options] -- CMD ...)", file=sys.stderr)
         return 2
