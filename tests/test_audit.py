@@ -67,6 +67,7 @@ def test_fingerprint_handles_dtypes_numpy_lacks(dtype):
         lambda: torch.ones(4, dtype=torch.bfloat16),
         lambda: torch.tensor([True, False, True]),
         lambda: torch.arange(7, dtype=torch.int16),
+        lambda: torch.randn(5).half(),
         lambda: torch.empty(0, 3),
     ],
 )
@@ -87,15 +88,22 @@ def test_fingerprint_reads_the_same_bytes_on_every_path(make):
     assert fp.fingerprint(t) == h.hexdigest()[:32]
 
 
-def test_trace_memo_is_exact_after_an_in_place_change():
-    from seedlock.audit.traces import _memo
+def test_trace_memo_is_exact_after_an_in_place_change(monkeypatch):
+    from seedlock.audit import traces
 
+    calls: list[str] = []
+    real_fp, real_summary = traces.fingerprint, traces.summary
+    monkeypatch.setattr(traces, "fingerprint", lambda t: calls.append("fp") or real_fp(t))
+    monkeypatch.setattr(traces, "summary", lambda t: calls.append("sum") or real_summary(t))
+    memo = traces._Memo()
     x = torch.randn(10)
-    before = (_memo(x), _memo.summary(x))
-    assert (_memo(x), _memo.summary(x)) == before  # a hit
+    before = (memo(x), memo.summary(x))
+    assert (memo(x), memo.summary(x)) == before
+    assert calls == ["fp", "sum"]  # the second pair was a hit
     x.add_(1)  # bumps the version counter: both must be computed again
-    assert _memo(x) == audit.fingerprint(x) != before[0]
-    assert _memo.summary(x) == audit.summary(x) != before[1]
+    assert memo(x) == audit.fingerprint(x) != before[0]
+    assert memo.summary(x) == audit.summary(x) != before[1]
+    assert calls == ["fp", "sum", "fp", "sum"]
 
 
 def test_device_hash_sees_bit_flips_and_swaps():

@@ -75,6 +75,7 @@ def test_select_accepts_a_single_name():
     assert [b.name for b in backends.select("numpy")] == ["numpy"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to prove anything")
 def test_torch_seeding_does_not_initialise_cuda():
     run_python(
         """
