@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """What the determinism audit costs: fingerprint throughput, tracing overhead, trace size.
 
-    python benchmarks/bench_audit.py [--repeats N] [--steps N] [--profile]
+    python benchmarks/bench_audit.py [--repeats N] [--steps N] [--no-ops] [--threads N] [--profile]
 
 Measures, side by side in one run, on the CPU:
 
-1. ``seedlock.audit.fingerprints(t)`` of a 256 MB float32 tensor, in GB/s, against
+1. ``seedlock.audit.fingerprint(t)`` of a 256 MB float32 tensor, in GB/s, against
    ``t.clone()`` (the acceptance criterion is at least 0.5x its throughput), against
    ``out.copy_(t)`` into a preallocated tensor (memory bandwidth without page faults), against
    ``hashlib.sha256`` of the same bytes (the floor of a SHA-256 fingerprint) and against

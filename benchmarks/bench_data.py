@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What seedlock's data pipeline costs: resume latency, per-sample seeding, loader throughput.
 
-    python benchmarks/bench_data.py [--repeats N] [--quick] [--profile]
+    python benchmarks/bench_data.py [--repeats N] [--quick] [--profile] [--image-size N]
 
 Measures, side by side in one run:
 
@@ -914,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=None,
-        help="rounds over every variant (default 5: about 2 minutes on 2 cores; --quick: 2)",
+        help="rounds over every variant (default 5: about 5 minutes on 2 cores; --quick: 2)",
     )
     parser.add_argument(
         "--quick",

@@ -7,8 +7,9 @@ The script launches itself under ``torchrun --standalone --nproc_per_node=N`` (d
 gloo backend on the CPU) and prints, from rank 0, one markdown table row per model size
 (1M, 10M, 50M float32 parameters, each split into few and into many tensors):
 
-* ``check_replicas(tensors)``: every rank hashes each tensor (SHA-256 of dtype, shape and bits,
-  16 bytes kept) and all-gathers the fingerprints; the report is checked to be ``ok``.
+* ``check_replicas(tensors)``: every rank hashes each tensor (xxh3-128, or SHA-256 without
+  xxhash, of dtype, shape and bits, 16 bytes kept) and all-gathers the fingerprints; the
+  report is checked to be ``ok``.
 * hashing alone: the same fingerprints without any collective (the local part of the above).
 * the baseline: ``all_reduce`` of every parameter tensor, which is what a naive "compare all
   tensors" (or one step of gradient averaging) moves over the network; an ``all_gather`` of the
