@@ -29,6 +29,7 @@ __all__ = [
     "ENV_WHITELIST",
     "RISK_RULES",
     "SCHEMA",
+    "THREAD_VARS",
     "Difference",
     "diff",
     "environment",
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 SCHEMA = "seedlock.manifest"
+
+#: The environment variables that pin the thread counts of the math libraries.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 VERSION = 1
 
 #: Environment variables recorded: those that can change numbers, threads or devices.
@@ -185,7 +189,7 @@ def process_record() -> dict[str, Any]:
         "argv": list(sys.argv),
         "rank": os.environ.get("RANK"),
         "hash_seed": value if fixed else None,
-        "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "threads": {k: os.environ.get(k) for k in THREAD_VARS},
         "torch": None,
         "determinism": {},
     }

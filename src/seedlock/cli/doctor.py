@@ -11,6 +11,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from seedlock.derivation import ENV_VAR
+
 __all__ = ["Finding", "add_arguments", "findings", "run"]
 
 _ORDER = {"high": 0, "medium": 1, "low": 2, "ok": 3}
@@ -41,7 +43,9 @@ def _hash_seed() -> Finding:
 
 
 def _threads() -> Finding:
-    pinned = [k for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
+    from seedlock.manifest import THREAD_VARS
+
+    pinned = [k for k in THREAD_VARS if k in os.environ]
     if pinned:
         return Finding("threads", "ok", f"thread count pinned ({', '.join(pinned)})")
     return Finding(
@@ -140,7 +144,7 @@ def _torch() -> list[Finding]:
 def findings() -> list[Finding]:
     """Every check, riskiest first."""
     found = [_hash_seed(), _threads(), *_torch()]
-    if "SEEDLOCK_SEED" not in os.environ:
+    if ENV_VAR not in os.environ:
         found.append(
             Finding(
                 "root-seed",
