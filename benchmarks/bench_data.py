@@ -236,19 +236,10 @@ class Resume:
 
     def seedlock(self, workers: int, k: int) -> float:
         loader = self.seedlock_loader(workers)
-        state = {"version": 1, "epoch": 0, "batches": k}
-        t = time.perf_counter()
-        loader.load_state_dict(state)
-        it = iter(loader)
-        batch = next(it)
-        elapsed = time.perf_counter() - t
-        del it
         if self.seedlock_order is None:
             self.seedlock_order = loader.resumable_sampler.indices(0)
-        expect = self.seedlock_order[k * BATCH : (k + 1) * BATCH]
-        if first_indices(batch) != expect:
-            raise SystemExit(f"seedlock resumed at k={k} with the wrong batch")
-        return elapsed
+        state = {"version": 1, "epoch": 0, "batches": k}
+        return resume_once("seedlock", loader, state, k, self.seedlock_order)
 
     # replay and discard ---------------------------------------------------------------------------
     def plain_loader(self, workers: int) -> DataLoader[Any]:
@@ -312,17 +303,21 @@ class Resume:
 
     def stateful(self, workers: int, k: int) -> float:
         loader = self.stateful_loader(workers)
-        state = self.states[workers, k]
-        t = time.perf_counter()
-        loader.load_state_dict(state)
-        it = iter(loader)
-        batch = next(it)
-        elapsed = time.perf_counter() - t
-        del it
-        expect = self.stateful_order[workers][k * BATCH : (k + 1) * BATCH]
-        if first_indices(batch) != expect:
-            raise SystemExit(f"StatefulDataLoader resumed at k={k} with the wrong batch")
-        return elapsed
+        order = self.stateful_order[workers]
+        return resume_once("StatefulDataLoader", loader, self.states[workers, k], k, order)
+
+
+def resume_once(name: str, loader: Any, state: dict[str, Any], k: int, order: list[int]) -> float:
+    """Seconds from ``load_state_dict`` to the first batch, which must be batch k of ``order``."""
+    t = time.perf_counter()
+    loader.load_state_dict(state)
+    it = iter(loader)
+    batch = next(it)
+    elapsed = time.perf_counter() - t
+    del it
+    if first_indices(batch) != order[k * BATCH : (k + 1) * BATCH]:
+        raise SystemExit(f"{name} resumed at k={k} with the wrong batch")
+    return elapsed
 
 
 # The fields of a StatefulDataLoader state (torchdata 0.11) that count the position.

@@ -10,8 +10,7 @@ Importing seedlock imports no framework: the public names below are loaded on fi
 
 from __future__ import annotations
 
-import importlib
-
+from seedlock import _lazy
 from seedlock._version import __version__
 
 # `typing` costs ~8 ms to import (re, enum, collections): more than the rest of seedlock.
@@ -95,12 +94,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'seedlock' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return _lazy.attribute(__name__, _EXPORTS, globals(), name)
 
 
 def __dir__() -> list[str]:

@@ -11,7 +11,7 @@ parent) needs SQLite only, not torch (~1.3 s to import).
 
 from __future__ import annotations
 
-import importlib
+from seedlock import _lazy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,16 +21,16 @@ if TYPE_CHECKING:
     from seedlock.audit.traces import Tracer, trace
 
 _EXPORTS = {
-    "CAUSES": "comparison",
-    "Divergence": "comparison",
-    "Report": "comparison",
-    "Summary": "fingerprints",
-    "Tracer": "traces",
-    "check": "checking",
-    "compare": "comparison",
-    "fingerprint": "fingerprints",
-    "summary": "fingerprints",
-    "trace": "traces",
+    "CAUSES": "seedlock.audit.comparison",
+    "Divergence": "seedlock.audit.comparison",
+    "Report": "seedlock.audit.comparison",
+    "Summary": "seedlock.audit.fingerprints",
+    "Tracer": "seedlock.audit.traces",
+    "check": "seedlock.audit.checking",
+    "compare": "seedlock.audit.comparison",
+    "fingerprint": "seedlock.audit.fingerprints",
+    "summary": "seedlock.audit.fingerprints",
+    "trace": "seedlock.audit.traces",
 }
 __all__ = [  # the keys of _EXPORTS (tests/test_imports.py checks)
     "CAUSES",
@@ -47,12 +47,7 @@ __all__ = [  # the keys of _EXPORTS (tests/test_imports.py checks)
 
 
 def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'seedlock.audit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"seedlock.audit.{module}"), name)
-    globals()[name] = value
-    return value
+    return _lazy.attribute(__name__, _EXPORTS, globals(), name)
 
 
 def __dir__() -> list[str]:
