@@ -30,17 +30,24 @@ SEED_KEY = "seedlock.seed_everything"
 
 _lock = threading.RLock()
 _callbacks: dict[str, dict[str, Callable[[], None]]] = {}
+_late: set[tuple[str, str]] = set()  # (module, key) of the callbacks that run after the others
 _resolving = threading.local()
 
 
-def on_import(module: str, key: str, callback: Callable[[], None]) -> None:
+def on_import(module: str, key: str, callback: Callable[[], None], *, last: bool = False) -> None:
     """Call ``callback()`` once, right after ``module`` is imported.
 
     ``key`` names the registration: registering the same ``(module, key)`` again replaces the
-    earlier callback (a second ``seed_everything`` supersedes the first).
+    earlier callback (a second ``seed_everything`` supersedes the first). Callbacks run in the
+    order they were registered, those registered with ``last=True`` after all others (what
+    :func:`seedlock.fork` records must come after the library was seeded or restored).
     """
     with _lock:
         _callbacks.setdefault(module, {})[key] = callback
+        if last:
+            _late.add((module, key))
+        else:
+            _late.discard((module, key))
         if _FINDER not in sys.meta_path:
             sys.meta_path.insert(0, _FINDER)
 
@@ -49,6 +56,7 @@ def cancel(module: str, key: str) -> None:
     """Forget a registration that has not fired yet (no error if there is none)."""
     with _lock:
         _callbacks.get(module, {}).pop(key, None)
+        _late.discard((module, key))
         _prune()
 
 
@@ -68,8 +76,12 @@ def _prune() -> None:
 def _fire(module: str) -> None:
     with _lock:
         callbacks = _callbacks.pop(module, {})
+        late = [key for key in callbacks if (module, key) in _late]
+        _late.difference_update((module, key) for key in late)
         _prune()
-    for callback in callbacks.values():
+    ordered = [cb for key, cb in callbacks.items() if key not in late]
+    ordered += [callbacks[key] for key in late]
+    for callback in ordered:
         try:
             callback()
         except Exception as exc:

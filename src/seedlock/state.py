@@ -5,9 +5,11 @@
 global, torch CPU and every started accelerator, ...) plus every generator object made by a
 named-stream factory or registered with :func:`register`. :func:`restore` puts it back exactly.
 
-Restoring validates everything first (backends present, device counts, generator names and
-kinds, field sizes) and raises one :class:`~seedlock.StateMismatchError` listing every problem
-*before* any generator is touched: a checkpoint either restores completely or not at all.
+Restoring validates everything first — backends present, device counts, generator names and
+kinds, and every value of every field, for libraries not imported yet too — and raises one
+:class:`~seedlock.StateMismatchError` listing every problem *before* any generator is touched.
+Should a library still refuse a state, the generators restored before it are put back and a
+``StateMismatchError`` says so: a checkpoint either restores completely or not at all.
 
 :func:`state_dict` / :func:`load_state_dict` speak the ``Stateful`` convention of torchdata and
 ``torch.distributed.checkpoint``: a nested dict of str, int, float, None and uint8 tensors (NumPy
@@ -22,13 +24,15 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal
 
 from seedlock import _hooks
 from seedlock import backends as _backends
 from seedlock.backends.base import Backend, GeneratorOwner
-from seedlock.errors import CorruptStateError, StateMismatchError
+from seedlock.backends.checks import fields_problem, type_name
+from seedlock.errors import CorruptStateError, StateMismatchError, StateVersionError
 
 __all__ = [
     "STATE_VERSION",
@@ -50,6 +54,12 @@ _KIND = "seedlock.rng_state"
 
 DevicePolicy = Literal["exact", "common"]
 _POLICIES = ("exact", "common")
+_FIELDS = frozenset(("kind", "version", "backends", "generators"))
+_ENTRY_FIELDS = frozenset(("backend", "state"))
+_RESTORE_KEY = "seedlock.restore"
+#: No state seedlock writes is nested deeper than this (generators/<name>/state/state/key/data
+#: is 6); anything deeper is refused before it is walked.
+MAX_DEPTH = 16
 
 
 # name -> generator object. Strong references: numpy Generators cannot be weakly referenced.
@@ -79,28 +89,43 @@ class RNGState:
 
     @classmethod
     def from_plain(cls, plain: object) -> RNGState:
-        """Read :meth:`to_plain`'s output back; ``CorruptStateError`` if it is not one."""
+        """Read :meth:`to_plain`'s output back; ``CorruptStateError`` if it is not one, and
+        ``StateVersionError`` if a newer seedlock wrote it."""
         if not isinstance(plain, dict) or plain.get("kind") != _KIND:
             raise CorruptStateError(
                 f"not a seedlock RNG state: expected a dict with kind={_KIND!r}, "
                 f"got {_describe(plain)}"
             )
         version = plain.get("version")
-        if not isinstance(version, int) or version < 1:
-            raise CorruptStateError(f"invalid RNG state version {version!r}")
+        if type(version) is not int or version < 1:
+            raise CorruptStateError(f"invalid RNG state version: {type_name(version)}")
         if version > STATE_VERSION:
-            from seedlock.errors import StateVersionError
-
             raise StateVersionError(
                 f"RNG state version {version} was written by a newer seedlock; this one reads "
                 f"up to version {STATE_VERSION}: upgrade seedlock"
             )
-        backends, generators = plain.get("backends"), plain.get("generators")
-        if not isinstance(backends, dict) or not isinstance(generators, dict):
-            raise CorruptStateError("'backends' and 'generators' must be dicts")
-        if not _is_str_dict_of_dicts(backends) or not _is_str_dict_of_dicts(generators):
-            raise CorruptStateError("'backends' and 'generators' must map names to dicts")
-        return cls(dict(backends), dict(generators), version)
+        problems = fields_problem(plain, _FIELDS, "the state")
+        if problems:
+            raise CorruptStateError("; ".join(problems))
+        state = cls(plain["backends"], plain["generators"], version)
+        _check_structure(state)
+        return state
+
+
+def _check_structure(state: RNGState) -> None:
+    """``CorruptStateError`` unless backends and generators map str names to dicts, and each
+    generator entry is ``{"backend": str, "state": dict}``."""
+    backends, generators = state.backends, state.generators
+    if not _is_str_dict_of_dicts(backends) or not _is_str_dict_of_dicts(generators):
+        raise CorruptStateError("'backends' and 'generators' must map names to dicts")
+    for name, entry in generators.items():
+        problems = fields_problem(entry, _ENTRY_FIELDS, f"generator {name[:60]!r}")
+        if not problems and not isinstance(entry["backend"], str):
+            problems.append(f"generator {name[:60]!r}: 'backend' must be a str")
+        if not problems and not isinstance(entry["state"], dict):
+            problems.append(f"generator {name[:60]!r}: 'state' must be a dict")
+        if problems:
+            raise CorruptStateError("; ".join(problems))
 
 
 def _is_str_dict_of_dicts(value: object) -> bool:
@@ -111,8 +136,8 @@ def _is_str_dict_of_dicts(value: object) -> bool:
 
 def _describe(value: object) -> str:
     if isinstance(value, dict):
-        return f"dict with keys {sorted(map(str, value))[:6]}"
-    return type(value).__name__
+        return f"dict with keys {sorted(str(k)[:40] for k in value)[:6]}"
+    return type_name(value)
 
 
 # -- registered generators ----------------------------------------------------------------
@@ -122,8 +147,12 @@ def _owner(obj: object) -> GeneratorOwner:
     owner = _backends.owner_of(obj)
     if owner is not None:
         return owner
+    what = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    why = _backends.unseedable(obj)
+    if why is not None:
+        raise TypeError(f"cannot register a {what}: {why}")
     raise TypeError(
-        f"cannot register a {type(obj).__module__}.{type(obj).__qualname__}: seedlock captures "
+        f"cannot register a {what}: seedlock captures "
         "numpy.random.Generator / RandomState, random.Random and torch.Generator objects "
         "(and those of backends that declare `owns`)"
     )
@@ -189,39 +218,36 @@ def capture() -> RNGState:
 
 def _problems(state: RNGState, devices: DevicePolicy, strict_names: bool) -> list[str]:
     problems: list[str] = []
-    known = {b.name: b for b in _backends.all_backends()}
+    known = _backends.by_name()
     for name, saved in state.backends.items():
         backend = known.get(name)
         if backend is None:
-            problems.append(f"backend {name!r}: not registered in this process")
+            problems.append(f"backend {name[:60]!r}: not registered in this process")
         elif not backend.available():
             problems.append(f"backend {name!r}: {backend.module} is not installed here")
-        elif backend.loaded():
+        else:
+            # Loaded or not: a library imported later gets this state then, so it is checked now.
             check = getattr(backend, "check_state", None)
             if check is not None:
-                problems += [f"backend {name!r}: {p}" for p in check(saved, devices)]
+                problems += [f"backend {name!r}: {p}" for p in _checked(check, saved, devices)]
     for name, entry in state.generators.items():
         obj = _registry.get(name)
         if obj is None:
             if strict_names:
                 problems.append(
-                    f"generator {name!r}: in the state but not registered here "
-                    f"(seedlock.register(obj, {name!r}))"
+                    f"generator {name[:60]!r}: in the state but not registered here "
+                    f"(seedlock.register(obj, {name[:60]!r}))"
                 )
             continue
         owner = _owner(obj)
-        if entry.get("backend") != owner.name:
+        if entry["backend"] != owner.name:
             problems.append(
                 f"generator {name!r}: is a {owner.name} generator, the state is for "
-                f"{entry.get('backend')!r}"
+                f"{entry['backend'][:60]!r}"
             )
             continue
-        generator_state = entry.get("state")
-        if not isinstance(generator_state, dict):
-            problems.append(f"generator {name!r}: state must be a dict")
-            continue
         problems += [
-            f"generator {name!r}: {p}" for p in owner.check_generator(obj, generator_state)
+            f"generator {name!r}: {p}" for p in _checked(owner.check_generator, obj, entry["state"])
         ]
     if strict_names:
         problems += [
@@ -232,28 +258,77 @@ def _problems(state: RNGState, devices: DevicePolicy, strict_names: bool) -> lis
     return problems
 
 
-def _apply(state: RNGState, *, strict_names: bool) -> None:
-    known = {b.name: b for b in _backends.all_backends()}
+def _checked(check: Callable[..., list[str]], *args: Any) -> list[str]:
+    """A check's problems; a check that raises (a third-party backend's, on input it never
+    expected) reports that instead of escaping as something else than a StateError."""
+    try:
+        return list(check(*args))
+    except Exception as exc:
+        return [f"the state could not be checked ({type(exc).__name__}: {exc})"]
+
+
+def _apply(state: RNGState) -> None:
+    """Apply a checked state: registered generators, then the loaded backends' globals; the
+    libraries not imported yet get theirs when imported.
+
+    Each generator is snapshotted before it is restored, so that if a library still refuses
+    its state (the checks are meant to make that impossible), everything restored before it is
+    put back and a ``StateMismatchError`` is raised. A backend with ``restore_last`` (NumPy's
+    legacy global, whose restore is atomic and whose snapshot is the costliest) goes last
+    and, being last, needs no snapshot.
+    """
+    known = _backends.by_name()
+    loaded, later = [], []
     for name, saved in state.backends.items():
         backend = known.get(name)
-        if backend is None:
-            continue
-        if backend.loaded():
-            _hooks.cancel(backend.module, "seedlock.restore")
+        if backend is not None:
+            (loaded if backend.loaded() else later).append((backend, saved))
+    loaded.sort(key=_restored_last)
+    undo: list[Callable[[], object]] = []
+    what = ""
+    try:
+        for name, entry in state.generators.items():
+            obj = _registry.get(name)
+            if obj is not None:
+                what, owner = f"generator {name!r}", _owner(obj)
+                undo.append(partial(owner.restore_generator, obj, owner.capture_generator(obj)))
+                owner.restore_generator(obj, entry["state"])
+        for backend, saved in loaded:
+            what = f"backend {backend.name!r}"
+            if not (backend is loaded[-1][0] and _restored_last((backend, saved))):
+                save, load = _snapshot(backend)
+                undo.append(partial(load, save()))
             backend.restore(saved)
-        else:
-            _hooks.on_import(backend.module, "seedlock.restore", _restorer(backend, saved))
-    for name, entry in state.generators.items():
-        obj = _registry.get(name)
-        if obj is not None:
-            _owner(obj).restore_generator(obj, entry["state"])
+    except Exception as exc:
+        refused = f"{what}: the library refused the state ({type(exc).__name__}: {exc})"
+        raise StateMismatchError([refused, *_undo(undo)]) from exc
+    for backend, saved in later:
+        _hooks.on_import(backend.module, _RESTORE_KEY, partial(backend.restore, saved))
 
 
-def _restorer(backend: Backend, saved: dict[str, Any]) -> Callable[[], None]:
-    def restore_on_import() -> None:
-        backend.restore(saved)
+def _restored_last(item: tuple[Backend, Any]) -> bool:
+    return bool(getattr(item[0], "restore_last", False))
 
-    return restore_on_import
+
+def _undo(undo: list[Callable[[], object]]) -> list[str]:
+    """Put back the snapshots, newest first; what could not be put back, in words."""
+    failed = []
+    for put_back in reversed(undo):
+        try:
+            put_back()
+        except Exception as exc:  # pragma: no cover - a library refusing its own state
+            failed.append(f"could not put back a generator: {type(exc).__name__}: {exc}")
+    return failed
+
+
+def _snapshot(backend: Backend) -> tuple[Callable[[], Any], Callable[[Any], object]]:
+    """The backend's cheapest (save, load) pair: its optional ``snapshot()``, else capture and
+    restore."""
+    snapshot = getattr(backend, "snapshot", None)
+    if snapshot is None:
+        return backend.capture, backend.restore
+    pair: tuple[Callable[[], Any], Callable[[Any], object]] = snapshot()
+    return pair
 
 
 def restore(state: RNGState, *, devices: DevicePolicy = "exact") -> None:
@@ -273,6 +348,7 @@ def restore(state: RNGState, *, devices: DevicePolicy = "exact") -> None:
         )
     if devices not in _POLICIES:
         raise ValueError(f"devices must be one of {_POLICIES}, got {devices!r}")
+    _check_structure(state)
     problems = _problems(state, devices, strict_names=True)
     if problems:
         raise StateMismatchError(problems)
@@ -284,19 +360,23 @@ def restore(state: RNGState, *, devices: DevicePolicy = "exact") -> None:
                 RuntimeWarning,
                 stacklevel=2,
             )
-    _apply(state, strict_names=True)
+    _apply(state)
 
 
 # -- state_dict (Stateful) --------------------------------------------------------------------
 
 
-def _map_blobs(value: Any, fn: Callable[[Any], Any], is_blob: Callable[[Any], bool]) -> Any:
+def _map_blobs(
+    value: Any, fn: Callable[[Any], Any], is_blob: Callable[[Any], bool], depth: int = 0
+) -> Any:
     if is_blob(value):
         return fn(value)
+    if depth > MAX_DEPTH:
+        raise CorruptStateError(f"the state is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, dict):
-        return {k: _map_blobs(v, fn, is_blob) for k, v in value.items()}
+        return {k: _map_blobs(v, fn, is_blob, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_map_blobs(v, fn, is_blob) for v in value]
+        return [_map_blobs(v, fn, is_blob, depth + 1) for v in value]
     return value
 
 
@@ -317,10 +397,15 @@ def _is_array(value: Any) -> bool:
 
 def _from_array(value: Any) -> bytes:
     if str(value.dtype) not in ("torch.uint8", "uint8"):
-        raise CorruptStateError(f"binary state fields must be uint8 arrays, got {value.dtype}")
-    if hasattr(value, "numpy"):
-        value = value.detach().cpu().numpy()
-    return bytes(value.tobytes())
+        raise CorruptStateError(
+            f"binary state fields must be uint8 arrays, got {str(value.dtype)[:40]}"
+        )
+    try:
+        if hasattr(value, "numpy"):
+            value = value.detach().cpu().numpy()
+        return bytes(value.tobytes())
+    except Exception as exc:  # a sparse, meta or otherwise unreadable tensor
+        raise CorruptStateError(f"a binary state field cannot be read: {exc}") from None
 
 
 def state_dict() -> dict[str, Any]:
@@ -341,7 +426,10 @@ def state_dict() -> dict[str, Any]:
 
 
 def load_state_dict(sd: dict[str, Any], *, devices: DevicePolicy = "exact") -> None:
-    """Restore a :func:`state_dict` (validated first, like :func:`restore`)."""
+    """Restore a :func:`state_dict` (validated first, like :func:`restore`).
+
+    Any problem raises a :class:`~seedlock.StateError` subclass and changes nothing.
+    """
     restore(RNGState.from_plain(_map_blobs(sd, _from_array, _is_array)), devices=devices)
 
 
@@ -352,18 +440,26 @@ class fork(contextlib.ContextDecorator):
     """Isolate every RNG family: whatever the body draws, all generators are put back on exit.
 
     Restores also when the body raises; nests; works as a decorator. Generators registered
-    inside the body are left alone on exit (they had no state before it).
+    inside the body are left alone on exit (they had no state before it). A library first
+    imported inside the body is put back to its state right after that import (seeded, or
+    restored, as pending then).
 
     >>> with seedlock.fork():
     ...     torch.rand(1000)      # draws that must not shift the training stream
     """
 
     def __init__(self) -> None:
-        self._saved: list[RNGState] = []
+        self._saved: list[tuple[RNGState, str, dict[str, dict[str, Any]]]] = []
 
     def __enter__(self) -> RNGState:
         state = capture()
-        self._saved.append(state)
+        key = f"seedlock.fork.{id(self)}.{len(self._saved)}"
+        imported: dict[str, dict[str, Any]] = {}
+        for backend in _backends.all_backends():
+            if backend.seed_bits and not backend.loaded() and backend.available():
+                record = partial(_record_import, imported, backend)
+                _hooks.on_import(backend.module, key, record, last=True)
+        self._saved.append((state, key, imported))
         return state
 
     def __exit__(
@@ -372,7 +468,16 @@ class fork(contextlib.ContextDecorator):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _apply(self._saved.pop(), strict_names=False)
+        state, key, imported = self._saved.pop()
+        for backend in _backends.all_backends():
+            _hooks.cancel(backend.module, key)
+        _apply(RNGState({**imported, **state.backends}, state.generators))
+
+
+def _record_import(
+    imported: dict[str, dict[str, Any]], backend: Backend
+) -> None:  # a post-import hook of fork
+    imported[backend.name] = backend.capture()
 
 
 # -- reseed_on_fork ----------------------------------------------------------------------------

@@ -41,10 +41,12 @@ __all__ = [
     "Change",
     "DeterminismOptions",
     "all_backends",
+    "by_name",
     "live_globals",
     "owner_of",
     "seed_live_globals",
     "select",
+    "unseedable",
 ]
 
 ENTRY_POINT_GROUP = "seedlock.backends"
@@ -119,6 +121,16 @@ def all_backends() -> list[Backend]:
     return list(_registry)
 
 
+_by_name: dict[str, Backend] = {}
+
+
+def by_name() -> dict[str, Backend]:
+    """Every registered backend by name (the same dict every call: do not change it)."""
+    if not _by_name:
+        _by_name.update((b.name, b) for b in all_backends())
+    return _by_name
+
+
 def select(names: Iterable[str] | None) -> list[Backend]:
     """The backends named in ``names`` (all when ``None``), in registry order."""
     backends = all_backends()
@@ -167,4 +179,17 @@ def owner_of(obj: object) -> GeneratorOwner | None:
         if owns is not None and owns(obj):
             _owners[type(obj)] = cast(GeneratorOwner, backend)
             return _owners[type(obj)]
+    return None
+
+
+def unseedable(obj: object) -> str | None:
+    """Why ``obj``, a source of random numbers no backend owns, can be neither captured nor
+    seeded (``random.SystemRandom``: OS entropy); ``None`` for anything else. Backends say so
+    with an optional ``unseedable(obj) -> str | None``."""
+    for backend in all_backends():
+        explain = getattr(backend, "unseedable", None)
+        if explain is not None:
+            why: str | None = explain(obj)
+            if why:
+                return why
     return None

@@ -29,6 +29,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
+from seedlock.backends.checks import blob_problem
+
 __all__ = [
     "OPTIONAL_MEMBERS",
     "Backend",
@@ -168,12 +170,23 @@ class GeneratorOwner(Protocol):
 #: Optional members a backend may add (``BaseBackend`` has defaults for all of them):
 #:
 #: ``check_state(state, devices) -> list[str]``
-#:     why ``restore`` could not apply ``state`` here (empty when it can); ``devices`` is the
-#:     device-count policy, ``"exact"`` or ``"common"``. Without it a state is trusted as is.
+#:     why ``restore`` could not apply ``state`` here (empty when it can), judged from the
+#:     values themselves (:mod:`seedlock.backends.checks`), without importing the library: it is
+#:     called for a library not imported yet too. ``devices`` is the device-count policy,
+#:     ``"exact"`` or ``"common"``. Without it a state is trusted as is (and a failing restore is
+#:     still undone, see ``restore_last``).
+#: ``restore_last: bool``
+#:     ``restore`` of a checked state either succeeds or raises with nothing changed, and its
+#:     snapshot is costly: seedlock restores this backend after every other generator and
+#:     without a snapshot (NumPy's legacy global). Others are snapshotted before they are
+#:     restored, so that a failure puts back everything restored before it.
 #: ``owns(obj) -> bool``, ``capture_generator(obj)``, ``check_generator(obj, state)``,
 #: ``restore_generator(obj, state)``, ``seed_generator(obj, material)``
 #:     for generator *objects* of the library (``numpy.random.Generator``, ``random.Random``,
 #:     ``torch.Generator``) registered with ``seedlock.register``.
+#: ``unseedable(obj) -> str | None``
+#:     why ``obj``, a random source of the library that ``owns`` refuses, can be neither seeded
+#:     nor captured (``random.SystemRandom``): named when it is registered or found in a dataset.
 #: ``seeder() -> Callable[[int], object]``
 #:     the cheapest callable that seeds the library's host (CPU) global generator, no report
 #:     string: what per-sample seeding calls for every sample. Device generators are left
@@ -184,6 +197,7 @@ class GeneratorOwner(Protocol):
 #:     Default: ``(capture, restore)``.
 OPTIONAL_MEMBERS = (
     "check_state",
+    "restore_last",
     "seeder",
     "snapshot",
     "owns",
@@ -191,6 +205,7 @@ OPTIONAL_MEMBERS = (
     "check_generator",
     "restore_generator",
     "seed_generator",
+    "unseedable",
 )
 
 
@@ -200,6 +215,7 @@ class BaseBackend:
     name: ClassVar[str]
     module: ClassVar[str]
     seed_bits: ClassVar[int] = 32
+    restore_last: ClassVar[bool] = False
 
     _installed: bool | None = None
 
@@ -254,15 +270,6 @@ class BaseBackend:
 
     def __repr__(self) -> str:
         return f"<seedlock backend {self.name!r}>"
-
-
-def blob_problem(label: str, value: object, size: int | None = None) -> list[str]:
-    """A state field that must be ``bytes`` (of ``size`` bytes, when given)."""
-    if not isinstance(value, bytes):
-        return [f"{label} must be bytes, got {type(value).__name__}"]
-    if size is not None and len(value) != size:
-        return [f"{label} has {len(value)} bytes, expected {size}"]
-    return []
 
 
 def low_bits(material: int, bits: int) -> int:

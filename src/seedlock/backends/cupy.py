@@ -6,6 +6,7 @@ import os
 from typing import Any, ClassVar
 
 from seedlock.backends.base import BaseBackend
+from seedlock.backends.checks import fields_problem
 
 __all__ = ["CupyBackend"]
 
@@ -28,6 +29,9 @@ class CupyBackend(BaseBackend):
 
     def capture(self) -> dict[str, Any]:
         return {}
+
+    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
+        return fields_problem(state, ())  # nothing is captured, so only {} is a state
 
     def restore(self, state: dict[str, Any]) -> None:
         return None

@@ -9,6 +9,7 @@ import warnings
 from typing import Any, ClassVar
 
 from seedlock.backends.base import BaseBackend, Change, DeterminismOptions, set_env
+from seedlock.backends.checks import fields_problem
 
 __all__ = ["JaxBackend"]
 
@@ -31,6 +32,9 @@ class JaxBackend(BaseBackend):
 
     def capture(self) -> dict[str, Any]:
         return {}
+
+    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
+        return fields_problem(state, ())  # nothing is captured, so only {} is a state
 
     def restore(self, state: dict[str, Any]) -> None:
         return None

@@ -7,14 +7,37 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from seedlock.backends.base import BaseBackend, blob_problem, low_bits
+from seedlock.backends.base import BaseBackend, low_bits
+from seedlock.backends.checks import (
+    blob_problem,
+    fields_problem,
+    float_problem,
+    int_problem,
+    mt19937_problem,
+    type_name,
+)
 
 __all__ = ["NumpyBackend"]
 
-_KEY_BYTES = 624 * 4
+_KEY = struct.Struct("<624I")
+_LEGACY_FIELDS = frozenset(("bit_generator", "key", "pos", "has_gauss", "gauss"))
+_U128 = 2**128 - 1
+#: The range of every int field of NumPy's bit generator states, by field name.
+_INT_RANGES = {
+    "pos": (0, 624),  # MT19937: a larger one reads (or crashes on) memory past the key
+    "has_gauss": (0, 1),
+    "has_uint32": (0, 1),
+    "uinteger": (0, 2**32 - 1),
+    "buffer_pos": (0, 4),  # Philox: its buffer holds 4 words
+    "state": (0, _U128),  # PCG64, PCG64DXSM
+    "inc": (0, _U128),
+}
+#: Nesting of a bit generator state: {"state": {"key": {array}}} plus the array's own fields.
+_MAX_DEPTH = 4
 
 
 def _to_plain(value: Any) -> Any:
@@ -38,11 +61,53 @@ def _from_plain(np: Any, value: Any) -> Any:
     return value
 
 
+def _match(saved: Any, live: Any, label: str, depth: int = 0) -> list[str]:
+    """Why ``saved`` (plain data from a file) is not a state of the same shape as ``live`` (the
+    plain state of the generator it is for), with every int, float and array checked."""
+    if depth > _MAX_DEPTH:
+        return [f"{label} is nested too deeply"]
+    if isinstance(live, dict) and "__array__" in live:
+        problems = fields_problem(saved, live, label)
+        if problems:
+            return problems
+        if saved["__array__"] != live["__array__"] or saved["shape"] != live["shape"]:
+            return [f"{label} must be a {live['__array__']} array of shape {live['shape']}"]
+        return blob_problem(f"{label} data", saved["data"], len(live["data"]))
+    if isinstance(live, dict):
+        problems = fields_problem(saved, live, label)
+        if problems:
+            return problems
+        for key, value in live.items():
+            problems += _match(saved[key], value, f"{label}.{key}", depth + 1)
+        return problems
+    field = label.rsplit(".", 1)[-1]
+    if isinstance(live, str):
+        return [] if saved == live else [f"{label} must be {live!r}"]
+    if isinstance(live, float):
+        return float_problem(label, saved)
+    if isinstance(live, int):
+        low, high = _INT_RANGES.get(field, (0, _U128))
+        problems = int_problem(label, saved, low, high)
+        if field == "inc" and not problems and saved % 2 == 0:
+            problems.append(f"{label} must be odd (a PCG increment always is)")
+        return problems
+    return [f"{label} has an unsupported type {type_name(saved)}"]
+
+
 class NumpyBackend(BaseBackend):
     name: ClassVar[str] = "numpy"
     module: ClassVar[str] = "numpy"
     # np.random.seed accepts a scalar only below 2**32.
     seed_bits: ClassVar[int] = 32
+    # restore() is atomic (the key is tried on a scratch bit generator first) and a snapshot,
+    # np.random.get_state(), is the costliest of all backends (bench_state.py).
+    restore_last: ClassVar[bool] = True
+
+    _scratch: Any = None
+    _templates: dict[tuple[type, type], Any]
+
+    def __init__(self) -> None:
+        self._templates = {}
 
     def seed(self, value: int) -> str:
         self._require_loaded().random.seed(value)
@@ -66,25 +131,34 @@ class NumpyBackend(BaseBackend):
         }
 
     def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
-        if not isinstance(state, dict):
-            return [f"state must be a dict, got {type(state).__name__}"]
-        problems = blob_problem("key", state.get("key"), _KEY_BYTES)
-        if state.get("bit_generator") != "MT19937":
-            problems.append(f"bit_generator must be 'MT19937', got {state.get('bit_generator')!r}")
-        pos = state.get("pos")
-        if not isinstance(pos, int) or not 0 <= pos <= 624:
-            problems.append(f"pos must be an int in [0, 624], got {pos!r}")
-        if not isinstance(state.get("gauss"), float) or not isinstance(state.get("has_gauss"), int):
-            problems.append("gauss must be a float and has_gauss an int")
+        # Pure Python: a state for NumPy is checked before NumPy is imported too.
+        problems = fields_problem(state, _LEGACY_FIELDS)
+        if problems:
+            return problems
+        if state["bit_generator"] != "MT19937":
+            problems.append("bit_generator must be 'MT19937' (the legacy global generator)")
+        key = blob_problem("key", state["key"], _KEY.size)
+        problems += key or mt19937_problem("key", state["key"])
+        problems += int_problem("pos", state["pos"], 0, 624)
+        problems += int_problem("has_gauss", state["has_gauss"], 0, 1)
+        problems += float_problem("gauss", state["gauss"])
         return problems
 
     def restore(self, state: dict[str, Any]) -> None:
         np = self._require_loaded()
-        key = np.frombuffer(state["key"], dtype="<u4").astype(np.uint32)
+        # A tuple of ints is what NumPy's key setter reads fastest (it indexes the key item by
+        # item: an array costs it a NumPy scalar per word).
+        mt = {"key": _KEY.unpack(state["key"]), "pos": state["pos"]}
+        # set_state changes the cached Gaussian *before* its bit generator checks the key, so
+        # the key is tried on a scratch bit generator first: then the global one cannot half
+        # change, and the restore is atomic (see ``atomic_restore``).
+        if self._scratch is None:
+            self._scratch = np.random.MT19937(0)
+        self._scratch.state = {"bit_generator": "MT19937", "state": mt}
         np.random.set_state(
             {
-                "bit_generator": state["bit_generator"],
-                "state": {"key": key, "pos": state["pos"]},
+                "bit_generator": "MT19937",
+                "state": mt,
                 "has_gauss": state["has_gauss"],
                 "gauss": state["gauss"],
             }
@@ -105,20 +179,30 @@ class NumpyBackend(BaseBackend):
         bit_state: dict[str, Any] = obj.bit_generator.state
         return bit_state
 
+    def _bit_generator(self, obj: Any) -> Any:
+        if isinstance(obj, self._require_loaded().random.RandomState):
+            return obj._bit_generator
+        return obj.bit_generator
+
     def capture_generator(self, obj: Any) -> dict[str, Any]:
         state: dict[str, Any] = _to_plain(self._raw_state(obj))
         return state
 
     def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
-        if not isinstance(state, dict) or "bit_generator" not in state:
-            return ["state must be a dict with a 'bit_generator' entry"]
-        raw = self._raw_state(obj)
-        kind, saved = raw["bit_generator"], state["bit_generator"]
-        if saved != kind:
-            return [f"bit generator is {kind}, the state is for {saved}"]
-        if set(state) != set(raw):
-            return [f"state has fields {sorted(state)}, expected {sorted(raw)}"]
-        return []
+        # The expected layout is the generator's own state; one per (object type, bit
+        # generator type) is kept, since only the values differ between generators.
+        key = (type(obj), type(self._bit_generator(obj)))
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = self.capture_generator(obj)
+        if isinstance(state, dict) and state.get("bit_generator") != template["bit_generator"]:
+            saved = state.get("bit_generator")
+            shown = repr(saved[:40]) if isinstance(saved, str) else type_name(saved)
+            return [f"bit generator is {template['bit_generator']}, the state is for {shown}"]
+        problems = _match(state, template, "state")
+        if not problems and template["bit_generator"] == "MT19937":
+            problems += mt19937_problem("state.state.key", state["state"]["key"]["data"])
+        return problems
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         np = self._require_loaded()

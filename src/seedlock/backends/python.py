@@ -9,12 +9,20 @@ import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from seedlock.backends.base import BaseBackend, blob_problem, low_bits
+from seedlock.backends.base import BaseBackend, low_bits
+from seedlock.backends.checks import (
+    blob_problem,
+    fields_problem,
+    float_problem,
+    int_problem,
+    mt19937_problem,
+)
 
 __all__ = ["PythonBackend"]
 
 _WORDS = 625  # 624 words of MT19937 state and the position index
 _MT = struct.Struct(f"<{_WORDS}I")
+_FIELDS = frozenset(("version", "mt", "gauss_next"))
 
 
 def _to_plain(getstate: tuple[Any, ...]) -> dict[str, Any]:
@@ -27,14 +35,19 @@ def _from_plain(state: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _check(state: dict[str, Any]) -> list[str]:
-    if not isinstance(state, dict):
-        return [f"state must be a dict, got {type(state).__name__}"]
-    problems = blob_problem("mt", state.get("mt"), _MT.size)
-    if state.get("version") != 3:
-        problems.append(f"version must be 3 (Python 3's random), got {state.get('version')!r}")
-    if not isinstance(state.get("gauss_next"), (float, type(None))):
-        problems.append("gauss_next must be a float or None")
-    return problems
+    problems = fields_problem(state, _FIELDS)
+    if problems:
+        return problems
+    problems += int_problem("version (Python 3's random)", state["version"], 3, 3)
+    problems += float_problem("gauss_next", state["gauss_next"], optional=True)
+    mt = state["mt"]
+    mt_problems = blob_problem("mt", mt, _MT.size)
+    if not mt_problems:
+        # The last word is the position in the key; random.setstate refuses one above 624, but
+        # only after the generators restored before it have changed.
+        mt_problems += int_problem("mt position", int.from_bytes(mt[-4:], "little"), 0, 624)
+        mt_problems += mt19937_problem("mt", mt)
+    return problems + mt_problems
 
 
 class PythonBackend(BaseBackend):
@@ -75,7 +88,17 @@ class PythonBackend(BaseBackend):
         random.setstate(_from_plain(state))
 
     def owns(self, obj: object) -> bool:
-        return isinstance(obj, random.Random)
+        # SystemRandom is a Random that reads os.urandom: no state to capture, no seed to set.
+        return isinstance(obj, random.Random) and not isinstance(obj, random.SystemRandom)
+
+    def unseedable(self, obj: object) -> str | None:
+        if isinstance(obj, random.SystemRandom):
+            return (
+                "it draws from the operating system's entropy pool (os.urandom): no seed reaches "
+                "it and it has no state to save; use random.Random(seed) or "
+                "seedlock.random_rng(name) for reproducible numbers"
+            )
+        return None
 
     def capture_generator(self, obj: Any) -> dict[str, Any]:
         return _to_plain(obj.getstate())

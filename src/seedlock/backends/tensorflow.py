@@ -6,6 +6,7 @@ import sys
 from typing import Any, ClassVar
 
 from seedlock.backends.base import BaseBackend, Change, DeterminismOptions, flip
+from seedlock.backends.checks import fields_problem
 
 __all__ = ["TensorflowBackend"]
 
@@ -33,6 +34,9 @@ class TensorflowBackend(BaseBackend):
         # TensorFlow exposes no way to read its global seed state back; the state issue's
         # capture treats TensorFlow as seed-only.
         return {}
+
+    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
+        return fields_problem(state, ())  # nothing is captured, so only {} is a state
 
     def restore(self, state: dict[str, Any]) -> None:
         return None

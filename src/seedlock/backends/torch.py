@@ -9,6 +9,7 @@ before ``fork()`` keeps CUDA usable in the children.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -17,10 +18,17 @@ from seedlock.backends.base import (
     BaseBackend,
     Change,
     DeterminismOptions,
-    blob_problem,
     flip,
     low_bits,
     set_env,
+)
+from seedlock.backends.checks import (
+    blob_problem,
+    fields_problem,
+    float_problem,
+    int_problem,
+    mt19937_problem,
+    type_name,
 )
 
 __all__ = ["TorchBackend"]
@@ -28,10 +36,63 @@ __all__ = ["TorchBackend"]
 _CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
 # Accelerators whose torch module keeps one generator per device (get_rng_state_all).
 _PER_DEVICE = ("cuda", "xpu")
+_DEVICE_KINDS = (*_PER_DEVICE, "mps")
+_GENERATOR_FIELDS = frozenset(("device", "state"))
+
+# torch.get_rng_state(): the CPU generator as CPUGeneratorImplState (ATen's
+# CPUGeneratorImpl.cpp). Known without importing torch, so a state is checked before torch is
+# imported too; tests/test_backends.py pins the layout against the installed torch.
+CPU_STATE_BYTES = 5056
+_HEAD = struct.Struct("<QiiQ")  # initial seed, left, seeded, next
+_WORDS = (24, 24 + 624 * 8)  # 624 Mersenne Twister words, each in a uint64 slot
+_DOUBLE_NORMAL = struct.Struct("<8xd8xi")  # at 5016: cached double normal sample, valid flag
+_FLOAT_NORMAL = struct.Struct("<f")  # at 5048: cached float normal sample; its flag at 5052
+_HIGH_HALVES = int.from_bytes(b"\0\0\0\0\xff\xff\xff\xff" * 624, "little")
+# CUDA and XPU generators (Philox): the seed, then the offset, which torch wants a multiple of 4.
+_PHILOX = struct.Struct("<Qq")
+
+
+def cpu_state_problems(label: str, blob: object) -> list[str]:
+    """Why ``blob`` is not a CPU generator state torch writes (torch itself checks only the size
+    and three of the fields, and only once the generators before it were restored)."""
+    problems = blob_problem(label, blob, CPU_STATE_BYTES)
+    if problems:
+        return problems
+    assert isinstance(blob, bytes)
+    _, left, seeded, position = _HEAD.unpack_from(blob)
+    problems += int_problem(f"{label} 'left'", left, 1, 624)
+    problems += int_problem(f"{label} 'seeded'", seeded, 1, 1)
+    problems += int_problem(f"{label} 'next'", position, 0, 624)
+    words = blob[_WORDS[0] : _WORDS[1]]
+    if int.from_bytes(words, "little") & _HIGH_HALVES:
+        problems.append(f"{label} holds 64-bit values where torch keeps 32-bit words")
+    problems += mt19937_problem(label, words, stride=8)
+    normal, normal_valid = _DOUBLE_NORMAL.unpack_from(blob, _WORDS[1])
+    problems += int_problem(f"{label} normal flag", normal_valid, 0, 1)
+    if normal_valid == 1:
+        problems += float_problem(f"{label} cached normal sample", normal)
+    (float_normal,) = _FLOAT_NORMAL.unpack_from(blob, CPU_STATE_BYTES - 8)
+    float_valid = blob[CPU_STATE_BYTES - 4]
+    problems += int_problem(f"{label} float normal flag", float_valid, 0, 1)
+    if float_valid == 1:
+        problems += float_problem(f"{label} cached float normal sample", float_normal)
+    return problems
+
+
+def philox_state_problems(label: str, blob: object) -> list[str]:
+    """Why ``blob`` is not a CUDA / XPU generator state (seed, offset) torch writes."""
+    problems = blob_problem(label, blob, _PHILOX.size)
+    if problems:
+        return problems
+    assert isinstance(blob, bytes)
+    _, offset = _PHILOX.unpack(blob)
+    if offset < 0 or offset % 4:
+        problems.append(f"{label} offset must be a multiple of 4 and >= 0, got {offset}")
+    return problems
 
 
 def _blob(tensor: Any) -> bytes:
-    return bytes(tensor.cpu().numpy().tobytes())
+    return bytes(tensor.numpy().tobytes()) if tensor.is_cpu else bytes(tensor.cpu().numpy())
 
 
 def _tensor(torch: Any, blob: bytes) -> Any:
@@ -116,34 +177,56 @@ class TorchBackend(BaseBackend):
         return state
 
     def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
-        torch = self._require_loaded()
-        if not isinstance(state, dict):
-            return [f"state must be a dict, got {type(state).__name__}"]
-        problems = blob_problem("cpu", state.get("cpu"), torch.get_rng_state().numel())
+        if not isinstance(state, dict) or "cpu" not in state:
+            return fields_problem(state, ("cpu",))
+        problems = fields_problem(state, ["cpu", *(k for k in state if k in _DEVICE_KINDS)])
+        problems += cpu_state_problems("cpu", state["cpu"])
         for kind in _PER_DEVICE:
             if kind not in state:
                 continue
             saved = state[kind]
             if not isinstance(saved, list):
-                problems.append(f"{kind} must be a list of per-device states")
+                problems.append(
+                    f"{kind} must be a list of per-device states, got {type_name(saved)}"
+                )
                 continue
             for i, blob in enumerate(saved):
-                problems += blob_problem(f"{kind}[{i}]", blob)
-            module = getattr(torch, kind, None)
-            here = module.device_count() if module is not None else 0
-            if devices == "exact" and len(saved) != here:
-                problems.append(
-                    f"the state holds {len(saved)} {kind} device(s), this process sees {here} "
-                    "(restore(..., devices='common') restores the devices both have)"
-                )
-            elif here == 0:
-                problems.append(f"the state holds {kind} devices, this process sees none")
+                problems += philox_state_problems(f"{kind}[{i}]", blob)
+            problems += self._device_count_problem(kind, len(saved), devices)
         if "mps" in state:
-            mps = getattr(torch.backends, "mps", None)
-            if mps is None or not mps.is_available():
-                problems.append("the state holds an MPS generator, MPS is not available here")
             problems += blob_problem("mps", state["mps"])
+            if self.loaded():
+                mps = getattr(self._require_loaded().backends, "mps", None)
+                if mps is None or not mps.is_available():
+                    problems.append("the state holds an MPS generator, MPS is not available here")
+            elif devices == "exact":
+                problems.append(self._not_imported("an MPS generator state"))
         return problems
+
+    def _device_count_problem(self, kind: str, saved: int, devices: str) -> list[str]:
+        if not self.loaded():
+            # Counting devices needs torch; seedlock never imports it to ask.
+            if devices == "exact":
+                return [self._not_imported(f"{saved} {kind} generator state(s)")]
+            return []
+        module = getattr(self._require_loaded(), kind, None)
+        here = module.device_count() if module is not None else 0
+        if devices == "exact" and saved != here:
+            return [
+                f"the state holds {saved} {kind} device(s), this process sees {here} "
+                "(restore(..., devices='common') restores the devices both have)"
+            ]
+        if here == 0:
+            return [f"the state holds {kind} devices, this process sees none"]
+        return []
+
+    @staticmethod
+    def _not_imported(what: str) -> str:
+        return (
+            f"the state holds {what} and torch is not imported yet, so the devices cannot be "
+            "counted: import torch before restoring (or pass devices='common' to restore, "
+            "when torch is imported, the devices both have)"
+        )
 
     def restore(self, state: dict[str, Any]) -> None:
         torch = self._require_loaded()
@@ -165,12 +248,19 @@ class TorchBackend(BaseBackend):
         return {"device": str(obj.device), "state": _blob(obj.get_state())}
 
     def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
-        if not isinstance(state, dict):
-            return [f"state must be a dict, got {type(state).__name__}"]
-        problems = blob_problem("state", state.get("state"), obj.get_state().numel())
-        if state.get("device") != str(obj.device):
-            problems.append(f"generator is on {obj.device}, the state is for {state.get('device')}")
-        return problems
+        problems = fields_problem(state, _GENERATOR_FIELDS)
+        if problems:
+            return problems
+        device = str(obj.device)
+        if state["device"] != device:
+            saved = state["device"]
+            shown = repr(saved[:40]) if isinstance(saved, str) else type_name(saved)
+            return [f"generator is on {device}, the state is for {shown}"]
+        if obj.device.type == "cpu":
+            return cpu_state_problems("state", state["state"])
+        if obj.device.type in _PER_DEVICE:
+            return philox_state_problems("state", state["state"])
+        return blob_problem("state", state["state"], obj.get_state().numel())
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         obj.set_state(_tensor(self._require_loaded(), state["state"]))
