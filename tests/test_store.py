@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -50,13 +52,71 @@ def test_file_is_self_describing_text(saved):
     magic, header, payload = saved.read_bytes().split(b"\n", 2)
     assert magic == b"SEEDLOCK-RNG-STATE"
     meta = json.loads(header)
-    assert meta["format"] == 1
+    assert meta["format"] == 2
     assert meta["length"] == len(payload)
+    checked = b"seedlock-rng-state format=2 length=%d\n" % len(payload) + payload
+    assert meta["sha256"] == hashlib.sha256(checked).hexdigest()
     assert json.loads(payload)["kind"] == "seedlock.rng_state"
 
 
-def test_saved_file_gets_ordinary_permissions(saved):
-    assert saved.stat().st_mode & 0o777 == 0o644
+def rewrite(path, *, payload: bytes | None = None, format: int = 2) -> None:
+    """Rewrite a state file with a valid header around ``payload`` (default: its own)."""
+    _, _, old = path.read_bytes().split(b"\n", 2)
+    payload = old if payload is None else payload
+    prefix = (
+        b""
+        if format == 1
+        else b"seedlock-rng-state format=%d length=%d\n"
+        % (
+            format,
+            len(payload),
+        )
+    )
+    digest = hashlib.sha256(prefix + payload).hexdigest()
+    header = json.dumps({"format": format, "length": len(payload), "sha256": digest})
+    path.write_bytes(store.MAGIC + header.encode() + b"\n" + payload)
+
+
+def test_saved_file_gets_the_mode_the_umask_gives(tmp_path):
+    old = os.umask(0o077)
+    try:
+        seedlock.save(tmp_path / "private.state")
+    finally:
+        os.umask(old)
+    seedlock.save(tmp_path / "shared.state")
+    assert (tmp_path / "private.state").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "shared.state").stat().st_mode & 0o777 == 0o666 & ~old
+
+
+def test_an_existing_file_keeps_its_mode(saved):
+    saved.chmod(0o640)
+    seedlock.save(saved)
+    assert saved.stat().st_mode & 0o777 == 0o640
+
+
+def test_save_never_overwrites_a_file_that_is_not_a_state(tmp_path):
+    path = tmp_path / "train.py"
+    path.write_text("print('my script')\n")
+    with pytest.raises(FileExistsError, match="not a seedlock state file: refusing"):
+        seedlock.save(path)
+    assert path.read_text() == "print('my script')\n"
+
+
+def test_save_removes_what_killed_saves_left_and_keeps_what_live_ones_write(saved):
+    from seedlock import _files
+
+    prefix = _files._temp_prefix(saved.name)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    stale = saved.parent / f"{prefix}{dead}.0011.tmp"
+    live = saved.parent / f"{prefix}{os.getppid()}.0022.tmp"
+    other = saved.parent / f".{saved.name}.seedlock-tmp.elsewhere.{dead}.0033.tmp"
+    for path in (stale, live, other):
+        path.write_bytes(b"partial")
+    seedlock.save(saved)
+    assert sorted(p.name for p in saved.parent.iterdir()) == sorted(
+        [saved.name, live.name, other.name]
+    )
 
 
 def test_save_leaves_no_temporary_file(saved):
@@ -75,13 +135,48 @@ def test_foreign_file_is_not_a_state_file(tmp_path):
         seedlock.load(path)
 
 
-def test_future_format_version_asks_for_an_upgrade(saved):
-    magic, header, payload = saved.read_bytes().split(b"\n", 2)
-    meta = json.loads(header)
-    meta["format"] = 2
-    saved.write_bytes(magic + b"\n" + json.dumps(meta).encode() + b"\n" + payload)
+def test_future_format_with_a_valid_checksum_asks_for_an_upgrade(saved):
+    rewrite(saved, format=3)
     with pytest.raises(StateVersionError, match="newer seedlock"):
         seedlock.load(saved)
+
+
+@pytest.mark.parametrize("digit", [b"0", b"1", b"3", b"9"])
+def test_a_flipped_format_digit_is_corruption_not_a_newer_format(saved, digit):
+    data = saved.read_bytes()
+    saved.write_bytes(data.replace(b'"format": 2', b'"format": ' + digit, 1))
+    with pytest.raises(CorruptStateError, match="checksum mismatch"):
+        seedlock.load(saved)
+
+
+def test_a_format_1_file_still_loads(saved):
+    rewrite(saved, format=1)
+    expected = random.random()
+    seedlock.load(saved)
+    assert random.random() == expected
+
+
+def test_a_deeply_nested_payload_is_corrupt_not_a_recursion_error(saved):
+    for depth in (100, 2000, 100_000):
+        rewrite(saved, payload=b"[" * depth + b"]" * depth)
+        with pytest.raises(CorruptStateError):
+            seedlock.load(saved)
+
+
+def test_a_hostile_file_at_the_size_cap_is_refused_before_it_is_parsed(saved):
+    # A payload of millions of tiny values, with a valid header: parsing it would build a tree
+    # of that many objects; it is refused on a bounded count instead.
+    items = b"{}," * ((store.MAX_STATE_BYTES - 2000) // 3)
+    rewrite(saved, payload=b"[" + items + b"{}]")
+    assert saved.stat().st_size <= store.MAX_STATE_BYTES
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptStateError, match="refusing to parse it"):
+            seedlock.load(saved)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * store.MAX_STATE_BYTES  # the file's bytes, not a tree of objects
 
 
 def test_truncated_file_is_reported_as_truncated(saved):
