@@ -7,6 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import run_python
 from seedlock import backends
@@ -157,3 +159,22 @@ def test_broken_entry_point_warns_and_the_rest_is_still_seeded(tmp_path):
     assert proc.stdout.splitlines()[0] == "seeded"
     assert "entry point 'missing' (counterplug:DoesNotExist) failed to load" in proc.stdout
     assert "entry point 'broken' (counterplug:Broken) does not implement" in proc.stdout
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**64 - 1), draws=st.lists(st.sampled_from(["rand", "randn", "randn64"]))
+)
+def test_every_cpu_state_torch_writes_passes_seedlocks_check(seed, draws):
+    from seedlock.backends.torch import CPU_STATE_BYTES, cpu_state_problems
+
+    generator = torch.Generator().manual_seed(seed)
+    for draw in draws:
+        if draw == "rand":
+            torch.rand(7, generator=generator)
+        else:  # the normal samplers leave a cached sample behind
+            dtype = torch.float64 if draw == "randn64" else torch.float32
+            torch.randn(1, generator=generator, dtype=dtype)
+    state = generator.get_state()
+    assert state.numel() == CPU_STATE_BYTES  # the layout seedlock checks without torch
+    assert cpu_state_problems("cpu", bytes(state.numpy().tobytes())) == []

@@ -206,16 +206,18 @@ class _Refuses(backends.BaseBackend):
 
 
 def test_a_restore_a_library_refuses_is_undone_and_reported(monkeypatch, generators):
-    monkeypatch.setattr(backends, "_registry", [*backends.all_backends(), _Refuses()])
-    monkeypatch.setattr(backends, "_by_name", {}, raising=False)
-    seedlock.seed_everything(3)
-    state = seedlock.capture()
-    assert list(state.backends) == ["python", "numpy", "torch", "refuses"]
-    random.random(), np.random.rand(), torch.rand(2), generators["py"].random()
-    before = seedlock.capture()
-    with pytest.raises(StateMismatchError, match="backend 'refuses': the library refused"):
-        seedlock.restore(state)
-    assert seedlock.capture() == before
+    with monkeypatch.context() as patch:
+        patch.setattr(backends, "_registry", [*backends.all_backends(), _Refuses()])
+        patch.setattr(backends, "_by_name", {}, raising=False)
+        seedlock.seed_everything(3)
+        state = seedlock.capture()
+        assert list(state.backends) == ["python", "numpy", "torch", "refuses"]
+        random.random(), np.random.rand(), torch.rand(2), generators["py"].random()
+        before = seedlock.capture()
+        with pytest.raises(StateMismatchError, match="backend 'refuses': the library refused"):
+            seedlock.restore(state)
+        assert seedlock.capture() == before
+    backends._by_name.clear()
 
 
 def test_system_random_cannot_be_registered():

@@ -34,13 +34,13 @@ class StateTooLargeError(StateError):
 
 
 class StateMismatchError(StateError):
-    """The state is intact but cannot be applied here (missing backend, device count, generator
-    names). ``problems`` lists every mismatch found."""
+    """The state cannot be applied here: a missing backend, another device count, other
+    generator names, a value no library writes. ``problems`` lists every one found."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, unchanged: bool = True) -> None:
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
+        outcome = "nothing was changed" if unchanged else "SOME GENERATORS MAY HAVE CHANGED"
         super().__init__(
-            f"cannot restore this RNG state ({len(self.problems)} problem(s)); "
-            f"nothing was changed:\n{lines}"
+            f"cannot restore this RNG state ({len(self.problems)} problem(s)); {outcome}:\n{lines}"
         )

@@ -301,7 +301,8 @@ def _apply(state: RNGState) -> None:
             backend.restore(saved)
     except Exception as exc:
         refused = f"{what}: the library refused the state ({type(exc).__name__}: {exc})"
-        raise StateMismatchError([refused, *_undo(undo)]) from exc
+        failed = _undo(undo)
+        raise StateMismatchError([refused, *failed], unchanged=not failed) from exc
     for backend, saved in later:
         _hooks.on_import(backend.module, _RESTORE_KEY, partial(backend.restore, saved))
 
