@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 import seedlock
 import seedlock.data
 from seedlock.data import ResumableSampler, SeededDataset, find_generators
+from seedlock.errors import CorruptStateError, StateVersionError
 
 
 class Augmented(Dataset):
@@ -208,6 +211,113 @@ def test_bad_loader_state_is_refused():
         loader.load_state_dict({"epoch": 0})
 
 
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"version": True, "epoch": 0, "batches": 1},
+        {"version": 1, "epoch": -1, "batches": 1},
+        {"version": 1, "epoch": 0, "batches": True},
+        {"version": 1, "epoch": 0.0, "batches": 1},
+        {"version": 1, "epoch": 0, "batches": 1, "extra": 0},
+        {"version": 1, "epoch": 0, "batches": 1, "world_size": 0},
+        ["version", 1],
+    ],
+    ids=str,
+)
+def test_a_loader_state_it_never_writes_is_a_state_error_and_changes_nothing(state):
+    seedlock.seed_everything(0)
+    loader = seedlock.data.loader(Augmented(), batch_size=4)
+    loader.load_state_dict({"version": 1, "epoch": 2, "batches": 3})
+    with pytest.raises(CorruptStateError):
+        loader.load_state_dict(state)
+    assert loader.state_dict() == {"version": 1, "epoch": 2, "batches": 3}
+
+
+def test_a_newer_loader_state_asks_for_an_upgrade():
+    seedlock.seed_everything(0)
+    loader = seedlock.data.loader(Augmented(), batch_size=4)
+    with pytest.raises(StateVersionError, match="newer seedlock"):
+        loader.load_state_dict({"version": 2, "epoch": 0, "batches": 0})
+
+
+@pytest.mark.parametrize("batch_size", [4, 5, None])
+def test_state_dict_right_after_load_state_dict_is_what_was_loaded(batch_size):
+    seedlock.seed_everything(0)
+    loader = seedlock.data.loader(Augmented(), batch_size=batch_size, shuffle=True)
+    last = len(loader)  # the short last batch included
+    for batches in (0, 3, last):
+        state = {"version": 1, "epoch": 2, "batches": batches}
+        loader.load_state_dict(state)
+        assert loader.state_dict() == state
+
+
+def test_a_checkpoint_taken_right_after_a_resume_resumes_at_the_same_batch():
+    seedlock.seed_everything(0)
+    straight = list(seedlock.data.loader(Augmented(), batch_size=4, shuffle=True))
+    resumed = seedlock.data.loader(Augmented(), batch_size=4, shuffle=True)
+    resumed.load_state_dict({"version": 1, "epoch": 0, "batches": 3})
+    again = seedlock.data.loader(Augmented(), batch_size=4, shuffle=True)
+    again.load_state_dict(resumed.state_dict())  # preempted again before the first batch
+    assert all(torch.equal(a, b) for a, b in zip(list(again), straight[3:], strict=True))
+
+
+def test_set_epoch_on_the_sampler_moves_the_loader():
+    seedlock.seed_everything(0)
+    loader = seedlock.data.loader(Augmented(), batch_size=4, shuffle=True)
+    epoch_3 = seedlock.data.loader(Augmented(), batch_size=4, shuffle=True)
+    for _ in range(3):
+        list(epoch_3)
+    loader.resumable_sampler.set_epoch(3)
+    assert loader.epoch == 3
+    assert all(torch.equal(a, b) for a, b in zip(loader, epoch_3, strict=True))
+
+
+def test_a_dataset_holding_an_unseedable_source_is_refused():
+    class Entropy(Augmented):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transform = {"noise": random.SystemRandom()}
+
+    seedlock.seed_everything(0)
+    with pytest.raises(ValueError, match=r"no seed reaches, at dataset\.transform\['noise'\]"):
+        seedlock.data.loader(Entropy(), batch_size=4)
+
+
+def test_threads_fetching_from_one_dataset_each_get_their_samples_generator():
+    inside = {0: threading.Event(), 1: threading.Event()}
+    drawn = threading.Event()
+
+    class Interleaved(Dataset):
+        """Sample 0 draws while sample 1 is being fetched by the other thread."""
+
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> float:
+            inside[i].set()
+            if i == 0:
+                inside[1].wait(timeout=10)
+                value = float(seedlock.data.sample_rng().random())
+                drawn.set()
+            else:
+                drawn.wait(timeout=10)
+                value = float(seedlock.data.sample_rng().random())
+            return value
+
+    seeded = SeededDataset(Interleaved(), root=0)
+
+    def fetch(i: int) -> float:
+        if i == 1:
+            inside[0].wait(timeout=10)  # sample 1 starts while sample 0 is in progress
+        return seeded[(0, i)]
+
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(fetch, [0, 1]))
+    # Each sample's generator, from its (root, epoch, index) alone:
+    key = [seedlock.derive("data", 0, i, "sample_rng", root=0, bits=128) for i in (0, 1)]
+    assert together == [float(np.random.default_rng(k).random()) for k in key]
+
+
 def test_iterable_datasets_and_foreign_samplers_are_refused_with_reasons():
     seedlock.seed_everything(0)
 
@@ -252,6 +362,12 @@ def test_sampler_partitions_ranks_exactly_like_distributed_sampler(size, world, 
         )
         assert list(ours) == list(theirs)
         assert len(ours) == len(theirs)
+
+
+def test_sampler_state_right_after_load_state_dict_is_what_was_loaded():
+    sampler = ResumableSampler(40, seed=0)
+    sampler.load_state_dict({"epoch": 1, "position": 30})
+    assert sampler.state_dict() == {"epoch": 1, "position": 30}
 
 
 def test_sampler_state_resumes_mid_epoch():

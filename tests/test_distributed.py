@@ -722,6 +722,20 @@ def test_per_rank_state_round_trips_rng_and_loader(world):
     assert torch.equal(got[1], expected[1])
 
 
+def test_per_rank_state_dict_right_after_loading_is_what_was_loaded(world):
+    world(1, 2)
+    seedlock.seed_everything(0, per_rank=True)
+    loader = seedlock.data.loader(list(range(16)), batch_size=2, shuffle=True)
+    batches = iter(loader)
+    next(batches), next(batches), next(batches)
+    saved = sd.PerRankState(loader=loader).state_dict()
+    fresh = seedlock.data.loader(list(range(16)), batch_size=2, shuffle=True)
+    state = sd.PerRankState(loader=fresh)
+    state.load_state_dict(saved)
+    assert state.state_dict()["rank1"]["loader"] == saved["rank1"]["loader"]
+    assert saved["rank1"]["loader"]["batches"] == 3
+
+
 def test_per_rank_state_puts_everything_back_when_a_part_refuses(world):
     world(0, 2)
     seedlock.seed_everything(0)

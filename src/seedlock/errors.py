@@ -25,7 +25,7 @@ class StateVersionError(StateError):
     """The state was written by a newer seedlock, in a format this version cannot read."""
 
 
-class CorruptStateError(StateError):
+class CorruptStateError(StateError, ValueError):
     """The state is truncated, fails its checksum, or is malformed."""
 
 

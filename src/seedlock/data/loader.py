@@ -11,6 +11,8 @@ RNG (a plain DataLoader draws from it on every ``iter()``, even with ``num_worke
 the caller has received — not how many the workers prefetched. ``load_state_dict`` makes the next
 ``iter()`` start at exactly the following batch, computed from the epoch's permutation (no replay
 of the skipped batches), with any ``num_workers``, ``persistent_workers`` or ``prefetch_factor``.
+The epoch and the position live in one place, the sampler: ``loader.resumable_sampler``'s
+``set_epoch`` / ``load_state_dict`` move the loader too.
 
 Under ``torchrun`` each rank's loader iterates its own share of the epoch's order (see
 :class:`~seedlock.data.ResumableSampler`), and its state also holds ``"world_size"`` (only when
@@ -28,9 +30,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
+from seedlock.backends.checks import fields_problem, int_problem
 from seedlock.data.sampler import ResumableSampler
 from seedlock.data.samples import SeededDataset
 from seedlock.derivation import Seed, check_seed, derive, get_root
+from seedlock.errors import CorruptStateError, StateVersionError
 
 __all__ = ["SeedlockDataLoader", "loader"]
 
@@ -145,16 +149,33 @@ class SeedlockDataLoader(DataLoader[Any]):
             )
         else:
             super().__init__(seeded, batch_sampler=self._batches, generator=generator, **kwargs)
-        self._next_epoch = sampler.epoch
-        self._skip = 0
-        self._epoch = self._next_epoch
+        self._epoch = sampler.epoch
         self._delivered = 0
         self._skip_at_start = 0
         self._finished = True
 
+    @property
+    def _per_batch(self) -> int:
+        """Samples of this rank per batch (1 without batching)."""
+        return self._batches.batch_size or 1
+
+    def _batches_before(self, position: int) -> int:
+        """How many batches end at or before sample ``position`` of this rank's epoch (the
+        last batch may be short: the end of the epoch ends it)."""
+        if position >= len(self.resumable_sampler):
+            return len(self)
+        return position // self._per_batch
+
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        epoch, skip = self._next_epoch, self._skip
-        self._next_epoch, self._skip = epoch + 1, 0
+        sampler = self.resumable_sampler
+        epoch, start = sampler._next_epoch, sampler._start
+        skip = self._batches_before(start)
+        if start < len(sampler) and start % self._per_batch:
+            raise ValueError(
+                f"the sampler's position ({start}) is not at a batch boundary (batch_size "
+                f"{self._per_batch}): set positions through loader.load_state_dict"
+            )
+        sampler._next_epoch, sampler._start = epoch + 1, 0
         self._epoch, self._delivered, self._skip_at_start = epoch, skip, skip
         self._finished = False
         self._batches.epoch, self._batches.skip = epoch, skip
@@ -163,28 +184,48 @@ class SeedlockDataLoader(DataLoader[Any]):
     @property
     def epoch(self) -> int:
         """The epoch the next ``iter()`` starts (or resumes)."""
-        return self._next_epoch
+        return self.resumable_sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` start ``epoch`` from its first batch."""
-        self._next_epoch, self._skip = epoch, 0
+        self.resumable_sampler.set_epoch(epoch)
+        self._finished = True
 
     def state_dict(self) -> dict[str, Any]:
         """``{"version", "epoch", "batches"}``: where to resume, counted in delivered batches
-        (plus ``"world_size"`` when the data is partitioned across ranks)."""
+        (plus ``"world_size"`` when the data is partitioned across ranks). Right after
+        :meth:`load_state_dict`, what was loaded."""
         if not self._finished and self._delivered < len(self):
             state = {"version": _STATE_VERSION, "epoch": self._epoch, "batches": self._delivered}
         else:
-            state = {"version": _STATE_VERSION, "epoch": self._next_epoch, "batches": 0}
+            sampler = self.resumable_sampler
+            batches = self._batches_before(sampler._start)
+            state = {"version": _STATE_VERSION, "epoch": sampler.epoch, "batches": batches}
         if self.resumable_sampler.num_replicas > 1:
             state["world_size"] = self.resumable_sampler.num_replicas
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Make the next ``iter()`` continue exactly after the last delivered batch."""
-        epoch, batches = state.get("epoch"), state.get("batches")
-        if state.get("version") != _STATE_VERSION or not isinstance(epoch, int):
-            raise ValueError(f"not a seedlock loader state: {state!r}")
+        """Make the next ``iter()`` continue exactly after the last delivered batch.
+
+        A state that is not one :meth:`state_dict` returns raises
+        :class:`~seedlock.errors.CorruptStateError` (a newer one
+        :class:`~seedlock.errors.StateVersionError`) and changes nothing."""
+        if not isinstance(state, dict) or type(state.get("version")) is not int:
+            raise CorruptStateError("not a seedlock loader state (no int 'version')")
+        if state["version"] > _STATE_VERSION:
+            raise StateVersionError(
+                f"loader state version {state['version']} was written by a newer seedlock; "
+                f"this one reads up to version {_STATE_VERSION}: upgrade seedlock"
+            )
+        keys = ("version", "epoch", "batches", *(["world_size"] if "world_size" in state else []))
+        problems = fields_problem(state, keys, "loader state")
+        if not problems:
+            problems += int_problem("version", state["version"], 1, _STATE_VERSION)
+            problems += int_problem("epoch", state["epoch"], 0, 2**63 - 1)
+            problems += int_problem("world_size", state.get("world_size", 1), 1, 2**31 - 1)
+        if problems:
+            raise CorruptStateError("; ".join(problems))
         saved, here = state.get("world_size", 1), self.resumable_sampler.num_replicas
         if saved != here:
             from seedlock.distributed import WorldSizeMismatchError
@@ -194,9 +235,16 @@ class SeedlockDataLoader(DataLoader[Any]):
                 f"loader splits it across {here}: its batch count means another position here; "
                 f"resume with {saved} rank(s)"
             )
-        if not isinstance(batches, int) or not 0 <= batches <= len(self):
-            raise ValueError(f"batches must be an int in [0, {len(self)}], got {batches!r}")
-        self._next_epoch, self._skip = epoch, batches
+        batches = state["batches"]
+        if type(batches) is not int or not 0 <= batches <= len(self):
+            raise CorruptStateError(f"batches must be an int in [0, {len(self)}], got {batches!r}")
+        self.resumable_sampler.load_state_dict(
+            {
+                "epoch": state["epoch"],
+                "position": min(batches * self._per_batch, len(self.resumable_sampler)),
+            }
+        )
+        self._finished = True
 
 
 def loader(

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from seedlock.backends.checks import fields_problem, int_problem
 from seedlock.derivation import Seed, check_seed, derive, get_root
+from seedlock.errors import CorruptStateError
 
 __all__ = ["ResumableSampler"]
 
@@ -31,9 +33,10 @@ class ResumableSampler(Sampler[int]):
     """Indices of a map-style dataset, shuffled per epoch from the root seed; resumable in O(1).
 
     ``state_dict()`` is ``{"epoch", "position"}``: the epoch in progress (or next) and how many
-    of this rank's indices were yielded. :func:`seedlock.data.loader` uses the sampler through
-    :meth:`indices` and counts delivered batches itself, which is what makes its resume exact
-    under worker prefetching.
+    of this rank's indices were yielded. The sampler holds the one cursor of the data order:
+    :func:`seedlock.data.loader` reads and moves it (counting delivered batches itself, which is
+    what makes its resume exact under worker prefetching), so ``set_epoch`` and
+    ``load_state_dict`` on the sampler move the loader too.
     """
 
     def __init__(
@@ -109,20 +112,27 @@ class ResumableSampler(Sampler[int]):
         return self._next_epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` use ``epoch`` (DistributedSampler compatible)."""
-        self._next_epoch, self._start = epoch, 0
+        """Make the next ``iter()`` use ``epoch`` from its start (DistributedSampler
+        compatible)."""
+        self._next_epoch, self._start, self._position = epoch, 0, 0
 
     # -- Stateful ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """``{"epoch", "position"}``: where a new ``iter()`` resumes after ``load_state_dict``."""
+        """``{"epoch", "position"}``: where a new ``iter()`` resumes after ``load_state_dict``
+        (right after a ``load_state_dict``, what was loaded)."""
         if 0 < self._position < self.num_samples and self._epoch == self._next_epoch - 1:
             return {"epoch": self._epoch, "position": self._position}
-        return {"epoch": self._next_epoch, "position": 0}
+        return {"epoch": self._next_epoch, "position": self._start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        epoch, position = state.get("epoch"), state.get("position")
-        if not isinstance(epoch, int) or not isinstance(position, int):
-            raise ValueError(f"expected {{'epoch': int, 'position': int}}, got {state!r}")
-        if not 0 <= position <= self.num_samples:
-            raise ValueError(f"position {position} is outside [0, {self.num_samples}]")
-        self._next_epoch, self._start = epoch, position
+        """Make the next ``iter()`` continue at ``state``'s position (a
+        :class:`~seedlock.errors.CorruptStateError` for anything else than what
+        :meth:`state_dict` returns, and nothing changes)."""
+        problems = fields_problem(state, ("epoch", "position"), "sampler state")
+        if not problems:
+            problems += int_problem("epoch", state["epoch"], 0, 2**63 - 1)
+            problems += int_problem("position", state["position"], 0, self.num_samples)
+        if problems:
+            raise CorruptStateError("; ".join(problems))
+        self._next_epoch, self._start = state["epoch"], state["position"]
+        self._epoch, self._position = state["epoch"], 0

@@ -15,6 +15,11 @@ there are, what was fetched before it, or whether the run was resumed.
 In the main process (``num_workers=0``) the caller's global generators are saved before the
 sample and put back after it: fetching data never shifts the training loop's random streams.
 
+The sample being fetched is kept per thread (a ``ContextVar``), so threads that fetch from one
+dataset each get their own :func:`sample_rng`. The *global* generators are one per process,
+though: per-sample seeding of ``random`` / ``np.random`` / torch from several threads at once
+interleaves their draws.
+
 What is scanned
 ---------------
 Generator objects (``numpy.random.Generator`` / ``RandomState``, ``random.Random``,
@@ -27,13 +32,15 @@ lists, tuples and dict values are looked through without counting as a step::
 
 Modules, classes, functions, tensors and arrays are not entered. The scan happens once, when the
 wrapper is made; generators attached later are not seen. With ``strict=True`` finding one is an
-error that names its path instead (for code that must use :func:`sample_rng`).
+error that names its path instead (for code that must use :func:`sample_rng`). A source that no
+seed reaches (``random.SystemRandom``) is always an error: it would make every run differ.
 """
 
 from __future__ import annotations
 
 import types
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from torch.utils.data import Dataset, get_worker_info
@@ -57,7 +64,8 @@ class _Sample:
         self.generator: Any = None
 
 
-_current: _Sample | None = None
+# The sample being fetched, per thread (and per asyncio task).
+_current: ContextVar[_Sample | None] = ContextVar("seedlock_sample", default=None)
 
 
 def _material(sample: _Sample, *keys: str | int) -> int:
@@ -65,12 +73,13 @@ def _material(sample: _Sample, *keys: str | int) -> int:
 
 
 def _require_sample(what: str) -> _Sample:
-    if _current is None:
+    sample = _current.get()
+    if sample is None:
         raise RuntimeError(
             f"{what}() is only available while a seedlock loader fetches a sample "
             "(inside Dataset.__getitem__ of a dataset given to seedlock.data.loader)"
         )
-    return _current
+    return sample
 
 
 def sample_rng() -> Any:
@@ -133,7 +142,8 @@ def _enterable(value: Any) -> bool:
 def find_generators(dataset: Any) -> list[tuple[str, Any, GeneratorOwner]]:
     """Generator objects held by ``dataset``: ``(path, generator, owning backend)`` each.
 
-    See the module docstring for exactly what is scanned.
+    See the module docstring for exactly what is scanned. A random source that no seed reaches
+    (``random.SystemRandom``) raises ``ValueError`` naming its path.
     """
     found: list[tuple[str, Any, GeneratorOwner]] = []
     seen: set[int] = {id(dataset)}
@@ -148,8 +158,15 @@ def find_generators(dataset: Any) -> list[tuple[str, Any, GeneratorOwner]]:
                 owner = _backends.owner_of(value)
                 if owner is not None:
                     found.append((path + suffix, value, owner))
-                else:
-                    next_frontier.append((path + suffix, value))
+                    continue
+                why = _backends.unseedable(value)
+                if why is not None:
+                    raise ValueError(
+                        f"the dataset holds a random source no seed reaches, at {path}{suffix}: "
+                        f"{why}. Every run would draw other numbers: seedlock.data.sample_rng() "
+                        "gives each sample its own reproducible generator"
+                    )
+                next_frontier.append((path + suffix, value))
         frontier = next_frontier
     return found
 
@@ -203,8 +220,7 @@ class SeededDataset(Dataset[Any]):
         return plan
 
     def _fetch(self, epoch: int, index: int, plan: _Plan) -> Any:
-        global _current
-        previous, _current = _current, _Sample(self.root, epoch, index)
+        token = _current.set(_Sample(self.root, epoch, index))
         try:
             material = plan.derive(epoch, index)
             for (seed, mask), value in zip(plan.seeders, material, strict=False):
@@ -214,7 +230,7 @@ class SeededDataset(Dataset[Any]):
                 owner.seed_generator(generator, value)
             return self.dataset[index]
         finally:
-            _current = previous
+            _current.reset(token)
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers started with "spawn" / "forkserver" receive the dataset pickled; the plans
