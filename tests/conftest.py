@@ -11,15 +11,14 @@ import pytest
 @pytest.fixture(autouse=True)
 def _isolate_seedlock_state():
     """Each test starts with no root seed, no active profile and the environment it found."""
-    from seedlock import _hooks, derivation
-    from seedlock.determinism import active_profiles
+    from seedlock import _hooks, derivation, determinism
 
     env = dict(os.environ)
     root = derivation._root
     derivation._root = None
     os.environ.pop(derivation.ENV_VAR, None)
     yield
-    for profile in reversed(active_profiles()):
+    for profile in reversed(determinism._stack):
         profile.restore()
     for module in list(_hooks._callbacks):
         for key in _hooks.pending(module):

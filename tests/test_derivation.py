@@ -4,13 +4,18 @@ moves one of them is a breaking change (see seedlock/derivation.py)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
-from hypothesis import given
+import torch
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import seedlock
+from conftest import run_python
 from seedlock.derivation import (
     ENV_VAR,
     Deriver,
@@ -164,11 +169,54 @@ def test_format_and_parse_seed_round_trip(seed):
     assert type(parse_seed(format_seed(seed))) is type(seed)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.one_of(
+        st.integers(min_value=-(2**30000), max_value=2**30000),
+        st.text(alphabet=st.characters(exclude_categories=["Cs"])),
+        st.binary(),
+    )
+)
+def test_every_seed_survives_its_text_form_exactly(seed):
+    text = format_seed(seed)
+    assert "\0" not in text  # it fits in an environment variable
+    assert parse_seed(text) == seed
+    assert type(parse_seed(text)) is type(seed)
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [2**20000, -(2**20000), "a\x00b", "  padded  ", "line\n"],
+    ids=["2**20000", "-2**20000", "NUL", "padded", "newline"],
+)
+def test_seeds_beyond_decimal_limits_and_env_limits_reach_child_processes(seed):
+    seedlock.seed_everything(seed)
+    assert seedlock.get_root() == seed
+    literal = hex(seed) if isinstance(seed, int) else repr(seed)  # repr(2**20000) raises
+    code = f"import seedlock; print(seedlock.get_root() == {literal}, seedlock.derive('x'))"
+    out = run_python(code, env={"SEEDLOCK_SEED": os.environ["SEEDLOCK_SEED"]})
+    assert out.stdout.split() == ["True", str(derive("x"))]
+
+
+def test_a_str_with_a_lone_surrogate_is_refused_and_nothing_changes():
+    seedlock.seed_everything(5)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        seedlock.seed_everything("a\ud800")
+    assert seedlock.get_root() == 5
+    assert os.environ["SEEDLOCK_SEED"] == "5"
+
+
+@pytest.mark.parametrize("flag", [torch.tensor(True), np.bool_(True)], ids=["torch", "numpy"])
+def test_a_boolean_scalar_is_refused_like_bool(flag):
+    with pytest.raises(TypeError, match="must be an int, str or bytes"):
+        check_seed(flag)
+
+
 def test_parse_seed_accepts_hex_integers_and_rejects_junk():
     assert parse_seed("0x2a") == 42
     with pytest.raises(ValueError, match="expected an integer"):
         parse_seed("forty-two")
-    with pytest.raises(ValueError, match="invalid hex seed"):
+    with pytest.raises(ValueError, match="expected hex:<hex digits>"):
         parse_seed("hex:zz")
 
 

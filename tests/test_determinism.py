@@ -257,3 +257,39 @@ def test_missing_cublas_config_after_cuda_init_warns():
     os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     with pytest.warns(RuntimeWarning, match="CUBLAS_WORKSPACE_CONFIG is read when cuBLAS starts"):
         seedlock.deterministic().restore()
+
+
+def test_restoring_an_earlier_profile_leaves_the_later_one_in_effect():
+    B.cudnn.benchmark = True
+    first = seedlock.deterministic()
+    second = seedlock.deterministic()
+    first.restore()
+    assert torch.are_deterministic_algorithms_enabled()
+    assert get_env() == ":4096:8"
+    assert active_profiles() == [second]
+    second.restore()
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert get_env() is None
+    assert B.cudnn.benchmark is True
+
+
+def test_restoring_an_earlier_profile_keeps_the_later_ones_options():
+    first = seedlock.deterministic(warn_only=True)
+    second = seedlock.deterministic()
+    first.restore()
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    second.restore()
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_profile_restored_while_switched_off_stays_off():
+    on = seedlock.deterministic()
+    off = seedlock.deterministic(False)
+    on.restore()
+    assert not torch.are_deterministic_algorithms_enabled()
+    off.restore()  # must not switch the restored profile back on
+    assert not on.active and not on.suspended
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert get_env() is None
+    assert active_profiles() == []

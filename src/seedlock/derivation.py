@@ -101,7 +101,16 @@ def check_seed(seed: object, what: str = "seed") -> Seed:
             f"{what} must be an int, str or bytes, got bool {seed!r} "
             f"(use {int(seed)} if you meant the number)"
         )
-    if isinstance(seed, (int, str, bytes)):
+    if isinstance(seed, str):
+        try:
+            seed.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{what} must be text that UTF-8 can encode; this str holds a lone surrogate "
+                "(pass bytes for binary seeds)"
+            ) from None
+        return seed
+    if isinstance(seed, (int, bytes)):
         return seed
     if isinstance(seed, float):
         hint = f"use {int(seed)} if you meant {int(seed)}" if seed.is_integer() else "round it"
@@ -109,10 +118,20 @@ def check_seed(seed: object, what: str = "seed") -> Seed:
     if isinstance(seed, (bytearray, memoryview)):
         return bytes(seed)
     # NumPy / torch integer scalars are common (a seed read from an array): accept any object
-    # that is exactly an integer through __index__.
+    # that is exactly an integer through __index__ — but not a boolean one, as for bool itself.
     index = getattr(type(seed), "__index__", None)
     if index is not None:
-        return int(index(seed))
+        if str(getattr(seed, "dtype", "")) in ("bool", "torch.bool"):
+            raise TypeError(
+                f"{what} must be an int, str or bytes, got a boolean {type(seed).__name__} "
+                "(use 0 or 1 if you meant the number)"
+            )
+        try:
+            return int(index(seed))
+        except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a tensor of many elements
+            raise TypeError(
+                f"{what} must be an int, str or bytes, got {type(seed).__name__} ({exc})"
+            ) from None
     raise TypeError(f"{what} must be an int, str or bytes, got {type(seed).__name__} {seed!r}")
 
 
@@ -245,37 +264,60 @@ def fresh_seed() -> int:
     return secrets.randbits(32)
 
 
+#: Wider ints are written in hex: Python refuses to convert ints of more than 640 to 4300
+#: decimal digits (the limit is configurable), never hex ones.
+_DECIMAL_BITS = 2000
+
+
 def format_seed(seed: Seed) -> str:
     """The text form of a seed, as stored in ``SEEDLOCK_SEED`` and printed for replay.
 
-    ints are decimal; str is ``str:<text>``; bytes is ``hex:<hex digits>``. :func:`parse_seed`
-    reads it back, so a str seed that looks like a number stays a str.
+    ints are decimal (``0x...`` hex beyond 2000 bits); str is ``str:<text>``, or
+    ``strhex:<hex of its UTF-8>`` when it holds a NUL, which no environment variable can;
+    bytes is ``hex:<hex digits>``. :func:`parse_seed` reads every form back exactly, so a str
+    seed that looks like a number stays a str, and whitespace around a str is kept.
     """
     seed = check_seed(seed)
     if isinstance(seed, int):
-        return str(seed)
+        return str(seed) if seed.bit_length() <= _DECIMAL_BITS else hex(seed)
     if isinstance(seed, str):
-        return "str:" + seed
+        return "str:" + seed if "\0" not in seed else "strhex:" + seed.encode().hex()
     return "hex:" + seed.hex()
 
 
 def parse_seed(text: str) -> Seed:
-    """Read a seed written by :func:`format_seed` (or typed by a user: ``42``, ``0x2a``)."""
-    text = text.strip()
+    """Read a seed written by :func:`format_seed` (or typed by a user: ``42``, ``0x2a``).
+
+    The text after ``str:`` is taken as it is, whitespace included; the other forms may be
+    surrounded by whitespace.
+    """
     if text.startswith("str:"):
         return text[4:]
-    if text.startswith("hex:"):
-        try:
-            return bytes.fromhex(text[4:])
-        except ValueError:
-            raise ValueError(f"invalid hex seed {text!r}: expected hex:<hex digits>") from None
+    text = text.strip()
+    for prefix, decode in (("strhex:", _text_from_hex), ("hex:", bytes.fromhex)):
+        if text.startswith(prefix):
+            try:
+                return decode(text[len(prefix) :])
+            except ValueError:
+                raise ValueError(
+                    f"invalid seed {_shown(text)}: expected {prefix}<hex digits>"
+                ) from None
     try:
         return int(text, 0)
     except ValueError:
         raise ValueError(
-            f"invalid seed {text!r}: expected an integer (42, -7, 0x2a), "
+            f"invalid seed {_shown(text)}: expected an integer (42, -7, 0x2a), "
             "str:<text> or hex:<hex digits>"
         ) from None
+
+
+def _text_from_hex(digits: str) -> str:
+    return bytes.fromhex(digits).decode("utf-8")  # UnicodeDecodeError is a ValueError
+
+
+def _shown(text: str) -> str:
+    """A user's text in a message: quoted, escaped, and cut when long."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def hash_seed_value(root: Seed) -> str:
@@ -291,8 +333,9 @@ def set_root(seed: Seed) -> None:
     subprocesses started afterwards find it. :func:`seedlock.seed_everything` calls this.
     """
     global _root
+    text = format_seed(seed)  # everything that can fail comes before anything changes
+    os.environ[ENV_VAR] = text
     _root = check_seed(seed)
-    os.environ[ENV_VAR] = format_seed(_root)
 
 
 RootState = tuple["Seed | None", "str | None"]

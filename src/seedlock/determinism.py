@@ -31,7 +31,10 @@ from seedlock.backends.base import Backend, Change, DeterminismOptions
 
 __all__ = ["DeterminismProfile", "Explanation", "active_profiles", "deterministic", "explain"]
 
-_active: list[DeterminismProfile] = []
+# Every profile in effect, oldest first, switched on or off: a stack. Restoring a profile that
+# is not on top takes the ones above it off, restores it, and applies them again, so that the
+# switches always end up as if the restored profile had never been applied.
+_stack: list[DeterminismProfile] = []
 
 
 class DeterminismProfile:
@@ -44,7 +47,10 @@ class DeterminismProfile:
         self._backends = backends
         self._suspended: list[DeterminismProfile] = []
         self._key = f"seedlock.deterministic.{id(self)}"
+        #: In effect (not restored yet).
         self.active = False
+        #: Switched off for now by a ``deterministic(False)`` profile above it.
+        self.suspended = False
 
     # -- applying -------------------------------------------------------------------------
     def _apply(self, backend: Backend) -> None:
@@ -64,36 +70,53 @@ class DeterminismProfile:
         for backend in self._backends:
             _hooks.cancel(backend.module, self._key)
 
-    def _suspend_active(self) -> None:
-        """For ``enable=False``: undo every active profile, recording the undo as our changes."""
-        while _active:
-            profile = _active.pop()
-            profile._disarm()
-            profile.active = False
-            for c in reversed(profile.changes):
-                c.undo()
-                self.changes.append(Change(c.backend, c.name, c.new, c.old, c.setter))
-            self._suspended.append(profile)
+    def _push(self) -> None:
+        """Apply this profile on top of the stack. ``enable=False`` first undoes every profile
+        in effect below it, recording the undo as its own changes."""
+        if not self.enable:
+            for profile in reversed(_stack):
+                if profile.enable and not profile.suspended:
+                    profile._disarm()
+                    for c in reversed(profile.changes):
+                        c.undo()
+                        self.changes.append(Change(c.backend, c.name, c.new, c.old, c.setter))
+                    profile.suspended = True
+                    self._suspended.append(profile)
+        self._arm()
+        self.active = True
+        _stack.append(self)
 
-    # -- undoing --------------------------------------------------------------------------
-    def restore(self) -> None:
-        """Put back every switch and environment variable this profile changed (idempotent)."""
-        if not self.active:
-            return
+    def _pop(self) -> None:
+        """Undo this profile, the top of the stack."""
         self._disarm()
         for change in reversed(self.changes):
             change.undo()
         self.changes.clear()
-        self.active = False
-        if self in _active:
-            _active.remove(self)
         for profile in reversed(self._suspended):
-            # Leaving `with deterministic(False)` re-enables what it had switched off; those
-            # profiles' changes were re-applied by the undo loop above.
-            profile.active = True
+            # Leaving `with deterministic(False)` puts back what it had switched off: the undo
+            # loop above re-applied those profiles' changes.
+            profile.suspended = False
             profile._arm(apply_now=False)
-            _active.append(profile)
         self._suspended.clear()
+        self.active = False
+        _stack.pop()
+
+    # -- undoing --------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Put back every switch and environment variable this profile changed (idempotent).
+
+        Profiles form a stack. Restoring one that is not the last applied is allowed: the
+        profiles applied after it are taken off, this one is undone, and they are applied
+        again, so the switches end up as if this profile had never been applied.
+        """
+        if not self.active:
+            return
+        above = _stack[_stack.index(self) + 1 :]
+        for profile in reversed(above):
+            profile._pop()
+        self._pop()
+        for profile in above:
+            profile._push()
 
     def __enter__(self) -> DeterminismProfile:
         return self
@@ -113,7 +136,7 @@ class DeterminismProfile:
         return head + ":\n" + "\n".join(f"  {c}" for c in self.changes)
 
     def __repr__(self) -> str:
-        state = "active" if self.active else "restored"
+        state = ("suspended" if self.suspended else "active") if self.active else "restored"
         return f"<DeterminismProfile enable={self.enable} {state}, {len(self.changes)} changes>"
 
 
@@ -160,19 +183,14 @@ def deterministic(
         cublas_workspace_config=cublas_workspace_config,
     )
     profile = DeterminismProfile(enable, options, _backends.select(backends))
-    if not enable:
-        profile._suspend_active()
-    profile._arm()
-    profile.active = True
-    if enable:
-        # Only "on" profiles are undone by a later deterministic(False).
-        _active.append(profile)
+    profile._push()
     return profile
 
 
 def active_profiles() -> list[DeterminismProfile]:
-    """Profiles switched on and not yet restored, oldest first."""
-    return list(_active)
+    """Profiles switched on, in effect and not yet restored, oldest first (a profile switched
+    off for now by a ``deterministic(False)`` is not listed)."""
+    return [p for p in _stack if p.enable and not p.suspended]
 
 
 def __getattr__(name: str) -> Any:
