@@ -396,6 +396,7 @@ def test_seedlock_check_names_a_planted_layer_even_when_seeded(tmp_path):
 def test_seedlock_check_compares_output_files(tmp_path):
     script = "import os, time; open('out/result.txt', 'w').write(str(time.time_ns()))"
     (tmp_path / "w.py").write_text(script)
+    (tmp_path / "out").mkdir()
     proc = seedlock_check("--outputs", "out", "--", sys.executable, "w.py", cwd=tmp_path)
     assert proc.returncode == 1
     assert "output files differ (run 1 vs run 2): result.txt" in proc.stdout

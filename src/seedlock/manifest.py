@@ -12,9 +12,10 @@ results (see :data:`RISK_RULES`).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from seedlock import _startup
 
@@ -149,11 +150,13 @@ def _packages() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def environment(cwd: str | None = None) -> dict[str, Any]:
-    """What this process sees of the machine and the project (no seed, no command)."""
+def environment(cwd: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What this process sees of the machine and the project (no seed, no command). ``env``:
+    the environment the run's command gets (default: this process's)."""
     import platform
 
     cwd = cwd or os.getcwd()
+    variables = os.environ if env is None else env
     libc = platform.libc_ver()
     return {
         "schema": SCHEMA,
@@ -174,7 +177,7 @@ def environment(cwd: str | None = None) -> dict[str, Any]:
         "gpus": _gpus(),
         "packages": _packages(),
         "git": _git(cwd),
-        "env": {k: os.environ[k] for k in ENV_WHITELIST if k in os.environ},
+        "env": {k: variables[k] for k in ENV_WHITELIST if k in variables},
     }
 
 
@@ -220,20 +223,49 @@ def process_record() -> dict[str, Any]:
     return record
 
 
+#: No manifest seedlock writes is nested deeper (processes.0.determinism.<flag> is 4).
+MAX_DEPTH = 16
+#: Far above any manifest (the package list of a large environment is some 100 kB).
+MAX_BYTES = 64 * 1024 * 1024
+
+
 def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a manifest, checking that it is one (``ValueError`` if not)."""
     import json
 
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not JSON ({exc})") from None
+    with open(path, "rb") as f:
+        raw = f.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise ValueError(f"{path}: larger than any manifest ({MAX_BYTES} bytes at most)")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"{path}: not a seedlock manifest (nested too deeply)") from None
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ValueError(f"{path}: not JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ValueError(f'{path}: not a seedlock manifest (no "schema": {SCHEMA!r})')
-    if not isinstance(data.get("version"), int) or data["version"] > VERSION:
-        raise ValueError(f"{path}: manifest version {data.get('version')!r} is not supported")
+    version = data.get("version")
+    if type(version) is not int or not 1 <= version <= VERSION:
+        raise ValueError(f"{path}: manifest version {str(version)[:20]!r} is not supported")
+    if _depth(data) > MAX_DEPTH:
+        raise ValueError(f"{path}: not a seedlock manifest (nested too deeply)")
     return data
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, without recursion (a hostile file may nest as deep as JSON allows)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 # -- diff ------------------------------------------------------------------------------------
@@ -286,11 +318,12 @@ _RANK = {"high": 0, "medium": 1, "low": 2}
 
 
 def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Dotted-path leaves of a nested manifest (lists are indexed: ``gpus.0.name``)."""
-    if isinstance(value, dict) and value:
+    """Dotted-path leaves of a nested manifest (lists are indexed: ``gpus.0.name``). An empty
+    dict or list has no leaves: ``env: {}`` and a missing ``env`` read the same."""
+    if isinstance(value, dict):
         for key, item in value.items():
             yield from flatten(item, f"{prefix}{key}.")
-    elif isinstance(value, list) and value:
+    elif isinstance(value, list):
         for i, item in enumerate(value):
             yield from flatten(item, f"{prefix}{i}.")
     else:
@@ -323,6 +356,13 @@ class Difference(_Fields):
     """One differing key: ``key``, ``a``, ``b``, ``risk`` (high/medium/low), ``why``."""
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values: same type (``1``, ``1.0`` and ``true`` differ), NaN equal to NaN."""
+    if type(a) is not type(b):
+        return False
+    return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+
+
 def diff(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     """Every key whose value differs between two manifests, highest risk first."""
     left, right = dict(flatten(a)), dict(flatten(b))
@@ -331,8 +371,19 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
         if key in ("schema", "version"):
             continue
         va, vb = left.get(key), right.get(key)
-        if va != vb:
-            risk, why = _risk(key)
-            found.append(Difference(key=key, a=va, b=vb, risk=risk, why=why))
+        if _same(va, vb) or _null_above_leaves(key, left, right):
+            continue
+        risk, why = _risk(key)
+        found.append(Difference(key=key, a=va, b=vb, risk=risk, why=why))
     found.sort(key=lambda d: (_RANK[d["risk"]], d["key"]))
     return found
+
+
+def _null_above_leaves(key: str, left: dict[str, Any], right: dict[str, Any]) -> bool:
+    """``git: null`` on one side, ``git.commit`` & co. on the other: the leaves below say it
+    all, so the null itself is no difference of its own."""
+    for mine, other in ((left, right), (right, left)):
+        if key in mine and key not in other and mine[key] is None:
+            below = key + "."
+            return any(k.startswith(below) for k in other)
+    return False

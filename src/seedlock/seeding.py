@@ -164,9 +164,10 @@ class SeedReport:
     def __str__(self) -> str:
         origin = " (fresh entropy: pass it back to replay)" if self.fresh else ""
         per_rank = "" if self.rank is None else f", globals per rank (rank {self.rank})"
-        lines = [
-            f"seedlock: root seed {format_seed(self.root)}{origin}, scheme {self.scheme}{per_rank}"
-        ]
+        from seedlock._text import printable
+
+        root = printable(format_seed(self.root), 200)
+        lines = [f"seedlock: root seed {root}{origin}, scheme {self.scheme}{per_rank}"]
         rows = [("backend", "status", "value", "what")]
         rows += [
             (e.backend, e.status, "-" if e.value is None else str(e.value), e.detail)

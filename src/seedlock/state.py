@@ -278,7 +278,8 @@ def _apply(state: RNGState) -> None:
     and, being last, needs no snapshot.
     """
     known = _backends.by_name()
-    loaded, later = [], []
+    loaded: list[tuple[Backend, dict[str, Any]]] = []
+    later: list[tuple[Backend, dict[str, Any]]] = []
     for name, saved in state.backends.items():
         backend = known.get(name)
         if backend is not None:

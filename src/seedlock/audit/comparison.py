@@ -29,7 +29,10 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from seedlock._text import printable
 
 __all__ = ["CAUSES", "Divergence", "Report", "compare", "read_meta"]
 
@@ -86,16 +89,18 @@ class Report:
         return self.reproducible
 
     def __str__(self) -> str:
+        # Module names, kinds and ops come from the traced program (or a hostile file): shown
+        # escaped, so that none can drive the terminal or forge a line of the report.
         if self.reproducible:
             return f"reproducible: {self.events} events bit-identical"
         d = self.divergence
         assert d is not None
-        where = f"{d.module}" + (f" ({d.kind})" if d.kind else "")
-        op = f", op {d.op}" if d.op else ""
+        where = printable(d.module, 200) + (f" ({printable(d.kind, 100)})" if d.kind else "")
+        op = f", op {printable(d.op, 100)}" if d.op else ""
         lines = [
             f"NOT reproducible: first divergence at event {d.seq} of step {d.step}",
-            f"  where   {where}, {d.event}{op}",
-            f"  cause   ({d.cause}) {d.cause_name}: {d.explanation}",
+            f"  where   {where}, {printable(d.event, 40)}{op}",
+            f"  cause   ({d.cause}) {d.cause_name}: {printable(d.explanation, 400)}",
         ]
         for label, side in (("run a", d.a), ("run b", d.b)):
             if side.get("sum") is not None:
@@ -108,7 +113,7 @@ class Report:
             lines.append(f"  size    {size}")
         if d.suspects:
             lines.append("  suspects (seedlock's table of known nondeterministic ops):")
-            lines += [f"    - {s}" for s in d.suspects]
+            lines += [f"    - {printable(s)}" for s in d.suspects]
         return "\n".join(lines)
 
 
@@ -120,8 +125,29 @@ def _difference_size(a: dict[str, Any], b: dict[str, Any]) -> str:
     return f"sums differ by {diff:.3g} ({diff / scale:.3g} relative)"
 
 
+def _connect(path: str) -> sqlite3.Connection:
+    """Open a trace read-only. The path goes into a ``file:`` URI percent-encoded, so that a
+    ``?`` or ``%`` in a file name is part of the name."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    return sqlite3.connect(uri, uri=True)
+
+
+# The type SQLite stores in each column of a valid trace (it does not enforce declared types).
+_TYPES = {
+    "seq": ("integer",), "step": ("integer",), "module": ("text",), "kind": ("text", "null"),
+    "event": ("text",), "op": ("text", "null"), "fingerprint": ("text",),
+    "dtype": ("text", "null"), "shape": ("text", "null"), "sum": ("real", "integer", "null"),
+    "absmax": ("real", "integer", "null"), "nans": ("integer", "null"),
+    "infs": ("integer", "null"), "rng": ("text", "null"), "inputs": ("text", "null"),
+}  # fmt: skip
+_BAD_ROW = "SELECT seq FROM events WHERE " + " OR ".join(
+    f"typeof({column}) NOT IN ({', '.join(repr(t) for t in types)})"
+    for column, types in _TYPES.items()
+)
+
+
 def _rows(path: str) -> Iterator[dict[str, Any]]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = _connect(path)
     try:
         cursor = db.execute(f"SELECT {_FIELDS} FROM events ORDER BY seq")
         names = [c.strip() for c in _FIELDS.split(",")]
@@ -136,21 +162,26 @@ def _rows(path: str) -> Iterator[dict[str, Any]]:
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, str]:
-    """A trace's meta table (``ValueError`` if the file is not a seedlock trace)."""
+    """A trace's meta table, once the file is checked to be a seedlock trace whose every event
+    has the types seedlock writes (``ValueError`` if not)."""
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise ValueError(f"{p}: no such trace file")
     try:
-        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        db = _connect(p)
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("format") != "seedlock.trace":
+                raise ValueError(f"{p}: not a seedlock trace")
+            bad = db.execute(_BAD_ROW + " LIMIT 1").fetchone()
         finally:
             db.close()
-    except sqlite3.DatabaseError:
-        raise ValueError(f"{p}: not a seedlock trace (not an SQLite file)") from None
-    if meta.get("format") != "seedlock.trace":
-        raise ValueError(f"{p}: not a seedlock trace")
-    return meta
+    except sqlite3.Error as exc:
+        raise ValueError(f"{p}: not a seedlock trace ({exc})") from None
+    if bad is not None:
+        raise ValueError(f"{p}: not a valid seedlock trace: event {bad[0]!r} holds a value of "
+                         "a type seedlock never writes")  # fmt: skip
+    return {str(k): str(v) for k, v in meta.items()}
 
 
 def _close(a: float | None, b: float | None, rtol: float, atol: float) -> bool:
@@ -236,15 +267,17 @@ def compare(
     pa, pb = os.fspath(a), os.fspath(b)
     meta_a, meta_b = read_meta(pa), read_meta(pb)
     if meta_a.get("version") != meta_b.get("version"):
+        va, vb = printable(meta_a.get("version"), 20), printable(meta_b.get("version"), 20)
         raise ValueError(
-            f"the traces have different formats (version {meta_a.get('version')} vs "
-            f"{meta_b.get('version')}): record both with the same seedlock release"
+            f"the traces have different formats (version {va} vs {vb}): record both with the "
+            "same seedlock release"
         )
     hash_a, hash_b = meta_a.get("hash", "sha256"), meta_b.get("hash", "sha256")
     if hash_a != hash_b:
         raise ValueError(
-            f"the traces were fingerprinted with different hashes ({hash_a} vs {hash_b}): "
-            "install the same seedlock extras (xxhash) on both machines"
+            f"the traces were fingerprinted with different hashes ({printable(hash_a, 20)} vs "
+            f"{printable(hash_b, 20)}): install the same seedlock extras (xxhash) on both "
+            "machines"
         )
     ia, ib = _rows(pa), _rows(pb)
     count = 0

@@ -20,7 +20,7 @@ every module is traced through torch's global module hooks; a module called with
 module around it is a root, and names come from its ``named_modules()``. Names start with the
 root's class: ``Net``, ``Net.encoder.0``, ``Net.encoder.0.weight``.
 
-The file (schema version 1)::
+The file (format version 2: fingerprints use the trace's hash throughout)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)         format, version, torch, argv, ...
     events(seq INTEGER PRIMARY KEY,                execution order, from 0
@@ -188,7 +188,8 @@ class Tracer:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Tracer:
-        if os.path.exists(self.path):
+        if os.path.lexists(self.path):
+            _replaceable(self.path)
             os.remove(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
@@ -367,6 +368,20 @@ class Tracer:
 
     def _global_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         self._post(module, args, {}, output)
+
+
+def _replaceable(path: str) -> None:
+    """An existing file may be replaced only when it is a seedlock trace (a rerun of the same
+    tracing); ``FileExistsError`` for anything else, which stays as it was."""
+    from seedlock.audit.comparison import read_meta
+
+    try:
+        read_meta(path)
+    except ValueError:
+        raise FileExistsError(
+            f"{path} exists and is not a seedlock trace: refusing to replace it "
+            "(remove it or choose another path)"
+        ) from None
 
 
 class _OpRecorder(torch.utils._python_dispatch.TorchDispatchMode):

@@ -3,6 +3,11 @@
 
 Subcommand modules are imported only when chosen, and argparse only when a command line needs
 it: ``seedlock run`` parses its options by hand, since it starts every seeded program.
+
+Exit status: 0 yes / no difference, 1 not reproducible / a high-risk difference, 2 a usage error
+or anything else that stops seedlock (one line on stderr: :class:`UsageError`, a file that
+cannot be read or written, a state or manifest that is not one), 130 when interrupted. A wrapped
+command's own status passes through ``seedlock run``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-__all__ = ["describe", "main"]
+__all__ = ["UsageError", "describe", "main"]
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked: printed as one line, exit status 2."""
+
 
 # subcommand -> (module, one-line help)
 _COMMANDS = {
@@ -58,6 +68,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             _parser().print_help()
             return 2
     name, rest = args[0], args[1:]
+    try:
+        return _run(name, rest)
+    except KeyboardInterrupt:
+        print(f"seedlock {name}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, OSError, ValueError) as exc:
+        # ValueError covers the documented refusals: StateError subclasses, manifests and
+        # traces that are not ones, seeds that do not parse.
+        from seedlock._text import printable
+
+        message: object = exc
+        if isinstance(exc, OSError) and exc.strerror:
+            message = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        print(f"seedlock {name}: {printable(message, 2000)}", file=sys.stderr)
+        return 2
+
+
+def _run(name: str, rest: list[str]) -> int:
     module = importlib.import_module(_COMMANDS[name][0])
     own_main = getattr(module, "main", None)
     if own_main is not None:

@@ -1,16 +1,17 @@
 """``seedlock diff A B``: two manifests, every difference ranked by how likely it is to change
 results (exit 0 when no difference is high-risk, 1 otherwise), or two traces (exit 0 when
 bit-identical within the tolerances, 1 otherwise, with the first divergence and its cause).
-Exit status 2 for unreadable input."""
+Exit status 2 for unreadable input, or a manifest given with a trace (one line on stderr)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from seedlock import manifest as mf
+from seedlock._text import printable
+from seedlock.cli import UsageError
 
 __all__ = ["add_arguments", "run"]
 
@@ -26,39 +27,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atol", type=float, default=0.0, help="traces: absolute tolerance")
 
 
-def _is_trace(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(16) == b"SQLite format 3\0"
-    except OSError:
-        return False
+def _kind(path: str) -> str:
+    """ "trace" for an SQLite file, "manifest" for anything else (read() then says if it is)."""
+    with open(path, "rb") as f:  # OSError: reported as one line by the command line
+        return "trace" if f.read(16) == b"SQLite format 3\0" else "manifest"
 
 
 def _diff_traces(args: argparse.Namespace) -> int:
     from seedlock.audit.comparison import compare
 
-    try:
-        report = compare(args.a, args.b, rtol=args.rtol, atol=args.atol)
-    except ValueError as exc:
-        print(f"seedlock diff: {exc}", file=sys.stderr)
-        return 2
+    report = compare(args.a, args.b, rtol=args.rtol, atol=args.atol)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report)
     return 0 if report.reproducible else 1
 
 
 def _short(value: Any, width: int = 38) -> str:
-    text = "-" if value is None else str(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return printable("-" if value is None else value, width)
 
 
 def run(args: argparse.Namespace) -> int:
-    if _is_trace(args.a) or _is_trace(args.b):
+    kinds = _kind(args.a), _kind(args.b)
+    if kinds[0] != kinds[1]:
+        raise UsageError(
+            f"{printable(args.a)} is a {kinds[0]} and {printable(args.b)} a {kinds[1]}: give two "
+            "manifests or two traces"
+        )
+    if kinds[0] == "trace":
         return _diff_traces(args)
-    try:
-        a, b = mf.read(args.a), mf.read(args.b)
-    except (OSError, ValueError) as exc:
-        print(f"seedlock diff: {exc}", file=sys.stderr)
-        return 2
+    a, b = mf.read(args.a), mf.read(args.b)
     found = mf.diff(a, b)
     high = [d for d in found if d["risk"] == "high"]
     if args.json:
@@ -74,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"{risk} risk ({len(group)})")
         if risk == "low" and not args.all:
-            print(f"  {', '.join(d['key'] for d in group[:6])}{' ...' if len(group) > 6 else ''}")
+            listed = ", ".join(printable(d["key"], 80) for d in group[:6])
+            print(f"  {listed}{' ...' if len(group) > 6 else ''}")
             continue
-        width = max(len(d["key"]) for d in group)
-        for d in group:
-            print(f"  {d['key']:<{width}}  {_short(d['a'])} -> {_short(d['b'])}   ({d['why']})")
+        keys = [printable(d["key"], 80) for d in group]
+        width = max(map(len, keys))
+        for key, d in zip(keys, group, strict=True):
+            print(f"  {key:<{width}}  {_short(d['a'])} -> {_short(d['b'])}   ({d['why']})")
     verdict = (
         f"{len(high)} high-risk difference(s): results may differ"
         if high

@@ -7,13 +7,21 @@ Python interpreter of the run — ``python script.py``, ``python -m pkg``, each 
 subprocesses — before user code, and then runs the ``sitecustomize`` it shadows. A child that is
 not Python just gets the environment.
 
-The child's exit status, stdout and stderr pass through unchanged. SIGTERM, SIGHUP, SIGQUIT,
-SIGUSR1 and SIGUSR2 are forwarded to it; SIGINT is left to the terminal, which delivers Ctrl-C to
-the whole foreground process group, the child included. A child killed by a signal makes
-``seedlock run`` die of the same signal.
+The child's exit status, stdout and stderr pass through unchanged. SIGINT, SIGTERM, SIGHUP,
+SIGQUIT, SIGUSR1 and SIGUSR2 reach it exactly once, whether the terminal sent them to the whole
+process group or a supervisor to ``seedlock run`` alone (see :mod:`seedlock.cli._child`). A
+child killed by a signal makes ``seedlock run`` die of the same signal.
 
 ``--seed last`` replays the previous run's seed (kept in ``.seedlock/last_seed`` of the current
-directory); ``--seed random`` (the default) draws one and prints it.
+directory); ``--seed random`` (the default) draws one and prints it. Nothing here stops the
+command from running: a working directory where ``.seedlock/`` cannot be written only means
+``--seed last`` will not find this seed, and a manifest that cannot be written where it should
+is written to the temporary directory instead (both said on stderr). Only a ``--manifest`` path
+that cannot work (a file that is not a manifest, a folder that cannot be written) is refused,
+before the command starts.
+
+Python interpreters started with ``-I``, ``-E`` or ``-S`` skip the bootstrap and so are not
+seeded: ``seedlock run`` says so on stderr and in the manifest.
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ import signal
 import sys
 import time
 
+from seedlock import _files
 from seedlock._bootstrap import DETERMINISTIC_VAR, RECORD_DIR_VAR
+from seedlock._text import printable
+from seedlock.cli import _child
 from seedlock.derivation import (
     ENV_VAR,
     format_seed,
@@ -58,7 +69,8 @@ CACHE_DIR = ".seedlock"
 _HERE = os.path.dirname(os.path.realpath(__file__))
 _BOOTSTRAP = os.path.join(_HERE, "bootstrap")
 _PACKAGE_PATH = os.path.dirname(os.path.dirname(_HERE))  # the folder that holds seedlock/
-_FORWARDED = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+# Python options that make an interpreter skip sitecustomize, hence the bootstrap.
+_SKIPS_BOOTSTRAP = {"I": "-I", "E": "-E", "S": "-S"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,28 +180,43 @@ def resolve_seed(text: str, cache: str | os.PathLike[str]) -> Seed:
     if text == "random":
         return fresh_seed()
     if text == "last":
+        path = os.path.join(cache, "last_seed")
         try:
-            with open(os.path.join(cache, "last_seed"), encoding="utf-8") as f:
-                return parse_seed(f.read())
+            with open(path, encoding="utf-8") as f:
+                saved = f.read(1 << 16)
         except FileNotFoundError:
             raise ValueError(
                 f"--seed last: no previous run recorded in {os.fspath(cache)}/ "
                 "(run once with a seed first)"
             ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--seed last: cannot read {path}: {_reason(exc)}") from None
+        # The file ends with the one newline _remember wrote; a str seed keeps its own.
+        return parse_seed(saved[:-1] if saved.endswith("\n") else saved)
     return parse_seed(text)
 
 
-def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+def _reason(exc: BaseException) -> str:
+    """An exception in one line: an OSError's strerror, else its message."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return printable(text)
 
 
 def _remember(cache: str, seed: Seed) -> None:
-    os.makedirs(cache, exist_ok=True)
-    ignore = os.path.join(cache, ".gitignore")
-    if not os.path.exists(ignore):
-        _write(ignore, "# created by seedlock: run records, not source\n*\n")
-    _write(os.path.join(cache, "last_seed"), format_seed(seed) + "\n")
+    """Keep the seed for ``--seed last``; a folder that cannot be written only loses that."""
+    try:
+        os.makedirs(cache, exist_ok=True)
+        ignore = os.path.join(cache, ".gitignore")
+        # "x": created once, never rewritten, never written through a link.
+        with contextlib.suppress(FileExistsError), open(ignore, "x", encoding="utf-8") as f:
+            f.write("# created by seedlock: run records, not source\n*\n")
+        _files.write_atomic(os.path.join(cache, "last_seed"), (format_seed(seed) + "\n").encode())
+    except OSError as exc:
+        print(
+            f"seedlock run: cannot record the seed in {cache}/last_seed ({_reason(exc)}); "
+            "--seed last will not find it",
+            file=sys.stderr,
+        )
 
 
 def child_environment(
@@ -202,8 +229,11 @@ def child_environment(
     if seed is not None:
         env[ENV_VAR] = format_seed(seed)
         env["PYTHONHASHSEED"] = hash_seed_value(seed)
-    paths = [_BOOTSTRAP, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # The bootstrap goes first, once; the user's entries follow exactly as they were (an empty
+    # entry is the current directory, so none is dropped).
+    user = env.get("PYTHONPATH", "")
+    entries = [p for p in user.split(os.pathsep) if p != _BOOTSTRAP] if user else []
+    env["PYTHONPATH"] = os.pathsep.join([_BOOTSTRAP, *entries])
     env["SEEDLOCK_PACKAGE_PATH"] = _PACKAGE_PATH
     if deterministic:
         env[DETERMINISTIC_VAR] = "1"
@@ -217,37 +247,31 @@ def child_environment(
     return env
 
 
-class _Child:
-    """The command's process: ``posix_spawnp`` where the OS has it (no subprocess import),
-    ``subprocess.Popen`` elsewhere."""
-
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self._popen: Any = None
-        spawn = getattr(os, "posix_spawnp", None)
-        if spawn is None:  # pragma: no cover - Windows
-            import subprocess
-
-            self._popen = subprocess.Popen(command, env=env)
-            self.pid = self._popen.pid
-            return
-        # Python ignores SIGPIPE and SIGXFSZ; a child must start with the defaults, as with
-        # subprocess's restore_signals (or `cmd | head` would not stop cmd).
-        default = {getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n)}
-        self.pid = spawn(command[0], command, env, setsigdef=default)
-
-    def send_signal(self, signum: int) -> None:
-        if self._popen is not None:  # pragma: no cover - Windows
-            self._popen.send_signal(signum)
-            return
-        with contextlib.suppress(ProcessLookupError):  # it has just ended
-            os.kill(self.pid, signum)
-
-    def wait(self) -> int:
-        """The exit code, or ``-N`` when signal N ended the child (as subprocess reports it)."""
-        if self._popen is not None:  # pragma: no cover - Windows
-            return int(self._popen.wait())
-        _, status = os.waitpid(self.pid, 0)
-        return os.waitstatus_to_exitcode(status)
+def skipped_bootstrap(command: list[str]) -> str | None:
+    """The option (``-I``, ``-E``, ``-S``) that makes a Python command skip the bootstrap, if
+    ``command`` runs Python with one before its script."""
+    name = os.path.basename(command[0]) if command else ""
+    version = name[len("python") :].replace(".", "")
+    if not name.startswith("python") or (version and not version.isdigit()):
+        return None
+    args = iter(command[1:])
+    for arg in args:
+        if arg.startswith("--"):
+            if arg == "--":
+                return None
+            continue  # a long option (--check-hash-based-pycs takes its value with =)
+        if not arg.startswith("-") or arg == "-":
+            return None  # the script, or - for stdin
+        for i, flag in enumerate(arg[1:], 2):
+            if flag in _SKIPS_BOOTSTRAP:
+                return _SKIPS_BOOTSTRAP[flag]
+            if flag in "cm":  # the program follows
+                return None
+            if flag in "XW":  # the rest of the argument, or the next one, is its value
+                if i == len(arg):
+                    next(args, None)
+                break
+    return None
 
 
 def _records(record_dir: str) -> list[dict[str, Any]]:
@@ -275,6 +299,21 @@ def _remove_tree(folder: str) -> None:
         os.rmdir(folder)
 
 
+def _record_dir() -> str | None:
+    """A private folder for the interpreters' records, in the temporary directory: nothing of
+    the run's plumbing lands in the user's tree, even when the launcher is killed."""
+    for base in (os.environ.get("TMPDIR"), "/tmp", os.getcwd()):
+        if not base:
+            continue
+        path = os.path.join(base, f"seedlock-run-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+        except OSError:
+            continue
+        return path
+    return None
+
+
 def _die_like(returncode: int) -> int:
     """Die of the signal that killed the child (so callers see the same status); if that
     signal does not end a process by default, return the shell's 128 + N convention."""
@@ -287,14 +326,15 @@ def _die_like(returncode: int) -> int:
     return 128 + signum
 
 
-def _environment() -> dict[str, Any]:
-    """The machine and project part of the manifest; never fails the run."""
+def _environment(env: dict[str, str]) -> dict[str, Any]:
+    """The machine and project part of the manifest, with the child's environment; never
+    fails the run."""
     from seedlock import manifest as mf
 
     try:
-        return mf.environment()
+        return mf.environment(env=env)
     except Exception as exc:  # a broken git, an odd platform: the run still gets its manifest
-        print(f"seedlock run: environment not fully recorded: {exc!r}", file=sys.stderr)
+        print(f"seedlock run: environment not fully recorded: {_reason(exc)}", file=sys.stderr)
         return {"schema": mf.SCHEMA, "version": mf.VERSION}
 
 
@@ -306,52 +346,76 @@ def run(args: Any) -> int:
     cache = CACHE_DIR
     try:
         seed = resolve_seed(args.seed, cache)
+        if args.manifest and not args.no_manifest:
+            _check_manifest_path(args.manifest)
     except ValueError as exc:
-        print(f"seedlock run: {exc}", file=sys.stderr)
+        print(f"seedlock run: {printable(exc)}", file=sys.stderr)
         return 2
     _remember(cache, seed)
     if not args.quiet:
-        print(f"seedlock: seed {format_seed(seed)}", file=sys.stderr, flush=True)
+        print(f"seedlock: seed {printable(format_seed(seed), 200)}", file=sys.stderr, flush=True)
+    skipped = skipped_bootstrap(command)
+    if skipped:
+        print(
+            f"seedlock run: python {skipped} skips seedlock's bootstrap: that interpreter is NOT "
+            "seeded (drop the option, or seed in the program)",
+            file=sys.stderr,
+        )
 
-    record_dir = None
-    if not args.no_manifest:
-        record_dir = os.path.join(cache, "records", f"{os.getpid()}-{time.time_ns()}")
-        os.makedirs(record_dir)
-        record_dir = os.path.abspath(record_dir)
+    record_dir = None if args.no_manifest else _record_dir()
     start = time.time()
     env = child_environment(seed, deterministic=args.deterministic, record_dir=record_dir)
+    environment: dict[str, Any] = {}
+
+    def collect() -> None:
+        # The machine and project part of the manifest (packages, git: tens of ms) is collected
+        # while the child runs; signals that arrive meanwhile are passed on after it.
+        if record_dir:
+            environment.update(_environment(env))
+
     try:
-        child = _Child(command, env)
+        returncode, _ = _child.run(command, env, while_running=collect)
     except OSError as exc:
-        print(f"seedlock run: cannot start {command[0]!r}: {exc}", file=sys.stderr)
+        print(f"seedlock run: cannot start {printable(command[0])!r}: {_reason(exc)}",
+              file=sys.stderr)  # fmt: skip
         if record_dir:
             _remove_tree(record_dir)
         return 127
-    previous = {}
-    for name in _FORWARDED:
-        signum = getattr(signal, name, None)
-        if signum is not None:
-            previous[signum] = signal.signal(signum, lambda s, _f: child.send_signal(s))
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        # The machine and project part of the manifest (packages, git: tens of ms) is
-        # collected while the child runs; forwarded signals are still handled meanwhile.
-        environment = _environment() if record_dir else {}
-        returncode = child.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     end = time.time()
 
     if record_dir:
-        _write_manifest(
+        manifest = _manifest(
             args, command, seed, record_dir, environment=environment, times=(start, end),
-            returncode=returncode,
+            returncode=returncode, skipped=skipped,
         )  # fmt: skip
+        _save_manifest(args, manifest, seed)
     return _die_like(returncode) if returncode < 0 else returncode
 
 
-def _write_manifest(
+def _check_manifest_path(path: str) -> None:
+    """Refuse, before the command runs, a --manifest that cannot be written or would replace
+    a file that is not a seedlock manifest."""
+    if os.path.isdir(path):
+        raise ValueError(f"--manifest {path!r} is a folder: name a file")
+    if os.path.lexists(path):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError as exc:
+            raise ValueError(f"--manifest {path!r}: cannot read it ({_reason(exc)})") from None
+        if b'"seedlock.manifest"' not in head:
+            raise ValueError(
+                f"--manifest {path!r} exists and is not a seedlock manifest: refusing to "
+                "overwrite it"
+            )
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--manifest {path!r}: {folder} cannot be written")
+
+
+def _manifest(
     args: Any,
     command: list[str],
     seed: Seed,
@@ -360,14 +424,16 @@ def _write_manifest(
     environment: dict[str, Any],
     times: tuple[float, float],
     returncode: int,
-) -> None:
-    import json
-
+    skipped: str | None,
+) -> dict[str, Any]:
     from seedlock import manifest as mf
 
     processes = _records(record_dir)
     _remove_tree(record_dir)
-    manifest = {
+    warnings = []
+    if skipped:
+        warnings.append(f"python {skipped} skipped seedlock's bootstrap: NOT seeded")
+    return {
         **environment,
         "seed": {
             "root": format_seed(seed),
@@ -384,17 +450,44 @@ def _write_manifest(
             "signal": signal.Signals(-returncode).name if returncode < 0 else None,
         },
         "processes": processes,
+        "warnings": warnings,
     }
+
+
+def _save_manifest(args: Any, manifest: dict[str, Any], seed: Seed) -> None:
+    """Write the manifest where asked (or in .seedlock/runs/); where that fails, in the
+    temporary directory. Never changes the run's exit status."""
+    import json
+
+    data = (json.dumps(manifest, indent=2, default=str) + "\n").encode()
     path = args.manifest or _default_manifest_path(CACHE_DIR, manifest["command"]["start"], seed)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    _write(path, json.dumps(manifest, indent=2, default=str) + "\n")
+    try:
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        _files.write_atomic(path, data)
+    except OSError as exc:
+        import tempfile
+
+        fd, fallback = tempfile.mkstemp(prefix="seedlock-manifest-", suffix=".json")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        print(
+            f"seedlock run: cannot write the manifest to {printable(path)} ({_reason(exc)}); "
+            f"written to {fallback}",
+            file=sys.stderr,
+        )
+        return
     if not args.quiet:
-        print(f"seedlock: manifest {path}", file=sys.stderr)
+        print(f"seedlock: manifest {printable(path)}", file=sys.stderr)
 
 
 def _default_manifest_path(cache: str, start: str, seed: Seed) -> str:
     stamp = start.replace(":", "").replace("-", "").replace("+0000", "Z").replace("+00:00", "Z")
-    label = format_seed(seed) if isinstance(seed, int) else "custom"
-    return os.path.join(cache, "runs", f"{stamp}-seed{label}.json")
+    label = format_seed(seed) if isinstance(seed, int) and seed.bit_length() < 64 else "custom"
+    path = os.path.join(cache, "runs", f"{stamp}-seed{label}.json")
+    n = 1
+    while os.path.lexists(path):  # two runs within the same millisecond
+        n += 1
+        path = os.path.join(cache, "runs", f"{stamp}-seed{label}-{n}.json")
+    return path

@@ -16,13 +16,33 @@ def _seedlock_start() -> None:
         try:
             from seedlock import _bootstrap
         except ImportError:
-            # Another interpreter than seedlock's own (a system python, another venv):
-            # seedlock is pure Python, so its own copy serves.
-            sys.path.append(os.environ.get("SEEDLOCK_PACKAGE_PATH", ""))
+            _load_launchers_seedlock()
             from seedlock import _bootstrap
         _bootstrap.start()
     except Exception as exc:  # never break the user's program
         print(f"seedlock: this interpreter is NOT seeded: {exc!r}", file=sys.stderr)
+
+
+def _load_launchers_seedlock() -> None:
+    """Another interpreter than seedlock's own (a system python, another venv, another Python
+    version): seedlock is pure Python, so the launcher's copy serves. Only that package is
+    loaded from it; its folder (often a site-packages of another Python) is not put on
+    sys.path, whose compiled packages would not load here."""
+    import importlib.util
+
+    package = os.path.join(os.environ.get("SEEDLOCK_PACKAGE_PATH", ""), "seedlock")
+    spec = importlib.util.spec_from_file_location(
+        "seedlock", os.path.join(package, "__init__.py"), submodule_search_locations=[package]
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"seedlock is not importable here, nor from {package}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["seedlock"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["seedlock"]
+        raise
 
 
 def _run_shadowed_sitecustomize() -> None:
