@@ -22,6 +22,9 @@ Measures, in one process with torch and NumPy imported:
 6. The in-memory round trip with 10 registered generators (5 NumPy ``Generator``, 5
    ``torch.Generator``), against none registered and against a hand-written capture / set of
    the same 13 generators.
+7. A hostile state file at the size cap (64 MiB, a valid header and checksum over a payload of
+   some 22 million tiny JSON values): the time and the peak memory (tracemalloc) seedlock
+   takes to refuse it, next to loading a normal state file.
 
 Every variant is a (save, load) pair: before timing, each one saves, draws from every generator,
 loads and draws again, and must see the same numbers. Each repeat times a block of calls of every
@@ -35,8 +38,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import hashlib
 import importlib
 import io
+import json
 import os
 import platform
 import pstats
@@ -45,6 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -514,6 +520,51 @@ def profile(title: str, context: Callable[[], Any], calls: int = 1000, top: int 
     return ["", f"cProfile of {calls} x `restore(capture())` {title}:", "```", *lines, "```"]
 
 
+def hostile_file(tmp: Path, repeats: int) -> list[str]:
+    """Refusing a hostile file at the size cap, next to a normal load: time and peak memory."""
+    from seedlock import store
+
+    normal = seedlock.save(tmp / "normal.state")
+    items = (store.MAX_STATE_BYTES - 4096) // 3
+    bad = b"[" + b"{}," * (items - 1) + b"{}]"
+    prefix = b"seedlock-rng-state format=2 length=%d\n" % len(bad)
+    digest = hashlib.sha256(prefix + bad).hexdigest()
+    header = json.dumps({"format": 2, "length": len(bad), "sha256": digest}).encode()
+    hostile = tmp / "hostile.state"
+    hostile.write_bytes(store.MAGIC + header + b"\n" + bad)
+
+    def load(path: Path) -> str:
+        try:
+            seedlock.load(path)
+        except seedlock.StateError as exc:
+            return type(exc).__name__
+        return "loaded"
+
+    out = {}
+    for name, path in (("normal", normal), ("hostile", hostile)):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter_ns()
+            outcome = load(path)
+            times.append(time.perf_counter_ns() - t)
+        expected = "loaded" if name == "normal" else "CorruptStateError"
+        if outcome != expected:
+            raise SystemExit(f"the {name} file: {outcome}, expected {expected}")
+        tracemalloc.start()
+        load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        out[name] = (path.stat().st_size, statistics.median(times), peak)
+    rows = ["", "| file | size | load / refusal (median) | peak memory (tracemalloc) |",
+            "| --- | --- | --- | --- |"]  # fmt: skip
+    for name, what in (("normal", "a normal state file, loaded"),
+                       ("hostile", f"a hostile file at the size cap ({items:,} JSON values), "
+                                   "refused")):  # fmt: skip
+        size, median, peak = out[name]
+        rows.append(f"| {what} | {size:,} B | {median / 1e6:.2f} ms | {peak / 2**20:.2f} MiB |")
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
@@ -551,8 +602,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = sizes(tmp, gens, lightning)
         lightning_name = lightning[0] if lightning else None
         lines = header(lightning_name, repeats, elapsed, tmp)
-    lines += report(res, size, lightning_name)
-    lines += verdict(res, lightning_name)
+        lines += report(res, size, lightning_name)
+        lines += verdict(res, lightning_name)
+        progress("the hostile file at the size cap ...")
+        lines += hostile_file(tmp, min(repeats, 5))
     # Profiles when asked, and whenever a round trip misses the criterion.
     if args.profile or res["seedlock"].median / 1e3 >= CRITERION_US:
         lines += profile("(no generator registered)", contextlib.nullcontext)

@@ -119,13 +119,17 @@ def _check_structure(state: RNGState) -> None:
     if not _is_str_dict_of_dicts(backends) or not _is_str_dict_of_dicts(generators):
         raise CorruptStateError("'backends' and 'generators' must map names to dicts")
     for name, entry in generators.items():
-        problems = fields_problem(entry, _ENTRY_FIELDS, f"generator {name[:60]!r}")
-        if not problems and not isinstance(entry["backend"], str):
-            problems.append(f"generator {name[:60]!r}: 'backend' must be a str")
-        if not problems and not isinstance(entry["state"], dict):
-            problems.append(f"generator {name[:60]!r}: 'state' must be a dict")
-        if problems:
-            raise CorruptStateError("; ".join(problems))
+        if (
+            entry.keys() == _ENTRY_FIELDS
+            and type(entry["backend"]) is str
+            and type(entry["state"]) is dict
+        ):
+            continue
+        label = f"generator {name[:60]!r}"
+        problems = fields_problem(entry, _ENTRY_FIELDS, label) or [
+            f"{label}: 'backend' must be a str and 'state' a dict"
+        ]
+        raise CorruptStateError("; ".join(problems))
 
 
 def _is_str_dict_of_dicts(value: object) -> bool:
@@ -228,8 +232,9 @@ def _problems(state: RNGState, devices: DevicePolicy, strict_names: bool) -> lis
         else:
             # Loaded or not: a library imported later gets this state then, so it is checked now.
             check = getattr(backend, "check_state", None)
-            if check is not None:
-                problems += [f"backend {name!r}: {p}" for p in _checked(check, saved, devices)]
+            found = [] if check is None else _checked(check, saved, devices)
+            if found:
+                problems += [f"backend {name!r}: {p}" for p in found]
     for name, entry in state.generators.items():
         obj = _registry.get(name)
         if obj is None:
@@ -262,7 +267,8 @@ def _checked(check: Callable[..., list[str]], *args: Any) -> list[str]:
     """A check's problems; a check that raises (a third-party backend's, on input it never
     expected) reports that instead of escaping as something else than a StateError."""
     try:
-        return list(check(*args))
+        found: list[str] = check(*args)
+        return found
     except Exception as exc:
         return [f"the state could not be checked ({type(exc).__name__}: {exc})"]
 
@@ -292,7 +298,7 @@ def _apply(state: RNGState) -> None:
             obj = _registry.get(name)
             if obj is not None:
                 what, owner = f"generator {name!r}", _owner(obj)
-                undo.append(partial(owner.restore_generator, obj, owner.capture_generator(obj)))
+                undo.append(_generator_snapshot(owner, obj))
                 owner.restore_generator(obj, entry["state"])
         for backend, saved in loaded:
             what = f"backend {backend.name!r}"
@@ -321,6 +327,15 @@ def _undo(undo: list[Callable[[], object]]) -> list[str]:
         except Exception as exc:  # pragma: no cover - a library refusing its own state
             failed.append(f"could not put back a generator: {type(exc).__name__}: {exc}")
     return failed
+
+
+def _generator_snapshot(owner: GeneratorOwner, obj: Any) -> Callable[[], object]:
+    """What puts ``obj`` back as it is now: the owner's ``snapshot_generator`` when it has one."""
+    snapshot = getattr(owner, "snapshot_generator", None)
+    if snapshot is not None:
+        put_back: Callable[[], object] = snapshot(obj)
+        return put_back
+    return partial(owner.restore_generator, obj, owner.capture_generator(obj))
 
 
 def _snapshot(backend: Backend) -> tuple[Callable[[], Any], Callable[[Any], object]]:

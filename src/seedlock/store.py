@@ -147,7 +147,9 @@ def read(path: PathLike) -> RNGState:
                 f"{p}: {size} bytes is more than any seedlock state ({MAX_STATE_BYTES} at most); "
                 "refusing to read it"
             )
-        data = f.read(MAX_STATE_BYTES + 1)
+        # What fstat says, plus one byte to notice a file that grows meanwhile (read(n)
+        # allocates n bytes up front: never the whole cap for a small file).
+        data = f.read(size + 1)
     if len(data) > MAX_STATE_BYTES:  # it grew while being read
         raise StateTooLargeError(f"{p}: more than {MAX_STATE_BYTES} bytes; refusing to read it")
     return _parse(data, p)

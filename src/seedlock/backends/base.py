@@ -184,6 +184,10 @@ class GeneratorOwner(Protocol):
 #: ``restore_generator(obj, state)``, ``seed_generator(obj, material)``
 #:     for generator *objects* of the library (``numpy.random.Generator``, ``random.Random``,
 #:     ``torch.Generator``) registered with ``seedlock.register``.
+#: ``snapshot_generator(obj) -> Callable[[], object]``
+#:     a cheap in-process snapshot of a generator object: the returned callable puts it back
+#:     (what a restore keeps in case a later generator is refused). Default: capture_generator
+#:     and restore_generator.
 #: ``unseedable(obj) -> str | None``
 #:     why ``obj``, a random source of the library that ``owns`` refuses, can be neither seeded
 #:     nor captured (``random.SystemRandom``): named when it is registered or found in a dataset.
@@ -205,6 +209,7 @@ OPTIONAL_MEMBERS = (
     "check_generator",
     "restore_generator",
     "seed_generator",
+    "snapshot_generator",
     "unseedable",
 )
 

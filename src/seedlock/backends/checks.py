@@ -36,11 +36,11 @@ def type_name(value: object) -> str:
 
 def fields_problem(state: object, expected: Iterable[str], label: str = "state") -> list[str]:
     """``state`` must be a dict with exactly the ``expected`` keys (a frozenset is fastest)."""
+    want = expected if type(expected) is frozenset else frozenset(expected)
+    if type(state) is dict and state.keys() == want:
+        return []
     if not isinstance(state, Mapping):
         return [f"{label} must be a dict, got {type_name(state)}"]
-    want = expected if isinstance(expected, frozenset) else frozenset(expected)
-    if state.keys() == want:
-        return []
     missing = sorted(want - set(state))
     extra = sorted(str(k) for k in set(state) - want)
     problems = []
@@ -84,14 +84,13 @@ def float_problem(label: str, value: object, *, optional: bool = False) -> list[
 
 
 def mt19937_problem(label: str, words: bytes, stride: int = 4) -> list[str]:
-    """A Mersenne Twister key of 624 little-endian words, ``stride`` bytes apart, must not be
-    the degenerate all-zero state (only the top bit of word 0 and words 1..623 count), from
-    which every draw is 0."""
+    """A Mersenne Twister key of 624 little-endian 32-bit words, one every ``stride`` bytes,
+    must not be the degenerate all-zero state (only the top bit of word 0 and words 1..623
+    count), from which every draw is 0."""
     if len(words) < _MT_WORDS * stride:
         return [f"{label} is too short for a Mersenne Twister key"]
-    if words[3] & 0x80 or words[stride : stride + 8] != bytes(8):
+    if words[3] & 0x80 or any(words[stride : stride + 4]):
         return []  # the usual case, decided without reading the whole key
-    rest = words[stride : _MT_WORDS * stride]
-    if rest.count(0) == len(rest):
+    if not any(words[i : i + 4].count(0) < 4 for i in range(stride, _MT_WORDS * stride, stride)):
         return [f"{label} is the all-zero Mersenne Twister state, which draws only zeros"]
     return []

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 from seedlock.backends.base import BaseBackend, low_bits
@@ -40,8 +42,13 @@ _INT_RANGES = {
 _MAX_DEPTH = 4
 
 
+_SCALARS = (int, float, str)
+
+
 def _to_plain(value: Any) -> Any:
     """A bit generator's state dict as plain data: arrays become {dtype, shape, data}."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}
     if hasattr(value, "dtype") and hasattr(value, "tobytes"):
@@ -53,12 +60,68 @@ def _to_plain(value: Any) -> Any:
 
 
 def _from_plain(np: Any, value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, dict):
         if "__array__" in value:
             arr = np.frombuffer(value["data"], dtype=np.dtype(value["__array__"]))
             return arr.reshape(value["shape"]).copy()
         return {k: _from_plain(np, v) for k, v in value.items()}
     return value
+
+
+def _rules(template: Any) -> list[tuple[tuple[str, ...], str, Any]]:
+    """A generator's plain state, turned into the checks that any state of its shape must pass:
+    ``(path, kind, spec)`` in an order where a folder comes before what it holds."""
+    rules: list[tuple[tuple[str, ...], str, Any]] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, dict) and "__array__" in node:
+            spec = (frozenset(node), node["__array__"], node["shape"], len(node["data"]))
+            rules.append((path, "array", spec))
+        elif isinstance(node, dict):
+            rules.append((path, "dict", frozenset(node)))
+            for key, value in node.items():
+                walk(value, (*path, key))
+        elif isinstance(node, str):
+            rules.append((path, "str", node))
+        elif isinstance(node, float):
+            rules.append((path, "float", None))
+        else:
+            low, high = _INT_RANGES.get(path[-1], (0, _U128))
+            rules.append((path, "int", (low, high, path[-1] == "inc")))
+
+    walk(template, ())
+    return rules
+
+
+def _passes(state: Any, rules: list[tuple[tuple[str, ...], str, Any]]) -> bool:
+    """Does ``state`` pass every rule? (The fast answer; :func:`_match` says why not.)"""
+    for path, kind, spec in rules:
+        node = state
+        for key in path:
+            node = node[key]  # its folder passed its "dict" rule already
+        if kind == "dict":
+            if type(node) is not dict or node.keys() != spec:
+                return False
+        elif kind == "int":
+            low, high, odd = spec
+            if type(node) is not int or not low <= node <= high or (odd and not node & 1):
+                return False
+        elif kind == "float":
+            if type(node) is not float or not math.isfinite(node):
+                return False
+        elif kind == "str":
+            if node != spec:
+                return False
+        else:
+            keys, dtype, shape, size = spec
+            if type(node) is not dict or node.keys() != keys or node["__array__"] != dtype:
+                return False
+            data = node["data"]
+            if node["shape"] != shape or type(data) is not bytes or len(data) != size:
+                return False
+    return True
 
 
 def _match(saved: Any, live: Any, label: str, depth: int = 0) -> list[str]:
@@ -104,7 +167,7 @@ class NumpyBackend(BaseBackend):
     restore_last: ClassVar[bool] = True
 
     _scratch: Any = None
-    _templates: dict[tuple[type, type], Any]
+    _templates: dict[tuple[type, type], tuple[Any, list[tuple[tuple[str, ...], str, Any]]]]
 
     def __init__(self) -> None:
         self._templates = {}
@@ -179,11 +242,6 @@ class NumpyBackend(BaseBackend):
         bit_state: dict[str, Any] = obj.bit_generator.state
         return bit_state
 
-    def _bit_generator(self, obj: Any) -> Any:
-        if isinstance(obj, self._require_loaded().random.RandomState):
-            return obj._bit_generator
-        return obj.bit_generator
-
     def capture_generator(self, obj: Any) -> dict[str, Any]:
         state: dict[str, Any] = _to_plain(self._raw_state(obj))
         return state
@@ -191,10 +249,16 @@ class NumpyBackend(BaseBackend):
     def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
         # The expected layout is the generator's own state; one per (object type, bit
         # generator type) is kept, since only the values differ between generators.
-        key = (type(obj), type(self._bit_generator(obj)))
-        template = self._templates.get(key)
-        if template is None:
-            template = self._templates[key] = self.capture_generator(obj)
+        key = (type(obj), type(obj._bit_generator))  # Generator and RandomState both have it
+        known = self._templates.get(key)
+        if known is None:
+            template = self.capture_generator(obj)
+            known = self._templates[key] = (template, _rules(template))
+        template, rules = known
+        if _passes(state, rules):
+            if template["bit_generator"] != "MT19937":
+                return []
+            return mt19937_problem("state.state.key", state["state"]["key"]["data"])
         if isinstance(state, dict) and state.get("bit_generator") != template["bit_generator"]:
             saved = state.get("bit_generator")
             shown = repr(saved[:40]) if isinstance(saved, str) else type_name(saved)
@@ -203,6 +267,12 @@ class NumpyBackend(BaseBackend):
         if not problems and template["bit_generator"] == "MT19937":
             problems += mt19937_problem("state.state.key", state["state"]["key"]["data"])
         return problems
+
+    def snapshot_generator(self, obj: Any) -> Callable[[], object]:
+        if isinstance(obj, self._require_loaded().random.RandomState):
+            return partial(obj.set_state, obj.get_state(legacy=False))
+        bit_generator = obj.bit_generator
+        return partial(setattr, bit_generator, "state", bit_generator.state)
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         np = self._require_loaded()

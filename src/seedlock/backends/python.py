@@ -7,6 +7,7 @@ import _random
 import random
 import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 from seedlock.backends.base import BaseBackend, low_bits
@@ -105,6 +106,9 @@ class PythonBackend(BaseBackend):
 
     def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
         return _check(state)
+
+    def snapshot_generator(self, obj: Any) -> Callable[[], object]:
+        return partial(obj.setstate, obj.getstate())
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         obj.setstate(_from_plain(state))

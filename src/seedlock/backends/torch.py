@@ -8,10 +8,12 @@ before ``fork()`` keeps CUDA usable in the children.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 from seedlock.backends.base import (
@@ -47,7 +49,6 @@ _HEAD = struct.Struct("<QiiQ")  # initial seed, left, seeded, next
 _WORDS = (24, 24 + 624 * 8)  # 624 Mersenne Twister words, each in a uint64 slot
 _DOUBLE_NORMAL = struct.Struct("<8xd8xi")  # at 5016: cached double normal sample, valid flag
 _FLOAT_NORMAL = struct.Struct("<f")  # at 5048: cached float normal sample; its flag at 5052
-_HIGH_HALVES = int.from_bytes(b"\0\0\0\0\xff\xff\xff\xff" * 624, "little")
 # CUDA and XPU generators (Philox): the seed, then the offset, which torch wants a multiple of 4.
 _PHILOX = struct.Struct("<Qq")
 
@@ -60,23 +61,26 @@ def cpu_state_problems(label: str, blob: object) -> list[str]:
         return problems
     assert isinstance(blob, bytes)
     _, left, seeded, position = _HEAD.unpack_from(blob)
-    problems += int_problem(f"{label} 'left'", left, 1, 624)
-    problems += int_problem(f"{label} 'seeded'", seeded, 1, 1)
-    problems += int_problem(f"{label} 'next'", position, 0, 624)
-    words = blob[_WORDS[0] : _WORDS[1]]
-    if int.from_bytes(words, "little") & _HIGH_HALVES:
-        problems.append(f"{label} holds 64-bit values where torch keeps 32-bit words")
-    problems += mt19937_problem(label, words, stride=8)
     normal, normal_valid = _DOUBLE_NORMAL.unpack_from(blob, _WORDS[1])
-    problems += int_problem(f"{label} normal flag", normal_valid, 0, 1)
-    if normal_valid == 1:
-        problems += float_problem(f"{label} cached normal sample", normal)
     (float_normal,) = _FLOAT_NORMAL.unpack_from(blob, CPU_STATE_BYTES - 8)
     float_valid = blob[CPU_STATE_BYTES - 4]
-    problems += int_problem(f"{label} float normal flag", float_valid, 0, 1)
-    if float_valid == 1:
+    fields = (
+        ("'left'", left, 1, 624),
+        ("'seeded'", seeded, 1, 1),
+        ("'next'", position, 0, 624),
+        ("normal flag", normal_valid, 0, 1),
+        ("float normal flag", float_valid, 0, 1),
+    )
+    for name, value, low, high in fields:
+        if not low <= value <= high:
+            problems += int_problem(f"{label} {name}", value, low, high)
+    if normal_valid == 1 and not math.isfinite(normal):
+        problems += float_problem(f"{label} cached normal sample", normal)
+    if float_valid == 1 and not math.isfinite(float_normal):
         problems += float_problem(f"{label} cached float normal sample", float_normal)
-    return problems
+    # Each word sits in a 64-bit slot whose upper half torch discards on restore: whatever is
+    # there, the generator gets the same state, so only the words themselves are checked.
+    return problems + mt19937_problem(label, blob[_WORDS[0] : _WORDS[1]], stride=8)
 
 
 def philox_state_problems(label: str, blob: object) -> list[str]:
@@ -251,16 +255,19 @@ class TorchBackend(BaseBackend):
         problems = fields_problem(state, _GENERATOR_FIELDS)
         if problems:
             return problems
-        device = str(obj.device)
-        if state["device"] != device:
+        device = obj.device
+        if state["device"] != ("cpu" if device.type == "cpu" else str(device)):
             saved = state["device"]
             shown = repr(saved[:40]) if isinstance(saved, str) else type_name(saved)
             return [f"generator is on {device}, the state is for {shown}"]
-        if obj.device.type == "cpu":
+        if device.type == "cpu":
             return cpu_state_problems("state", state["state"])
-        if obj.device.type in _PER_DEVICE:
+        if device.type in _PER_DEVICE:
             return philox_state_problems("state", state["state"])
         return blob_problem("state", state["state"], obj.get_state().numel())
+
+    def snapshot_generator(self, obj: Any) -> Callable[[], object]:
+        return partial(obj.set_state, obj.get_state())
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         obj.set_state(_tensor(self._require_loaded(), state["state"]))
