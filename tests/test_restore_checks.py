@@ -118,7 +118,7 @@ BAD_VALUES = [
         _set("backends.torch.cuda", [torch.tensor([0] * 8 + [3] + [0] * 7).byte()]),
         "multiple of 4",
     ),
-    ("RandomState pos 9999", _set("generators.legacy.state.state.pos", 9999), "pos must be in"),
+    ("RandomState pos 9999", _set("generators.legacy.state.state.pos", 9999), "pos must be an int in"),
     (
         "RandomState key of another dtype",
         _set("generators.legacy.state.state.key.__array__", "<u8"),
@@ -252,7 +252,7 @@ NOT_IMPORTED = """
     try:
         seedlock.restore(bad)
     except seedlock.StateError as exc:
-        print("refused", "pos must be in" in str(exc))
+        print("refused", "pos must be an int in" in str(exc))
     print("python unchanged", seedlock.capture() == moved, "numpy" in sys.modules)
     seedlock.restore(RNGState({"python": python, "numpy": good}))
     import numpy as np

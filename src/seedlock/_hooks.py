@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
     from typing import Any
 
-__all__ = ["SEED_KEY", "cancel", "on_import", "pending"]
+__all__ = ["SEED_KEY", "cancel", "cancel_everywhere", "on_import", "pending"]
 
 #: The key of the seed-on-import callbacks: ``seed_everything``'s and those ``seedlock run``'s
 #: bootstrap registers before seedlock's seeding code is loaded. One key, so a later
@@ -57,6 +57,17 @@ def cancel(module: str, key: str) -> None:
     with _lock:
         _callbacks.get(module, {}).pop(key, None)
         _late.discard((module, key))
+        _prune()
+
+
+def cancel_everywhere(key: str) -> None:
+    """Forget the registrations under ``key`` for every module (cheap when there are none)."""
+    if not _callbacks:
+        return
+    with _lock:
+        for module in [m for m, cbs in _callbacks.items() if key in cbs]:
+            _callbacks[module].pop(key, None)
+            _late.discard((module, key))
         _prune()
 
 

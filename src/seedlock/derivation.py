@@ -91,10 +91,12 @@ _root: Seed | None = None
 def check_seed(seed: object, what: str = "seed") -> Seed:
     """Return ``seed`` if it is a valid seed or key, else raise ``TypeError``.
 
-    Any ``int`` (negative and beyond 64 bits included), ``str`` and ``bytes`` are accepted.
-    ``bool`` is refused although it is an ``int`` subclass: ``seed_everything(True)`` is almost
-    always a mistake. ``float`` is refused because ``0.5`` and ``0.50000001`` would need a rule
-    nobody could guess.
+    Any ``int`` (negative and beyond 64 bits included), ``str`` and ``bytes`` are accepted, and
+    integer scalars of NumPy or torch as their ``int``. ``bool`` (and boolean scalars) is refused
+    although it is an ``int`` subclass: ``seed_everything(True)`` is almost always a mistake.
+    ``float`` is refused because ``0.5`` and ``0.50000001`` would need a rule nobody could
+    guess. A ``str`` holding a lone surrogate, which has no UTF-8 encoding to hash, raises
+    ``ValueError``.
     """
     if isinstance(seed, bool):
         raise TypeError(

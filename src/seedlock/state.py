@@ -466,6 +466,8 @@ class fork(contextlib.ContextDecorator):
     """
 
     def __init__(self) -> None:
+        # Per open block: the state at entry, and what libraries imported inside it looked like
+        # right after their import (filled by a post-import hook, keyed by the block).
         self._saved: list[tuple[RNGState, str, dict[str, dict[str, Any]]]] = []
 
     def __enter__(self) -> RNGState:
@@ -474,6 +476,7 @@ class fork(contextlib.ContextDecorator):
         imported: dict[str, dict[str, Any]] = {}
         for backend in _backends.all_backends():
             if backend.seed_bits and not backend.loaded() and backend.available():
+                # last=True: after the seeding or restore pending for the library has run.
                 record = partial(_record_import, imported, backend)
                 _hooks.on_import(backend.module, key, record, last=True)
         self._saved.append((state, key, imported))
@@ -486,14 +489,11 @@ class fork(contextlib.ContextDecorator):
         tb: TracebackType | None,
     ) -> None:
         state, key, imported = self._saved.pop()
-        for backend in _backends.all_backends():
-            _hooks.cancel(backend.module, key)
+        _hooks.cancel_everywhere(key)
         _apply(RNGState({**imported, **state.backends}, state.generators))
 
 
-def _record_import(
-    imported: dict[str, dict[str, Any]], backend: Backend
-) -> None:  # a post-import hook of fork
+def _record_import(imported: dict[str, dict[str, Any]], backend: Backend) -> None:
     imported[backend.name] = backend.capture()
 
 

@@ -67,7 +67,7 @@ def int_problem(label: str, value: object, low: int, high: int) -> list[str]:
         return [f"{label} must be an int in [{low}, {high}], got {type_name(value)}"]
     if not low <= value <= high:
         shown = value if value.bit_length() <= 256 else f"a {value.bit_length()}-bit int"
-        return [f"{label} must be in [{low}, {high}], got {shown}"]
+        return [f"{label} must be an int in [{low}, {high}], got {shown}"]
     return []
 
 

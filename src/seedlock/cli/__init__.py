@@ -16,6 +16,7 @@ import importlib
 import sys
 
 from seedlock._version import __version__
+from seedlock.errors import StateError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"seedlock {name}: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, OSError, ValueError) as exc:
-        # ValueError covers the documented refusals: StateError subclasses, manifests and
-        # traces that are not ones, seeds that do not parse.
+    except (UsageError, OSError, ValueError, StateError) as exc:
+        # The documented refusals: files that cannot be read or written, states, manifests and
+        # traces that are not ones (StateError, ValueError), seeds that do not parse.
         from seedlock._text import printable
 
         message: object = exc

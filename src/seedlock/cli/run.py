@@ -302,7 +302,7 @@ def _remove_tree(folder: str) -> None:
 def _record_dir() -> str | None:
     """A private folder for the interpreters' records, in the temporary directory: nothing of
     the run's plumbing lands in the user's tree, even when the launcher is killed."""
-    for base in (os.environ.get("TMPDIR"), "/tmp", os.getcwd()):
+    for base in (os.environ.get("TMPDIR"), "/tmp", "/var/tmp"):
         if not base:
             continue
         path = os.path.join(base, f"seedlock-run-{os.getpid()}-{os.urandom(4).hex()}")
@@ -311,6 +311,7 @@ def _record_dir() -> str | None:
         except OSError:
             continue
         return path
+    print("seedlock run: no temporary folder can be written: no manifest", file=sys.stderr)
     return None
 
 
@@ -376,7 +377,7 @@ def run(args: Any) -> int:
     try:
         returncode, _ = _child.run(command, env, while_running=collect)
     except OSError as exc:
-        print(f"seedlock run: cannot start {printable(command[0])!r}: {_reason(exc)}",
+        print(f"seedlock run: cannot start '{printable(command[0])}': {_reason(exc)}",
               file=sys.stderr)  # fmt: skip
         if record_dir:
             _remove_tree(record_dir)
@@ -469,12 +470,15 @@ def _save_manifest(args: Any, manifest: dict[str, Any], seed: Seed) -> None:
     except OSError as exc:
         import tempfile
 
-        fd, fallback = tempfile.mkstemp(prefix="seedlock-manifest-", suffix=".json")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        where = "not written anywhere"
+        with contextlib.suppress(OSError):
+            fd, fallback = tempfile.mkstemp(prefix="seedlock-manifest-", suffix=".json")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            where = f"written to {fallback}"
         print(
             f"seedlock run: cannot write the manifest to {printable(path)} ({_reason(exc)}); "
-            f"written to {fallback}",
+            f"{where}",
             file=sys.stderr,
         )
         return

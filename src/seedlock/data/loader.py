@@ -236,8 +236,9 @@ class SeedlockDataLoader(DataLoader[Any]):
                 f"resume with {saved} rank(s)"
             )
         batches = state["batches"]
-        if type(batches) is not int or not 0 <= batches <= len(self):
-            raise CorruptStateError(f"batches must be an int in [0, {len(self)}], got {batches!r}")
+        problems = int_problem("batches", batches, 0, len(self))
+        if problems:
+            raise CorruptStateError(problems[0])
         self.resumable_sampler.load_state_dict(
             {
                 "epoch": state["epoch"],
