@@ -118,7 +118,11 @@ BAD_VALUES = [
         _set("backends.torch.cuda", [torch.tensor([0] * 8 + [3] + [0] * 7).byte()]),
         "multiple of 4",
     ),
-    ("RandomState pos 9999", _set("generators.legacy.state.state.pos", 9999), "pos must be an int in"),
+    (
+        "RandomState pos 9999",
+        _set("generators.legacy.state.state.pos", 9999),
+        "pos must be an int in",
+    ),
     (
         "RandomState key of another dtype",
         _set("generators.legacy.state.state.key.__array__", "<u8"),

@@ -141,6 +141,8 @@ FUZZ_NOT_IMPORTED = """
 
 
 def test_a_state_is_refused_alike_whether_its_libraries_are_imported_or_not(tmp_path):
+    for name in registered():  # generators other tests registered in this process
+        seedlock.unregister(name)
     seedlock.seed_everything(3)
     path = tmp_path / "three.state"
     seedlock.save(path)
