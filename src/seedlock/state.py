@@ -62,8 +62,9 @@ _RESTORE_KEY = "seedlock.restore"
 MAX_DEPTH = 16
 
 
-# name -> generator object. Strong references: numpy Generators cannot be weakly referenced.
-_registry: dict[str, Any] = {}
+# name -> (generator object, the backend that owns it). Strong references: numpy Generators
+# cannot be weakly referenced. The owner is looked up once, at registration.
+_registry: dict[str, tuple[Any, GeneratorOwner]] = {}
 
 
 @dataclass(frozen=True)
@@ -173,14 +174,14 @@ def register(obj: Any, name: str, *, replace: bool = False) -> Any:
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
-    _owner(obj)
+    owner = _owner(obj)
     current = _registry.get(name)
-    if current is not None and current is not obj and not replace:
+    if current is not None and current[0] is not obj and not replace:
         raise ValueError(
             f"a generator is already registered as {name!r}: unregister it first or pass "
             "replace=True"
         )
-    _registry[name] = obj
+    _registry[name] = (obj, owner)
     return obj
 
 
@@ -194,7 +195,7 @@ def unregister(name: str) -> None:
 
 def registered() -> dict[str, Any]:
     """A copy of the registry: name -> generator object."""
-    return dict(_registry)
+    return {name: obj for name, (obj, _) in _registry.items()}
 
 
 # -- capture / restore ----------------------------------------------------------------------
@@ -214,9 +215,8 @@ def capture() -> RNGState:
     """
     captured = {b.name: b.capture() for b in _backends.live_globals()}
     generators = {}
-    for name, obj in _registry.items():
-        backend = _owner(obj)
-        generators[name] = {"backend": backend.name, "state": backend.capture_generator(obj)}
+    for name, (obj, owner) in _registry.items():
+        generators[name] = {"backend": owner.name, "state": owner.capture_generator(obj)}
     return RNGState(captured, generators)
 
 
@@ -236,15 +236,15 @@ def _problems(state: RNGState, devices: DevicePolicy, strict_names: bool) -> lis
             if found:
                 problems += [f"backend {name!r}: {p}" for p in found]
     for name, entry in state.generators.items():
-        obj = _registry.get(name)
-        if obj is None:
+        held = _registry.get(name)
+        if held is None:
             if strict_names:
                 problems.append(
                     f"generator {name[:60]!r}: in the state but not registered here "
                     f"(seedlock.register(obj, {name[:60]!r}))"
                 )
             continue
-        owner = _owner(obj)
+        obj, owner = held
         if entry["backend"] != owner.name:
             problems.append(
                 f"generator {name!r}: is a {owner.name} generator, the state is for "
@@ -292,22 +292,24 @@ def _apply(state: RNGState) -> None:
             (loaded if backend.loaded() else later).append((backend, saved))
     loaded.sort(key=_restored_last)
     undo: list[Callable[[], object]] = []
-    what = ""
+    what = ("", "")  # (generator | backend, name): what is being restored, for the message
     try:
         for name, entry in state.generators.items():
-            obj = _registry.get(name)
-            if obj is not None:
-                what, owner = f"generator {name!r}", _owner(obj)
+            held = _registry.get(name)
+            if held is not None:
+                what, (obj, owner) = ("generator", name), held
                 undo.append(_generator_snapshot(owner, obj))
                 owner.restore_generator(obj, entry["state"])
         for backend, saved in loaded:
-            what = f"backend {backend.name!r}"
+            what = ("backend", backend.name)
             if not (backend is loaded[-1][0] and _restored_last((backend, saved))):
                 save, load = _snapshot(backend)
                 undo.append(partial(load, save()))
             backend.restore(saved)
     except Exception as exc:
-        refused = f"{what}: the library refused the state ({type(exc).__name__}: {exc})"
+        refused = (
+            f"{what[0]} {what[1]!r}: the library refused the state ({type(exc).__name__}: {exc})"
+        )
         failed = _undo(undo)
         raise StateMismatchError([refused, *failed], unchanged=not failed) from exc
     for backend, saved in later:

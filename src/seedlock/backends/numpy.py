@@ -276,11 +276,13 @@ class NumpyBackend(BaseBackend):
 
     def restore_generator(self, obj: Any, state: dict[str, Any]) -> None:
         np = self._require_loaded()
-        plain = _from_plain(np, state)
         if isinstance(obj, np.random.RandomState):
-            obj.set_state(plain)
-        else:
-            obj.bit_generator.state = plain
+            obj.set_state(_from_plain(np, state))
+            return
+        known = self._templates.get((type(obj), type(obj._bit_generator)))
+        arrays = known is None or any(kind == "array" for _, kind, _ in known[1])
+        # A state without arrays (PCG64's: ints) is what the setter reads as it is.
+        obj.bit_generator.state = _from_plain(np, state) if arrays else state
 
     def seed_generator(self, obj: Any, material: int) -> None:
         np = self._require_loaded()
