@@ -31,8 +31,8 @@ class TensorflowBackend(BaseBackend):
         return seeded
 
     def capture(self) -> dict[str, Any]:
-        # TensorFlow exposes no way to read its global seed state back; the state issue's
-        # capture treats TensorFlow as seed-only.
+        # TensorFlow exposes no way to read its global seed state back: capture treats
+        # TensorFlow as seed-only.
         return {}
 
     def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
