@@ -440,3 +440,12 @@ def test_ctrl_c_during_check_stops_it_without_a_traceback(tmp_path):
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert err.decode().rstrip().endswith("seedlock check: interrupted")
+
+
+def test_check_keeping_its_runs_inside_the_outputs_folder(tmp_path):
+    (tmp_path / "train.py").write_text(RESUMES)
+    proc = seedlock_cli("check", "--outputs", ".", "--keep", "kept", "--", sys.executable,
+                        "train.py", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    assert (tmp_path / "kept" / "run1" / "outputs" / "result-0.txt").exists()
+    assert (tmp_path / "result-0.txt").exists() and (tmp_path / "ckpt.txt").read_text() == "1"

@@ -100,6 +100,7 @@ class _Outputs:
         if os.path.lexists(self.folder) and not os.path.isdir(self.folder):
             raise UsageError(f"--outputs {folder!r} is not a folder")
         self.existed = os.path.isdir(self.folder)
+        self.work = os.path.abspath(work)  # never scanned, should --keep lie inside the folder
         self.before = self._scan()
         self.backup = os.path.join(work, "before")
         size = sum(info[1] for info in self.before.values() if not info[0])
@@ -120,6 +121,7 @@ class _Outputs:
         if not os.path.isdir(self.folder):
             return found
         for top, dirs, files in os.walk(self.folder):
+            dirs[:] = [d for d in dirs if os.path.join(top, d) != self.work]
             for name in dirs + files:
                 path = os.path.join(top, name)
                 st = os.lstat(path)
