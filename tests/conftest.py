@@ -28,6 +28,22 @@ def _isolate_seedlock_state():
     os.environ.update(env)
 
 
+@pytest.fixture
+def empty_registry():
+    """No registered generator from earlier tests in this worker (a state holds them all); the
+    ones there were are put back afterwards."""
+    from seedlock.state import register, registered, unregister
+
+    saved = registered()
+    for name in saved:
+        unregister(name)
+    yield
+    for name in registered():
+        unregister(name)
+    for name, obj in saved.items():
+        register(obj, name)
+
+
 def run_python(code: str, *, env: dict[str, str] | None = None, check: bool = True):
     """Run ``code`` in a fresh interpreter; returns the CompletedProcess (text mode)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOCK_")}

@@ -320,21 +320,6 @@ def runs(relaunched: Path) -> list[dict[str, Any]]:
     return ranks(relaunched, "run", 2)
 
 
-@pytest.fixture
-def empty_registry():
-    """No registered generator from earlier tests in this worker (a state holds them all)."""
-    from seedlock.state import register, registered, unregister
-
-    saved = registered()
-    for name in saved:
-        unregister(name)
-    yield
-    for name in registered():
-        unregister(name)
-    for name, obj in saved.items():
-        register(obj, name)
-
-
 # -- the torchrun jobs ------------------------------------------------------------------------
 
 

@@ -18,14 +18,7 @@ from seedlock import backends
 from seedlock.errors import CorruptStateError, StateMismatchError
 from seedlock.state import registered
 
-
-@pytest.fixture(autouse=True)
-def _empty_registry():
-    for name in registered():
-        seedlock.unregister(name)
-    yield
-    for name in registered():
-        seedlock.unregister(name)
+pytestmark = pytest.mark.usefixtures("empty_registry")
 
 
 @pytest.fixture

@@ -16,14 +16,7 @@ from conftest import run_python
 from seedlock.errors import CorruptStateError, StateMismatchError, StateVersionError
 from seedlock.state import RNGState, registered
 
-
-@pytest.fixture(autouse=True)
-def _empty_registry():
-    for name in registered():
-        seedlock.unregister(name)
-    yield
-    for name in registered():
-        seedlock.unregister(name)
+pytestmark = pytest.mark.usefixtures("empty_registry")
 
 
 def make_generators() -> dict[str, object]:

@@ -15,16 +15,13 @@ import seedlock
 import statefuzz
 from conftest import run_python
 from seedlock.errors import StateError
-from seedlock.state import registered
 
 CASES_PER_FORM = 2000  # mutated state dicts, mutated files with a valid header
 DAMAGED_FILES = 1000  # files damaged below the header (checksum, truncation)
 
 
 @pytest.fixture
-def every_kind_of_generator():
-    for name in registered():
-        seedlock.unregister(name)
+def every_kind_of_generator(empty_registry):
     gens = {
         "pcg": np.random.default_rng(1),
         "dxsm": np.random.Generator(np.random.PCG64DXSM(2)),
@@ -38,9 +35,7 @@ def every_kind_of_generator():
     }
     for name, g in gens.items():
         seedlock.register(g, name)
-    yield gens
-    for name in registered():
-        seedlock.unregister(name)
+    return gens
 
 
 def _move_everything(gens: dict) -> None:
@@ -140,9 +135,8 @@ FUZZ_NOT_IMPORTED = """
 """
 
 
+@pytest.mark.usefixtures("empty_registry")
 def test_a_state_is_refused_alike_whether_its_libraries_are_imported_or_not(tmp_path):
-    for name in registered():  # generators other tests registered in this process
-        seedlock.unregister(name)
     seedlock.seed_everything(3)
     path = tmp_path / "three.state"
     seedlock.save(path)

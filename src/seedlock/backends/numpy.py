@@ -38,8 +38,6 @@ _INT_RANGES = {
     "state": (0, _U128),  # PCG64, PCG64DXSM
     "inc": (0, _U128),
 }
-#: Nesting of a bit generator state: {"state": {"key": {array}}} plus the array's own fields.
-_MAX_DEPTH = 4
 
 
 _SCALARS = (int, float, str)
@@ -70,10 +68,13 @@ def _from_plain(np: Any, value: Any) -> Any:
     return value
 
 
-def _rules(template: Any) -> list[tuple[tuple[str, ...], str, Any]]:
+_Rules = list[tuple[tuple[str, ...], str, Any]]
+
+
+def _rules(template: Any) -> _Rules:
     """A generator's plain state, turned into the checks that any state of its shape must pass:
-    ``(path, kind, spec)`` in an order where a folder comes before what it holds."""
-    rules: list[tuple[tuple[str, ...], str, Any]] = []
+    ``(path, kind, spec)``, a folder before what it holds."""
+    rules: _Rules = []
 
     def walk(node: Any, path: tuple[str, ...]) -> None:
         if isinstance(node, dict) and "__array__" in node:
@@ -95,66 +96,46 @@ def _rules(template: Any) -> list[tuple[tuple[str, ...], str, Any]]:
     return rules
 
 
-def _passes(state: Any, rules: list[tuple[tuple[str, ...], str, Any]]) -> bool:
-    """Does ``state`` pass every rule? (The fast answer; :func:`_match` says why not.)"""
+def _rule_problems(state: Any, rules: _Rules) -> list[str]:
+    """Why ``state`` fails its rules, in words (empty when it passes: no message is built
+    then). What a failing folder holds is not looked at."""
+    problems: list[str] = []
+    broken: list[tuple[str, ...]] = []
     for path, kind, spec in rules:
+        if broken and any(path[: len(b)] == b for b in broken):
+            continue
         node = state
         for key in path:
-            node = node[key]  # its folder passed its "dict" rule already
+            node = node[key]
         if kind == "dict":
             if type(node) is not dict or node.keys() != spec:
-                return False
+                problems += fields_problem(node, spec, _label(path))
+                broken.append(path)
         elif kind == "int":
             low, high, odd = spec
-            if type(node) is not int or not low <= node <= high or (odd and not node & 1):
-                return False
+            if type(node) is not int or not low <= node <= high:
+                problems += int_problem(_label(path), node, low, high)
+            elif odd and not node & 1:
+                problems.append(f"{_label(path)} must be odd (a PCG increment always is)")
         elif kind == "float":
             if type(node) is not float or not math.isfinite(node):
-                return False
+                problems += float_problem(_label(path), node)
         elif kind == "str":
             if node != spec:
-                return False
+                problems.append(f"{_label(path)} must be {spec!r}")
         else:
             keys, dtype, shape, size = spec
-            if type(node) is not dict or node.keys() != keys or node["__array__"] != dtype:
-                return False
-            data = node["data"]
-            if node["shape"] != shape or type(data) is not bytes or len(data) != size:
-                return False
-    return True
+            if type(node) is not dict or node.keys() != keys:
+                problems += fields_problem(node, keys, _label(path))
+            elif node["__array__"] != dtype or node["shape"] != shape:
+                problems.append(f"{_label(path)} must be a {dtype} array of shape {shape}")
+            else:
+                problems += blob_problem(f"{_label(path)} data", node["data"], size)
+    return problems
 
 
-def _match(saved: Any, live: Any, label: str, depth: int = 0) -> list[str]:
-    """Why ``saved`` (plain data from a file) is not a state of the same shape as ``live`` (the
-    plain state of the generator it is for), with every int, float and array checked."""
-    if depth > _MAX_DEPTH:
-        return [f"{label} is nested too deeply"]
-    if isinstance(live, dict) and "__array__" in live:
-        problems = fields_problem(saved, live, label)
-        if problems:
-            return problems
-        if saved["__array__"] != live["__array__"] or saved["shape"] != live["shape"]:
-            return [f"{label} must be a {live['__array__']} array of shape {live['shape']}"]
-        return blob_problem(f"{label} data", saved["data"], len(live["data"]))
-    if isinstance(live, dict):
-        problems = fields_problem(saved, live, label)
-        if problems:
-            return problems
-        for key, value in live.items():
-            problems += _match(saved[key], value, f"{label}.{key}", depth + 1)
-        return problems
-    field = label.rsplit(".", 1)[-1]
-    if isinstance(live, str):
-        return [] if saved == live else [f"{label} must be {live!r}"]
-    if isinstance(live, float):
-        return float_problem(label, saved)
-    if isinstance(live, int):
-        low, high = _INT_RANGES.get(field, (0, _U128))
-        problems = int_problem(label, saved, low, high)
-        if field == "inc" and not problems and saved % 2 == 0:
-            problems.append(f"{label} must be odd (a PCG increment always is)")
-        return problems
-    return [f"{label} has an unsupported type {type_name(saved)}"]
+def _label(path: tuple[str, ...]) -> str:
+    return ".".join(("state", *path))
 
 
 class NumpyBackend(BaseBackend):
@@ -167,7 +148,8 @@ class NumpyBackend(BaseBackend):
     restore_last: ClassVar[bool] = True
 
     _scratch: Any = None
-    _templates: dict[tuple[type, type], tuple[Any, list[tuple[tuple[str, ...], str, Any]]]]
+    # (object type, bit generator type) -> (its bit generator's name, its rules, any arrays?)
+    _templates: dict[tuple[type, type], tuple[str, _Rules, bool]]
 
     def __init__(self) -> None:
         self._templates = {}
@@ -214,7 +196,7 @@ class NumpyBackend(BaseBackend):
         mt = {"key": _KEY.unpack(state["key"]), "pos": state["pos"]}
         # set_state changes the cached Gaussian *before* its bit generator checks the key, so
         # the key is tried on a scratch bit generator first: then the global one cannot half
-        # change, and the restore is atomic (see ``atomic_restore``).
+        # change, and the restore is atomic (see ``restore_last``).
         if self._scratch is None:
             self._scratch = np.random.MT19937(0)
         self._scratch.state = {"bit_generator": "MT19937", "state": mt}
@@ -247,26 +229,27 @@ class NumpyBackend(BaseBackend):
         return state
 
     def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
-        # The expected layout is the generator's own state; one per (object type, bit
-        # generator type) is kept, since only the values differ between generators.
-        key = (type(obj), type(obj._bit_generator))  # Generator and RandomState both have it
-        known = self._templates.get(key)
-        if known is None:
-            template = self.capture_generator(obj)
-            known = self._templates[key] = (template, _rules(template))
-        template, rules = known
-        if _passes(state, rules):
-            if template["bit_generator"] != "MT19937":
-                return []
-            return mt19937_problem("state.state.key", state["state"]["key"]["data"])
-        if isinstance(state, dict) and state.get("bit_generator") != template["bit_generator"]:
+        kind, rules, _ = self._layout(obj)
+        if isinstance(state, dict) and state.get("bit_generator") != kind:
             saved = state.get("bit_generator")
             shown = repr(saved[:40]) if isinstance(saved, str) else type_name(saved)
-            return [f"bit generator is {template['bit_generator']}, the state is for {shown}"]
-        problems = _match(state, template, "state")
-        if not problems and template["bit_generator"] == "MT19937":
+            return [f"bit generator is {kind}, the state is for {shown}"]
+        problems = _rule_problems(state, rules)
+        if not problems and kind == "MT19937":
             problems += mt19937_problem("state.state.key", state["state"]["key"]["data"])
         return problems
+
+    def _layout(self, obj: Any) -> tuple[str, _Rules, bool]:
+        """The layout of ``obj``'s state, taken from its own state once per (object type, bit
+        generator type): only the values differ between generators of one kind."""
+        key = (type(obj), type(obj._bit_generator))  # Generator and RandomState both have it
+        layout = self._templates.get(key)
+        if layout is None:
+            template = self.capture_generator(obj)
+            rules = _rules(template)
+            arrays = any(kind == "array" for _, kind, _ in rules)
+            layout = self._templates[key] = (template["bit_generator"], rules, arrays)
+        return layout
 
     def snapshot_generator(self, obj: Any) -> Callable[[], object]:
         if isinstance(obj, self._require_loaded().random.RandomState):
@@ -279,9 +262,8 @@ class NumpyBackend(BaseBackend):
         if isinstance(obj, np.random.RandomState):
             obj.set_state(_from_plain(np, state))
             return
-        known = self._templates.get((type(obj), type(obj._bit_generator)))
-        arrays = known is None or any(kind == "array" for _, kind, _ in known[1])
         # A state without arrays (PCG64's: ints) is what the setter reads as it is.
+        arrays = self._layout(obj)[2]
         obj.bit_generator.state = _from_plain(np, state) if arrays else state
 
     def seed_generator(self, obj: Any, material: int) -> None:

@@ -96,7 +96,7 @@ def philox_state_problems(label: str, blob: object) -> list[str]:
 
 
 def _blob(tensor: Any) -> bytes:
-    return bytes(tensor.numpy().tobytes()) if tensor.is_cpu else bytes(tensor.cpu().numpy())
+    return bytes((tensor if tensor.is_cpu else tensor.cpu()).numpy().tobytes())
 
 
 def _tensor(torch: Any, blob: bytes) -> Any:
@@ -256,7 +256,7 @@ class TorchBackend(BaseBackend):
         if problems:
             return problems
         device = obj.device
-        if state["device"] != ("cpu" if device.type == "cpu" else str(device)):
+        if state["device"] != str(device):
             saved = state["device"]
             shown = repr(saved[:40]) if isinstance(saved, str) else type_name(saved)
             return [f"generator is on {device}, the state is for {shown}"]
