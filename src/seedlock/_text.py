@@ -9,7 +9,7 @@ overrides, line and paragraph separators) the way ``repr`` does.
 
 from __future__ import annotations
 
-__all__ = ["printable"]
+__all__ = ["printable", "reason"]
 
 
 def printable(text: object, limit: int | None = None) -> str:
@@ -21,3 +21,9 @@ def printable(text: object, limit: int | None = None) -> str:
     if limit is not None and len(s) > limit:
         s = s[: max(limit - 3, 0)] + "..."
     return s
+
+
+def reason(exc: BaseException) -> str:
+    """An exception in one printable line: an ``OSError``'s ``strerror`` (the file name is in
+    the sentence around it), else its message."""
+    return printable(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)

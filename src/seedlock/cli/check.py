@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from seedlock._bootstrap import TRACE_DIR_VAR
-from seedlock._text import printable
+from seedlock._text import printable, reason
 from seedlock.cli import UsageError, _child
 from seedlock.cli.run import CACHE_DIR, child_environment, command_of, resolve_seed
 from seedlock.derivation import format_seed
@@ -205,8 +205,7 @@ def _once(
                 command, env, stdout=out.fileno(), stderr=err.fileno()
             )
         except OSError as exc:
-            reason = getattr(exc, "strerror", None) or exc
-            raise UsageError(f"cannot start {command[0]!r}: {reason}") from None
+            raise UsageError(f"cannot start {command[0]!r}: {reason(exc)}") from None
         seconds = time.perf_counter() - start
     traces = {p.name: str(p) for p in sorted(Path(run_dir).glob("*.trace"))}
     last = index == args.runs - 1

@@ -34,7 +34,7 @@ import time
 
 from seedlock import _files
 from seedlock._bootstrap import DETERMINISTIC_VAR, RECORD_DIR_VAR
-from seedlock._text import printable
+from seedlock._text import printable, reason
 from seedlock.cli import _child
 from seedlock.derivation import (
     ENV_VAR,
@@ -70,7 +70,7 @@ _HERE = os.path.dirname(os.path.realpath(__file__))
 _BOOTSTRAP = os.path.join(_HERE, "bootstrap")
 _PACKAGE_PATH = os.path.dirname(os.path.dirname(_HERE))  # the folder that holds seedlock/
 # Python options that make an interpreter skip sitecustomize, hence the bootstrap.
-_SKIPS_BOOTSTRAP = {"I": "-I", "E": "-E", "S": "-S"}
+_SKIPS_BOOTSTRAP = "IES"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,16 +190,10 @@ def resolve_seed(text: str, cache: str | os.PathLike[str]) -> Seed:
                 "(run once with a seed first)"
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"--seed last: cannot read {path}: {_reason(exc)}") from None
+            raise ValueError(f"--seed last: cannot read {path}: {reason(exc)}") from None
         # The file ends with the one newline _remember wrote; a str seed keeps its own.
         return parse_seed(saved[:-1] if saved.endswith("\n") else saved)
     return parse_seed(text)
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception in one line: an OSError's strerror, else its message."""
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return printable(text)
 
 
 def _remember(cache: str, seed: Seed) -> None:
@@ -213,7 +207,7 @@ def _remember(cache: str, seed: Seed) -> None:
         _files.write_atomic(os.path.join(cache, "last_seed"), (format_seed(seed) + "\n").encode())
     except OSError as exc:
         print(
-            f"seedlock run: cannot record the seed in {cache}/last_seed ({_reason(exc)}); "
+            f"seedlock run: cannot record the seed in {cache}/last_seed ({reason(exc)}); "
             "--seed last will not find it",
             file=sys.stderr,
         )
@@ -264,7 +258,7 @@ def skipped_bootstrap(command: list[str]) -> str | None:
             return None  # the script, or - for stdin
         for i, flag in enumerate(arg[1:], 2):
             if flag in _SKIPS_BOOTSTRAP:
-                return _SKIPS_BOOTSTRAP[flag]
+                return f"-{flag}"
             if flag in "cm":  # the program follows
                 return None
             if flag in "XW":  # the rest of the argument, or the next one, is its value
@@ -335,7 +329,7 @@ def _environment(env: dict[str, str]) -> dict[str, Any]:
     try:
         return mf.environment(env=env)
     except Exception as exc:  # a broken git, an odd platform: the run still gets its manifest
-        print(f"seedlock run: environment not fully recorded: {_reason(exc)}", file=sys.stderr)
+        print(f"seedlock run: environment not fully recorded: {reason(exc)}", file=sys.stderr)
         return {"schema": mf.SCHEMA, "version": mf.VERSION}
 
 
@@ -377,7 +371,7 @@ def run(args: Any) -> int:
     try:
         returncode, _ = _child.run(command, env, while_running=collect)
     except OSError as exc:
-        print(f"seedlock run: cannot start '{printable(command[0])}': {_reason(exc)}",
+        print(f"seedlock run: cannot start '{printable(command[0])}': {reason(exc)}",
               file=sys.stderr)  # fmt: skip
         if record_dir:
             _remove_tree(record_dir)
@@ -403,7 +397,7 @@ def _check_manifest_path(path: str) -> None:
             with open(path, "rb") as f:
                 head = f.read(4096)
         except OSError as exc:
-            raise ValueError(f"--manifest {path!r}: cannot read it ({_reason(exc)})") from None
+            raise ValueError(f"--manifest {path!r}: cannot read it ({reason(exc)})") from None
         if b'"seedlock.manifest"' not in head:
             raise ValueError(
                 f"--manifest {path!r} exists and is not a seedlock manifest: refusing to "
@@ -477,7 +471,7 @@ def _save_manifest(args: Any, manifest: dict[str, Any], seed: Seed) -> None:
                 f.write(data)
             where = f"written to {fallback}"
         print(
-            f"seedlock run: cannot write the manifest to {printable(path)} ({_reason(exc)}); "
+            f"seedlock run: cannot write the manifest to {printable(path)} ({reason(exc)}); "
             f"{where}",
             file=sys.stderr,
         )
