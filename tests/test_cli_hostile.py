@@ -171,12 +171,16 @@ def trace_of(path: Path, model: torch.nn.Module) -> None:
         model(torch.ones(1, 2))
 
 
-def test_diff_of_a_trace_without_events(tmp_path):
-    trace_of(tmp_path / "a.trace", torch.nn.Linear(2, 2))
-    db = sqlite3.connect(tmp_path / "a.trace")
-    db.execute("DROP TABLE events")
+def tamper(path: Path, sql: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute(sql)
     db.commit()
     db.close()
+
+
+def test_diff_of_a_trace_without_events(tmp_path):
+    trace_of(tmp_path / "a.trace", torch.nn.Linear(2, 2))
+    tamper(tmp_path / "a.trace", "DROP TABLE events")
     proc = seedlock_cli("diff", "a.trace", "a.trace", cwd=tmp_path)
     assert "not a seedlock trace (no such table: events)" in one_line_error(proc, "diff")
 
@@ -184,10 +188,7 @@ def test_diff_of_a_trace_without_events(tmp_path):
 def test_diff_of_a_trace_with_text_where_numbers_belong(tmp_path):
     trace_of(tmp_path / "a.trace", torch.nn.Linear(2, 2))
     trace_of(tmp_path / "b.trace", torch.nn.Linear(2, 2))
-    db = sqlite3.connect(tmp_path / "b.trace")
-    db.execute("UPDATE events SET sum = 'lots', fingerprint = 'x' WHERE seq = 1")
-    db.commit()
-    db.close()
+    tamper(tmp_path / "b.trace", "UPDATE events SET sum = 'lots', fingerprint = 'x' WHERE seq = 1")
     proc = seedlock_cli("diff", "a.trace", "b.trace", cwd=tmp_path)
     assert "a type seedlock never writes" in one_line_error(proc, "diff")
 
