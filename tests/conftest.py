@@ -7,14 +7,51 @@ import textwrap
 
 import pytest
 
+# Every process-wide setting of seedlock, as (module, attribute): what one test changes, the next
+# test must not see. Mutable containers are copied on save and put back in place.
+PROCESS_STATE = (
+    ("seedlock.derivation", "_root"),  # the root seed
+    ("seedlock.determinism", "_stack"),  # the determinism profiles switched on
+    ("seedlock._registry", "_entries"),  # registered generators, each with its scope
+    ("seedlock._registry", "_globals_per_rank"),  # the scope of the global generators
+    ("seedlock.seeding", "_seeded"),  # what each global generator was seeded with
+    ("seedlock._forking", "_fork_enabled"),  # reseed_on_fork
+    ("seedlock._forking", "_fork_lineage"),
+    ("seedlock._forking", "_fork_children"),
+)
+
+
+def _save_process_state() -> list[tuple[object, str, object]]:
+    import importlib
+
+    saved = []
+    for module_name, attribute in PROCESS_STATE:
+        module = importlib.import_module(module_name)
+        value = getattr(module, attribute)
+        saved.append((module, attribute, value.copy() if hasattr(value, "copy") else value))
+    return saved
+
+
+def _restore_process_state(saved: list[tuple[object, str, object]]) -> None:
+    for module, attribute, value in saved:
+        current = getattr(module, attribute)
+        if isinstance(current, dict):
+            current.clear()
+            current.update(value)
+        elif isinstance(current, list):
+            current[:] = value
+        else:
+            setattr(module, attribute, value)
+
 
 @pytest.fixture(autouse=True)
 def _isolate_seedlock_state():
-    """Each test starts with no root seed, no active profile and the environment it found."""
+    """Each test starts with no root seed and finds, afterwards, every process-wide setting of
+    seedlock (PROCESS_STATE), the pending import hooks and the environment as they were."""
     from seedlock import _hooks, derivation, determinism
 
     env = dict(os.environ)
-    root = derivation._root
+    saved = _save_process_state()
     derivation._root = None
     os.environ.pop(derivation.ENV_VAR, None)
     yield
@@ -23,7 +60,7 @@ def _isolate_seedlock_state():
     for module in list(_hooks._callbacks):
         for key in _hooks.pending(module):
             _hooks.cancel(module, key)
-    derivation._root = root
+    _restore_process_state(saved)
     os.environ.clear()
     os.environ.update(env)
 
@@ -31,17 +68,10 @@ def _isolate_seedlock_state():
 @pytest.fixture
 def empty_registry():
     """No registered generator from earlier tests in this worker (a state holds them all); the
-    ones there were are put back afterwards."""
-    from seedlock.state import register, registered, unregister
+    autouse fixture puts back the ones there were."""
+    from seedlock import _registry
 
-    saved = registered()
-    for name in saved:
-        unregister(name)
-    yield
-    for name in registered():
-        unregister(name)
-    for name, obj in saved.items():
-        register(obj, name)
+    _registry._entries.clear()
 
 
 def run_python(code: str, *, env: dict[str, str] | None = None, check: bool = True):

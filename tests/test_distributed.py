@@ -1,4 +1,5 @@
-"""seedlock under torchrun: rank-aware streams, check_replicas, sync_state, per-rank checkpoints.
+"""seedlock under torchrun: rank-aware streams, sync_state, per-rank checkpoints, and the replica
+check of the audit (check_replicas).
 
 The multi-rank tests launch the real thing: ``torchrun --standalone --nproc_per_node=2`` (and 4),
 the gloo backend on the CPU, a small DDP model with dropout, the seedlock loader shuffling and
@@ -25,6 +26,7 @@ import pytest
 import torch
 
 import seedlock
+import seedlock.audit.replicas
 import seedlock.data
 import seedlock.distributed as sd
 from seedlock.data import ResumableSampler
@@ -90,7 +92,7 @@ TRAIN = textwrap.dedent(
                 torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3),
                 torch.nn.Linear(32, 1),
             )
-        init = sd.check_replicas(net)  # before DDP's own broadcast
+        init = seedlock.audit.check_replicas(net)  # before DDP's own broadcast
         model = DDP(net)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         return loader, noise, model, opt, init
@@ -164,7 +166,7 @@ TRAIN = textwrap.dedent(
         result["init_report"] = init.to_dict()
         result["losses"] = losses
         result["indices_epoch0"] = loader.resumable_sampler.indices(0)
-        result["replicas"] = sd.check_replicas(model).to_dict()
+        result["replicas"] = seedlock.audit.check_replicas(model).to_dict()
 
         # Shared and rank-local streams, then sync_state after rank 1 drew more than the others.
         shared = seedlock.numpy_rng("probe")
@@ -206,19 +208,19 @@ TRAIN = textwrap.dedent(
             w = model.module[0].weight
             if rank == args.drift_rank:
                 w[0, 0] = torch.nextafter(w[0, 0], torch.tensor(float("inf")))
-        drift = sd.check_replicas(model)
+        drift = seedlock.audit.check_replicas(model)
         result["drift"] = drift.to_dict()
         result["drift_text"] = str(drift)
         try:
-            sd.check_replicas(model, raise_on_mismatch=True)
-        except sd.ReplicaMismatchError as exc:
+            seedlock.audit.check_replicas(model, raise_on_mismatch=True)
+        except seedlock.audit.ReplicaMismatchError as exc:
             result["raised"] = str(exc)
 
         # Ranks that hold different tensors: a structure report, not a hang.
         tensors = {"a": torch.zeros(3)}
         if rank == 1:
             tensors["extra"] = torch.ones(2)
-        result["structure"] = sd.check_replicas(tensors).to_dict()
+        result["structure"] = seedlock.audit.check_replicas(tensors).to_dict()
 
         # A rank without xxhash fingerprints with SHA-256: said so, not "every tensor differs".
         import seedlock.audit.fingerprints as fps
@@ -226,7 +228,7 @@ TRAIN = textwrap.dedent(
         saved = fps._xxhash, fps.ALGORITHM
         if rank == 1:
             fps._xxhash, fps.ALGORITHM = None, "sha256"
-        result["hashes"] = sd.check_replicas({"a": torch.zeros(3)}).to_dict()
+        result["hashes"] = seedlock.audit.check_replicas({"a": torch.zeros(3)}).to_dict()
         fps._xxhash, fps.ALGORITHM = saved
 
     label = "stop" if args.stop_at else "run"
@@ -588,7 +590,7 @@ def test_jax_key_per_rank():
 
 
 def test_rank_local_generator_has_the_same_name_on_every_rank(world):
-    from seedlock.state import registered
+    from seedlock._registry import registered
 
     names = []
     for r in (0, 1):
@@ -643,7 +645,7 @@ def test_rank_path_names_one_file_per_rank(world):
 
 
 def test_check_replicas_without_a_process_group_is_trivially_ok():
-    report = sd.check_replicas(torch.nn.Linear(2, 2))
+    report = seedlock.audit.check_replicas(torch.nn.Linear(2, 2))
     assert report.ok
     assert (report.world_size, report.tensors) == (1, 2)
     assert "all bit-identical" in str(report)
@@ -652,7 +654,7 @@ def test_check_replicas_without_a_process_group_is_trivially_ok():
 def test_check_replicas_in_a_torchrun_process_without_init_is_an_error(world):
     world(0, 2)
     with pytest.raises(RuntimeError, match="needs an initialised process group"):
-        sd.check_replicas(torch.nn.Linear(2, 2))
+        seedlock.audit.check_replicas(torch.nn.Linear(2, 2))
 
 
 def test_sync_state_needs_a_process_group():
@@ -664,7 +666,7 @@ def test_fingerprint_sees_one_bit_a_swap_and_the_dtype():
     x = torch.tensor([1.0, 2.0, 3.0])
     flipped = x.clone()
     flipped[1] = torch.nextafter(flipped[1], torch.tensor(9.0))
-    fp = sd._fingerprint
+    fp = seedlock.audit.replicas._fingerprint
     assert len(fp(x)) == 16
     assert fp(x) == fp(x.clone())
     assert fp(x) != fp(flipped)
@@ -676,7 +678,7 @@ def test_fingerprint_sees_one_bit_a_swap_and_the_dtype():
 
 def test_check_replicas_refuses_what_is_not_a_tensor():
     with pytest.raises(TypeError, match="'step' is a int, not a tensor"):
-        sd.check_replicas({"w": torch.zeros(1), "step": 3})
+        seedlock.audit.check_replicas({"w": torch.zeros(1), "step": 3})
 
 
 def test_per_rank_state_refuses_the_file_of_another_rank(world):

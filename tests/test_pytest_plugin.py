@@ -253,12 +253,12 @@ def test_numpy_rng_and_torch_generator_fixtures_are_seeded_from_the_test_seed(py
         """
         import numpy as np, seedlock, torch
 
-        def test_fixtures(seedlock_seed, numpy_rng, torch_generator):
+        def test_fixtures(seedlock_seed, seedlock_numpy_rng, seedlock_torch_generator):
             seed = seedlock.derive("numpy_rng", root=seedlock_seed, bits=128)
-            assert numpy_rng.random() == np.random.default_rng(seed).random()
+            assert seedlock_numpy_rng.random() == np.random.default_rng(seed).random()
             seed = seedlock.derive("torch_generator", root=seedlock_seed, bits=32)
-            assert torch_generator.initial_seed() == seed
-            assert "numpy_rng" not in str(seedlock.state.registered())
+            assert seedlock_torch_generator.initial_seed() == seed
+            assert "numpy_rng" not in str(seedlock._registry.registered())
         """
     )
     run(pytester).assert_outcomes(passed=1)

@@ -15,8 +15,8 @@ import torch
 import seedlock
 from conftest import run_python
 from seedlock import backends
+from seedlock._registry import registered
 from seedlock.errors import CorruptStateError, StateMismatchError
-from seedlock.state import registered
 
 pytestmark = pytest.mark.usefixtures("empty_registry")
 

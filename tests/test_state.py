@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 import seedlock
 from conftest import run_python
+from seedlock._registry import registered
 from seedlock.errors import CorruptStateError, StateMismatchError, StateVersionError
-from seedlock.state import RNGState, registered
+from seedlock.state import RNGState
 
 pytestmark = pytest.mark.usefixtures("empty_registry")
 

@@ -13,31 +13,36 @@ from __future__ import annotations
 from seedlock import _lazy
 from seedlock._version import __version__
 
-# `typing` costs ~8 ms to import (re, enum, collections): more than the rest of seedlock.
+# Not `typing.TYPE_CHECKING`: importing `typing` (re, enum, collections) costs more than the rest
+# of `import seedlock` (benchmarks/bench_seeding.py measures the import).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from seedlock import audit, data, distributed
+    from seedlock._forking import fork, reseed_on_fork
+    from seedlock._registry import register, unregister
     from seedlock.derivation import derive, get_root
     from seedlock.determinism import DeterminismProfile, deterministic
     from seedlock.errors import StateError
     from seedlock.seeding import SeedReport, ensure_hash_seed, hash_seed, seed_everything
     from seedlock.state import (
         RNGState,
+        Stateful,
         capture,
-        fork,
         load_state_dict,
-        register,
-        reseed_on_fork,
         restore,
+        rng,
         state_dict,
-        unregister,
     )
     from seedlock.store import load, save
     from seedlock.streams import jax_key, numpy_rng, random_rng, torch_generator
 
-# public name -> module that defines it
+# public name -> module that defines it (a subpackage maps to itself)
 _EXPORTS = {
+    "audit": "seedlock.audit",
+    "data": "seedlock.data",
+    "distributed": "seedlock.distributed",
     "seed_everything": "seedlock.seeding",
     "SeedReport": "seedlock.seeding",
     "ensure_hash_seed": "seedlock.seeding",
@@ -51,14 +56,16 @@ _EXPORTS = {
     "deterministic": "seedlock.determinism",
     "DeterminismProfile": "seedlock.determinism",
     "RNGState": "seedlock.state",
+    "Stateful": "seedlock.state",
     "capture": "seedlock.state",
     "restore": "seedlock.state",
-    "fork": "seedlock.state",
+    "rng": "seedlock.state",
     "state_dict": "seedlock.state",
     "load_state_dict": "seedlock.state",
-    "register": "seedlock.state",
-    "unregister": "seedlock.state",
-    "reseed_on_fork": "seedlock.state",
+    "fork": "seedlock._forking",
+    "reseed_on_fork": "seedlock._forking",
+    "register": "seedlock._registry",
+    "unregister": "seedlock._registry",
     "save": "seedlock.store",
     "load": "seedlock.store",
     "StateError": "seedlock.errors",
@@ -69,10 +76,14 @@ __all__ = [
     "RNGState",
     "SeedReport",
     "StateError",
+    "Stateful",
     "__version__",
+    "audit",
     "capture",
+    "data",
     "derive",
     "deterministic",
+    "distributed",
     "ensure_hash_seed",
     "fork",
     "get_root",
@@ -85,6 +96,7 @@ __all__ = [
     "register",
     "reseed_on_fork",
     "restore",
+    "rng",
     "save",
     "seed_everything",
     "state_dict",

@@ -36,7 +36,7 @@ def start() -> None:
     """
     trace_dir = os.environ.get(TRACE_DIR_VAR)
     if trace_dir:
-        from seedlock import _hooks
+        from seedlock import _hooks  # every import here runs at interpreter start-up: only if used
 
         _hooks.on_import("torch", "seedlock.check", lambda: _start_trace(trace_dir))
     text = os.environ.get(ENV_VAR)
@@ -54,10 +54,11 @@ def start() -> None:
 
         atexit.register(_write_record, record_dir)
     if deterministic or trace_dir or _must_seed_now():
-        from seedlock.seeding import seed_everything
+        from seedlock.seeding import seed_everything  # the backends: only when seeding now
 
         seed_everything(root, deterministic=deterministic)
         return
+    # The deferred seeding: hooks only, without the backends (see the module docstring).
     from seedlock import _hooks
     from seedlock.derivation import classic_seed, set_root
 
@@ -72,7 +73,7 @@ def _must_seed_now() -> bool:
     known without loading the registry): then ``seed_everything`` itself runs at start-up."""
     if any(module in sys.modules for module in LIBRARIES):
         return True
-    from seedlock import _dists
+    from seedlock import _dists  # reads the installed distributions: only when deciding
 
     return not _dists.plain_path() or bool(_dists.entry_points("seedlock.backends"))
 
@@ -83,17 +84,18 @@ def _seed_on_import(module: str, value: int) -> None:
     if module == "random":
         # PythonBackend.seed is random.seed(value). Called directly: seedlock's backends import
         # random themselves, so this may run while they are half imported.
-        import random
+        import random  # the library being imported right now
 
         random.seed(value)
         _random_value = value
         return
+    # The backends, only once a library with a global generator is imported.
     from seedlock import backends
-    from seedlock.seeding import seed_global
+    from seedlock.seeding import apply_global_seed
 
     for backend in backends.all_backends():
         if backend.module == module and backend.seed_bits:
-            seed_global(backend, value)
+            apply_global_seed(backend, value)
 
 
 def _seeded_values() -> dict[str, int]:
@@ -106,6 +108,7 @@ def _seeded_values() -> dict[str, int]:
 
 
 def _write_record(record_dir: str) -> None:
+    # Loaded at start-up already when a record is asked for (see start()): free here.
     import json
 
     from seedlock.manifest import process_record
@@ -130,7 +133,7 @@ def _write_record(record_dir: str) -> None:
 def _start_trace(trace_dir: str) -> None:
     """Trace this process (global mode) to ``<dir>/<rank or main>.trace``, if no other process
     of the run has claimed that name (a subprocess of the program, say)."""
-    import multiprocessing
+    import multiprocessing  # loaded by torch already: this runs when torch is imported
 
     if multiprocessing.current_process().name != "MainProcess":
         return
@@ -139,7 +142,7 @@ def _start_trace(trace_dir: str) -> None:
         os.close(os.open(path + ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except OSError:
         return
-    from seedlock.audit.traces import Tracer
+    from seedlock.audit.traces import Tracer  # torch: imported by now, traces need it
 
     tracer = Tracer(path).start()
     tracer.meta("argv", repr(sys.argv))

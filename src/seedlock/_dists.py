@@ -1,7 +1,8 @@
 """Installed distributions and their entry points, read straight from ``*.dist-info`` folders.
 
-``importlib.metadata`` costs 20-40 ms to import and scan (it pulls in ``email``, ``zipfile``,
-``csv``), which ``seedlock run`` would pay in every interpreter it starts. The two facts seedlock
+``importlib.metadata`` is slow to import and scan (it pulls in ``email``, ``zipfile``, ``csv``),
+which ``seedlock run`` would pay in every interpreter it starts (``benchmarks/bench_cli.py``
+measures those start-ups). The two facts seedlock
 needs — each distribution's name and version, and the ``seedlock.backends`` entry points — are
 in the folder name and in ``entry_points.txt``. When ``sys.path`` holds something other than
 plain folders (a zip file, an egg), the caller falls back to ``importlib.metadata``.

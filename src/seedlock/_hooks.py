@@ -107,7 +107,8 @@ def _fire(module: str) -> None:
 
 
 # Plain classes rather than importlib.abc subclasses: importlib.abc pulls in importlib.resources
-# and tempfile (~9 ms), and the import system only needs the methods.
+# and tempfile at start-up (benchmarks/bench_seeding.py measures it), and the import system only
+# needs the methods.
 class _Loader:
     """Wraps the real loader; after ``exec_module`` it puts the real loader back and fires."""
 

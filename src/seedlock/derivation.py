@@ -1,4 +1,6 @@
-"""Root seed and key-based derivation (:func:`derive`): the stability contract of seedlock.
+"""Derive every seed seedlock uses from the root seed and a key path: the stability contract.
+
+The guide: ``docs/seeding.md``.
 
 Everything in seedlock that is not a *classic global* generator (named streams, DataLoader
 samples, workers, ranks, tests) gets its seed from :func:`derive`, a pure function of the root
@@ -12,10 +14,11 @@ What is hashed
 --------------
 The message is ``b"seedlock/derive/v1"``, then the number of items, then every key in order
 and the root last, each item encoded as one type byte (``i`` int, ``s`` str, ``b`` bytes), an
-8-byte little-endian length and the payload: ints as minimal two's-complement little-endian
-bytes (so ``-1`` and ``255`` differ), str as UTF-8, bytes as they are. The digest is 32 bytes of
-BLAKE2b (``hashlib.blake2b(digest_size=32)``); the result is its first ``bits`` bits, read as a
-little-endian unsigned integer.
+8-byte little-endian length and the payload: an int ``n`` as ``n.bit_length() // 8 + 1`` bytes of
+little-endian two's complement (so ``-1`` and ``255`` differ; for ``-128``, ``-32768``, ... that
+is one byte more than the minimal encoding), str as UTF-8, bytes as they are. The digest is 32
+bytes of BLAKE2b (``hashlib.blake2b(digest_size=32)``); the result is its first ``bits`` bits,
+read as a little-endian unsigned integer.
 
 Because every item carries its type and length, distinct key paths are distinct messages: there
 is no way for ``("ab",)`` to meet ``("a", "b")``, ``1`` to meet ``"1"`` or a 64-bit root to meet
@@ -25,8 +28,8 @@ the root seed). Python's ``hash()`` is never used: it is salted per process.
 What is guaranteed
 ------------------
 * **Stability.** ``derive(*keys, root=r, bits=n)`` returns the same value on every platform,
-  Python version and seedlock release. The golden vectors in ``tests/test_derive.py`` are the
-  specification; a change that moves one is a breaking change and needs a new ``v`` tag.
+  Python version and seedlock release. The golden vectors in ``tests/test_derivation.py`` are
+  the specification; a change that moves one is a breaking change and needs a new ``v`` tag.
 * **Independence by name.** Adding, removing or reordering draws in one stream never shifts
   another stream: streams are addressed by name, not by call order.
 * **Collisions.** Two different key paths get the same ``n``-bit value with probability
@@ -48,7 +51,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-try:  # hashlib.blake2b is this class; importing hashlib also loads OpenSSL (~3 ms at start-up)
+# hashlib.blake2b is this class; importing hashlib also loads OpenSSL, which `import seedlock`
+# does not need (benchmarks/bench_seeding.py measures the import).
+try:
     from _blake2 import blake2b as _blake2b
 except ImportError:  # pragma: no cover - a Python built without the _blake2 module
     from hashlib import blake2b as _blake2b
@@ -151,9 +156,35 @@ def _encode(item: Key) -> bytes:
 def derive(*keys: Key, root: Seed | None = None, bits: int = 64) -> int:
     """Return the ``bits``-bit seed of the stream named by ``keys`` under ``root``.
 
-    ``root`` defaults to the root seed (see :func:`get_root`). The value is a pure function of
-    ``(keys, root, bits)``, stable across machines and releases (see the module docstring).
+    Parameters
+    ----------
+    *keys
+        The key path that names the stream, in order: ints (any size, negative included), str
+        or bytes (``"data", 3, 17``). May be empty.
+    root
+        The root seed (int, str or bytes); default ``None``: the root seed of the process
+        (:func:`get_root`).
+    bits
+        The width of the result, from 1 to 256; default 64.
 
+    Returns
+    -------
+    int
+        A value in ``[0, 2**bits)``: a pure function of ``(keys, root, bits)``, stable across
+        machines and releases (see the module docstring). A narrower value is the low bits of a
+        wider one of the same stream.
+
+    Raises
+    ------
+    TypeError
+        A key or the root is not an int, str or bytes (``bool`` and ``float`` are refused).
+    ValueError
+        ``bits`` is outside ``[1, 256]``, or a str holds a lone surrogate (no UTF-8 encoding).
+    LookupError
+        ``root`` is ``None`` and the process has no root seed (see :func:`get_root`).
+
+    Examples
+    --------
     >>> derive("augment", root=0)
     13451230188544239583
     >>> derive("data", 3, 17, root=0, bits=32)
@@ -261,7 +292,7 @@ def fresh_seed() -> int:
     32 bits, so that the seed, once printed, replays with any tool (``np.random.seed`` and
     ``torch.manual_seed`` keep only 32 bits, and the classic scheme hands the root to them as is).
     """
-    import secrets  # ~10 ms to import (base64, hmac): only when a fresh seed is drawn
+    import secrets  # base64 and hmac come with it: imported only when a fresh seed is drawn
 
     return secrets.randbits(32)
 
@@ -362,7 +393,20 @@ def restore_root_state(saved: RootState) -> None:
 def get_root() -> Seed:
     """The root seed: the last :func:`set_root` in this process, else ``SEEDLOCK_SEED``.
 
-    Raises ``LookupError`` when neither exists, rather than inventing a seed that nobody recorded.
+    :func:`seedlock.seed_everything` calls :func:`set_root`; ``seedlock run`` sets
+    ``SEEDLOCK_SEED``.
+
+    Returns
+    -------
+    int, str or bytes
+        The root seed, as given (``SEEDLOCK_SEED`` is read with :func:`parse_seed`).
+
+    Raises
+    ------
+    LookupError
+        Neither exists: seedlock does not invent a seed that nobody recorded.
+    ValueError
+        ``SEEDLOCK_SEED`` is set but holds no seed (the forms are those of :func:`format_seed`).
     """
     if _root is not None:
         return _root

@@ -1,5 +1,8 @@
 """The determinism profile: every switch that trades speed for identical results, reversibly.
 
+Guarantee: every change is recorded and undone exactly, in any order of profiles. The guide:
+``docs/determinism.md``.
+
 ``seedlock.deterministic()`` asks each backend to flip its switches (torch: deterministic
 algorithms, cuDNN deterministic / no benchmark, oneDNN deterministic, TF32 off,
 ``CUBLAS_WORKSPACE_CONFIG``, optionally Inductor's ``fallback_random``; TensorFlow: op
@@ -38,7 +41,31 @@ _stack: list[DeterminismProfile] = []
 
 
 class DeterminismProfile:
-    """The switches one :func:`deterministic` call flipped; a context manager that undoes them."""
+    """The switches one :func:`deterministic` call flipped; a context manager that undoes them.
+
+    Made by :func:`deterministic`; ``print(profile)`` lists the changes, one per line.
+
+    Parameters
+    ----------
+    enable
+        Switch determinism on (``True``) or off, as :func:`deterministic`'s ``enable``.
+    options
+        :func:`deterministic`'s keyword options (``warn_only``, ``tf32``, ``fallback_random``,
+        ``cublas_workspace_config``).
+    backends
+        The backends the profile applies to.
+
+    Attributes
+    ----------
+    enable, options
+        As given.
+    changes
+        Every switch and environment variable changed, in order: what :meth:`restore` undoes.
+    active
+        In effect (not restored yet).
+    suspended
+        Switched off for now by a ``deterministic(False)`` profile above it.
+    """
 
     def __init__(self, enable: bool, options: DeterminismOptions, backends: list[Backend]) -> None:
         self.enable = enable
@@ -151,19 +178,52 @@ def deterministic(
 ) -> DeterminismProfile:
     """Switch the determinism profile on (or off), as a call or as a context manager.
 
-    ``enable=True``: deterministic algorithms everywhere (``warn_only=True`` turns torch's errors
-    for ops without a deterministic kernel into warnings), cuDNN deterministic and not
-    benchmarking, TF32 off unless ``tf32=True``, ``CUBLAS_WORKSPACE_CONFIG`` set when missing,
-    Inductor's ``fallback_random`` when asked, TensorFlow op determinism, JAX's
-    deterministic-ops flag (before JAX starts).
-
-    ``enable=False``: undo every seedlock profile still active and switch off determinism that
-    was switched on by other means; leaving a ``with deterministic(False)`` block switches it all
-    back on.
-
     Every change is recorded; the returned profile's :meth:`~DeterminismProfile.restore` (or the
     end of the ``with`` block) undoes exactly those changes.
 
+    Parameters
+    ----------
+    enable
+        ``True`` (default): deterministic algorithms everywhere, cuDNN deterministic and not
+        benchmarking, TF32 off unless ``tf32=True``, ``CUBLAS_WORKSPACE_CONFIG`` set when
+        missing, Inductor's ``fallback_random`` when asked, TensorFlow op determinism, JAX's
+        deterministic-ops flag (before JAX starts). ``False``: undo every seedlock profile still
+        active and switch off determinism that was switched on by other means; leaving a
+        ``with deterministic(False)`` block switches it all back on.
+    warn_only
+        Turn torch's errors for ops without a deterministic kernel into warnings. Default
+        ``False``.
+    tf32
+        Leave TF32 matmuls and convolutions allowed. Default ``False``: TF32 off.
+    fallback_random
+        Also set Inductor's ``fallback_random``, so that ``torch.compile`` draws random numbers
+        as eager mode does. Default ``False``.
+    cublas_workspace_config
+        The ``CUBLAS_WORKSPACE_CONFIG`` to set when the variable is missing: ``":4096:8"``
+        (default) or ``":16:8"``, the two values cuBLAS documents for reproducibility.
+    backends
+        Names of the backends to switch (``"torch"``, ``"tensorflow"``, ``"jax"``, ...).
+        Default ``None``: every backend.
+
+    Returns
+    -------
+    DeterminismProfile
+        The changes made; also a context manager that undoes them on exit.
+
+    Raises
+    ------
+    ValueError
+        ``cublas_workspace_config`` is another value, or ``backends`` names an unknown backend.
+
+    Warns
+    -----
+    RuntimeWarning
+        ``CUBLAS_WORKSPACE_CONFIG`` is missing and CUDA is already initialised: setting it now
+        may come too late (set it before the first CUDA call, or use ``seedlock run
+        --deterministic``).
+
+    Examples
+    --------
     >>> import seedlock, torch
     >>> with seedlock.deterministic():
     ...     torch.are_deterministic_algorithms_enabled()
@@ -196,7 +256,7 @@ def active_profiles() -> list[DeterminismProfile]:
 def __getattr__(name: str) -> Any:
     # The op table is data read on first use; `seedlock.determinism.explain` is its front door.
     if name in ("explain", "Explanation"):
-        from seedlock import optable
+        from seedlock import optable  # importlib.resources and a JSON file: on first use
 
         return getattr(optable, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,11 @@
-"""seedlock's exceptions. Every failure to read or apply saved RNG state is a ``StateError``,
-raised before any generator is touched."""
+"""The exceptions seedlock raises when a saved random state cannot be read or applied.
+
+Every failure to read or apply saved RNG state is a :class:`StateError`, raised before any
+generator is touched. The one exception to "before": a library that refuses a state after every
+check passed, and whose generators then cannot all be put back, gives a
+:class:`StateMismatchError` that says so. ``except ValueError`` also catches
+:class:`CorruptStateError` and :class:`WorldSizeMismatchError`. The guide: ``docs/state.md``.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,15 @@ __all__ = [
     "StateMismatchError",
     "StateTooLargeError",
     "StateVersionError",
+    "WorldSizeMismatchError",
 ]
 
 
 class StateError(Exception):
-    """A saved RNG state could not be read or does not fit this process."""
+    """A saved RNG state could not be read or does not fit this process.
+
+    The base class of every exception below: ``except seedlock.StateError`` catches them all.
+    """
 
 
 class NotAStateFileError(StateError):
@@ -35,7 +45,18 @@ class StateTooLargeError(StateError):
 
 class StateMismatchError(StateError):
     """The state cannot be applied here: a missing backend, another device count, other
-    generator names, a value no library writes. ``problems`` lists every one found."""
+    generator names, a value no library writes.
+
+    Parameters
+    ----------
+    problems
+        Every problem found, one sentence each; kept as the attribute ``problems`` (a list) and
+        listed in the message.
+    unchanged
+        Whether every generator is as it was (default ``True``); ``False`` only when a library
+        refused a state that passed the checks and putting back the others failed too: the
+        message then says that some generators may have changed.
+    """
 
     def __init__(self, problems: list[str], *, unchanged: bool = True) -> None:
         self.problems = list(problems)
@@ -44,3 +65,7 @@ class StateMismatchError(StateError):
         super().__init__(
             f"cannot restore this RNG state ({len(self.problems)} problem(s)); {outcome}:\n{lines}"
         )
+
+
+class WorldSizeMismatchError(StateError, ValueError):
+    """A per-rank state saved by one number of ranks is loaded by another."""

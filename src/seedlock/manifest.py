@@ -17,11 +17,12 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 
-from seedlock import _startup
+from seedlock import _dists, _startup
 
-# Everything else is imported where it is used: a seeded child imports this module at start-up
-# (seedlock run with a manifest), and each of typing, datetime, json, platform, subprocess and
-# pathlib costs milliseconds there.
+# Everything else is imported where it is used (each such import is marked "start-up"): a seeded
+# child imports this module at start-up (seedlock run with a manifest), where typing, datetime,
+# json, platform, subprocess and pathlib each cost more than this module
+# (benchmarks/bench_cli.py measures the start-up of seeded interpreters).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -75,14 +76,14 @@ ENV_WHITELIST = (
 
 def timestamp(seconds: float) -> str:
     """A ``time.time()`` value as recorded in manifests: ISO 8601, UTC, milliseconds."""
-    import datetime
+    import datetime  # start-up
 
     moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
     return moment.isoformat(timespec="milliseconds")
 
 
 def _run(argv: list[str], cwd: str | None = None) -> str | None:
-    import subprocess
+    import subprocess  # start-up
 
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=cwd, check=False)
@@ -99,7 +100,7 @@ def _cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
+    import platform  # start-up
 
     return platform.processor() or platform.machine()
 
@@ -119,7 +120,7 @@ def _gpus() -> list[dict[str, str]]:
 
 
 def _git(cwd: str) -> dict[str, Any] | None:
-    import hashlib
+    import hashlib  # start-up
 
     commit = _run(["git", "rev-parse", "HEAD"], cwd)
     if commit is None:
@@ -136,11 +137,9 @@ def _git(cwd: str) -> dict[str, Any] | None:
 
 def _packages() -> dict[str, str]:
     """Installed distributions, normalised name -> version."""
-    from seedlock import _dists
-
     if _dists.plain_path():
         return dict(sorted(_dists.distributions().items()))
-    from importlib.metadata import distributions
+    from importlib.metadata import distributions  # start-up
 
     found: dict[str, str] = {}
     for dist in distributions():
@@ -153,7 +152,7 @@ def _packages() -> dict[str, str]:
 def environment(cwd: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What this process sees of the machine and the project (no seed, no command). ``env``:
     the environment the run's command gets (default: this process's)."""
-    import platform
+    import platform  # start-up
 
     cwd = cwd or os.getcwd()
     variables = os.environ if env is None else env
@@ -231,7 +230,7 @@ MAX_BYTES = 64 * 1024 * 1024
 
 def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a manifest, checking that it is one (``ValueError`` if not)."""
-    import json
+    import json  # start-up
 
     with open(path, "rb") as f:
         raw = f.read(MAX_BYTES + 1)

@@ -14,8 +14,9 @@ about it, in one of three words:
   backend setting, a pinned thread count).
 
 The rows come from the two lists in the docstring of ``torch.use_deterministic_algorithms``, from
-warnings torch itself emits, and from the facts in seedlock's design notes (CPU reductions that
-depend on the thread count, ``CUBLAS_WORKSPACE_CONFIG``, TF32, ``torch.compile`` random numbers).
+warnings torch itself emits, and from behaviour checked in the torch sources and on the CPU
+(reductions that depend on the thread count, ``CUBLAS_WORKSPACE_CONFIG``, TF32, ``torch.compile``
+random numbers).
 Every ``aten::`` name in it was checked against ``torch.ops.aten`` of the torch version the file
 records (``torch_version``).
 

@@ -54,10 +54,12 @@ from typing import Any
 import pytest
 
 from seedlock import derivation
+from seedlock._forking import fork
+from seedlock._registry import registered
 from seedlock.backends import owner_of
 from seedlock.derivation import Seed, check_seed, derive, format_seed, fresh_seed, parse_seed
 from seedlock.seeding import seed_everything
-from seedlock.state import capture, fork, registered, restore
+from seedlock.state import capture, restore
 
 __all__ = ["random_seeder"]
 
@@ -308,10 +310,10 @@ def seedlock_seed(request: pytest.FixtureRequest) -> Seed | None:
 
 
 @pytest.fixture
-def numpy_rng(seedlock_seed: Seed | None) -> Any:
+def seedlock_numpy_rng(seedlock_seed: Seed | None) -> Any:
     """A new ``numpy.random.Generator``: ``default_rng(derive("numpy_rng", root=seed, bits=128))``
     (fresh entropy in an unseeded test). Not registered: it lives and dies with the test."""
-    import numpy as np
+    import numpy as np  # the framework: only for a test that asks for this fixture
 
     if seedlock_seed is None:
         return np.random.default_rng()
@@ -319,10 +321,10 @@ def numpy_rng(seedlock_seed: Seed | None) -> Any:
 
 
 @pytest.fixture
-def torch_generator(seedlock_seed: Seed | None) -> Any:
+def seedlock_torch_generator(seedlock_seed: Seed | None) -> Any:
     """A new CPU ``torch.Generator`` seeded with ``derive("torch_generator", root=seed, bits=32)``
     (fresh entropy in an unseeded test). Not registered: it lives and dies with the test."""
-    import torch
+    import torch  # the framework: only for a test that asks for this fixture
 
     generator = torch.Generator()
     if seedlock_seed is None:

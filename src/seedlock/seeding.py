@@ -1,4 +1,8 @@
-"""``seed_everything``: one call that seeds every installed RNG family, and says what it did.
+"""Seed every installed RNG family from one root seed with one call, and say what was done.
+
+Guarantees: the same root gives every global generator the same value in every run; in the
+``classic`` scheme those are the values of the hand-written recipe; nothing is imported to be
+seeded. The guide: ``docs/seeding.md``.
 
 Two schemes decide the value each *global* generator gets:
 
@@ -37,8 +41,9 @@ import sys
 from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple
 
-from seedlock import _hooks, _startup
+from seedlock import _hooks, _ranks, _registry, _startup
 from seedlock import backends as _backends
+from seedlock._text import printable
 from seedlock.backends.base import Backend
 from seedlock.derivation import (
     Seed,
@@ -47,20 +52,21 @@ from seedlock.derivation import (
     derive,
     format_seed,
     fresh_seed,
+    get_root,
     hash_seed_value,
     set_root,
 )
+from seedlock.determinism import deterministic as _profile
 
 __all__ = [
     "HashSeed",
     "SeedEntry",
     "SeedReport",
+    "apply_global_seed",
     "ensure_hash_seed",
-    "global_seed",
-    "globals_per_rank",
+    "global_seed_value",
     "hash_seed",
     "seed_everything",
-    "seed_global",
     "seeded_values",
 ]
 
@@ -69,14 +75,13 @@ _SCHEMES = ("classic", "independent")
 _HOOK_KEY = _hooks.SEED_KEY  # shared with seedlock run's deferred seeding, which this supersedes
 _seeded: dict[str, int] = {}  # backend name -> the value its global generator last got here
 _REEXEC_MARK = "SEEDLOCK_HASH_SEED_REEXEC"
-# Whether the last seed_everything gave the globals rank-local values (read by sync_state).
-_per_rank = False
 
 
 def _log(warning: bool, message: str) -> None:
     """Log through ``logging`` when the program uses it; otherwise print warnings to stderr.
 
-    Importing logging costs ~10 ms, paid at every start-up under ``seedlock run``.
+    Importing logging would be paid at every start-up under ``seedlock run``
+    (``benchmarks/bench_cli.py`` measures those start-ups).
     """
     logging = sys.modules.get("logging")
     if logging is not None:
@@ -108,8 +113,33 @@ class HashSeed(NamedTuple):
 class SeedReport:
     """What :func:`seed_everything` did: printable as a table, convertible to a dict.
 
-    (A plain class rather than a dataclass: ``dataclasses`` costs ~8 ms to import, paid by
-    every interpreter ``seedlock run`` starts.)
+    ``report["torch"]`` is that backend's :class:`SeedEntry` (``backend``, ``status``, ``value``,
+    ``detail``); a backend seedlock does not know raises ``KeyError``. Reports compare equal when
+    every attribute does.
+
+    Attributes
+    ----------
+    root
+        The root seed (an int, str or bytes).
+    scheme
+        ``"classic"`` or ``"independent"``.
+    fresh
+        Whether the root was drawn from OS entropy (no seed given): pass it back to replay.
+    entries
+        One :class:`SeedEntry` per backend, in registry order. ``status`` is ``seeded``,
+        ``on import`` (installed, seeded when imported), ``not installed``, ``skipped`` (not in
+        ``backends=``) or ``no global RNG`` (JAX: use the key factory).
+    hash_seed
+        :func:`hash_seed` at the time of the call.
+    determinism
+        The determinism profile's changes, in words (empty without ``deterministic=True``).
+    rank
+        The rank the globals' values were derived for (``per_rank=True``), else ``None``.
+
+    Notes
+    -----
+    A plain class rather than a dataclass: importing ``dataclasses`` would be paid by every
+    interpreter ``seedlock run`` starts; ``benchmarks/bench_cli.py`` measures them.
     """
 
     __slots__ = ("determinism", "entries", "fresh", "hash_seed", "rank", "root", "scheme")
@@ -151,6 +181,15 @@ class SeedReport:
         raise KeyError(backend)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data.
+
+        Returns
+        -------
+        dict
+            ``root`` (as ``SEEDLOCK_SEED`` holds it: ``"42"``, ``"str:..."``, ``"hex:..."``),
+            ``scheme``, ``fresh``, ``entries`` (a list of dicts), ``hash_seed`` (a dict),
+            ``determinism`` (a list of str) and ``rank``.
+        """
         return {
             "root": format_seed(self.root),
             "scheme": self.scheme,
@@ -164,8 +203,6 @@ class SeedReport:
     def __str__(self) -> str:
         origin = " (fresh entropy: pass it back to replay)" if self.fresh else ""
         per_rank = "" if self.rank is None else f", globals per rank (rank {self.rank})"
-        from seedlock._text import printable
-
         root = printable(format_seed(self.root), 200)
         lines = [f"seedlock: root seed {root}{origin}, scheme {self.scheme}{per_rank}"]
         rows = [("backend", "status", "value", "what")]
@@ -187,7 +224,7 @@ class SeedReport:
         return "\n".join(lines)
 
 
-def global_seed(
+def global_seed_value(
     backend: Backend, root: Seed, scheme: Scheme = "classic", *, rank: int | None = None
 ) -> int:
     """The value ``seed_everything(root, scheme=scheme)`` gives ``backend``'s global generator;
@@ -212,31 +249,55 @@ def seed_everything(
 ) -> SeedReport:
     """Seed every installed RNG family from one root seed, and report what was seeded.
 
-    ``seed`` is any int (negative or wider than 64 bits included), str or bytes; ``None`` draws a
-    fresh 32-bit seed from OS entropy, which the report shows so the run can be replayed. The
-    root is also exported as ``SEEDLOCK_SEED`` for child processes, DataLoader workers and ranks,
-    and becomes the default root of :func:`seedlock.derive` and the named streams.
+    The root is also exported as ``SEEDLOCK_SEED`` for child processes, DataLoader workers and
+    ranks, and becomes the default root of :func:`seedlock.derive` and the named streams. A
+    library installed but not imported yet is seeded when the program imports it.
 
-    ``deterministic=True`` also switches on the determinism profile
-    (:func:`seedlock.deterministic`). ``backends`` limits the call to the named backends.
+    Parameters
+    ----------
+    seed
+        The root seed: any int (negative or wider than 64 bits included), str or bytes (NumPy /
+        torch integer scalars count as their int). Default ``None``: a fresh 32-bit seed from OS
+        entropy, which the report shows (and a warning logs) so the run can be replayed.
+    deterministic
+        Also switch on the determinism profile (:func:`seedlock.deterministic`) for the chosen
+        backends; its changes are listed in the report. Default ``False``.
+    scheme
+        ``"classic"`` (default) or ``"independent"``: the value each global gets (see the module
+        docstring).
+    backends
+        Names of the backends to seed (``"python"``, ``"numpy"``, ``"torch"``, ``"jax"``,
+        ``"tensorflow"``, ``"cupy"``, or a third-party one); the others are reported as
+        ``skipped``. Default ``None``: every backend.
+    per_rank
+        ``True`` gives the globals rank-local values under ``torchrun`` (different dropout and
+        noise on every rank); the default ``False`` keeps them identical on every rank, like the
+        classic recipe. See the module docstring for the values and for model initialisation.
 
-    ``per_rank=True`` gives the globals rank-local values under ``torchrun`` (different dropout
-    and noise on every rank); the default keeps them identical on every rank, like the classic
-    recipe. See the module docstring for the values and for model initialisation.
+    Returns
+    -------
+    SeedReport
+        What each backend got; ``print`` it for a table.
 
+    Raises
+    ------
+    TypeError
+        ``seed`` is not an int, str or bytes (``bool`` and ``float`` are refused).
+    ValueError
+        ``scheme`` is not one of the two schemes; ``backends`` names an unknown backend; ``seed``
+        is a str that UTF-8 cannot encode; with ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are
+        not valid (see :func:`seedlock.distributed.rank`).
+
+    Examples
+    --------
     >>> import seedlock, random
     >>> report = seedlock.seed_everything(0)
     >>> random.random()  # the same number as after random.seed(0)
     0.8444218515250481
     """
-    global _per_rank
     if scheme not in _SCHEMES:
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
-    rank = None
-    if per_rank:
-        from seedlock.distributed import rank as current_rank
-
-        rank = current_rank()
+    rank = _ranks.rank() if per_rank else None
     fresh = seed is None
     root = fresh_seed() if seed is None else check_seed(seed)
     set_root(root)
@@ -250,13 +311,11 @@ def seed_everything(
             entries.append(SeedEntry(backend.name, "skipped", None, "not in backends="))
             continue
         entries.append(_seed_one(backend, root, scheme, rank))
-    _per_rank = per_rank
+    _registry.set_globals_per_rank(per_rank)
 
     changes: tuple[str, ...] = ()
     if deterministic:
-        from seedlock.determinism import deterministic as profile
-
-        changes = tuple(str(c) for c in profile(backends=sorted(chosen)).changes)
+        changes = tuple(str(c) for c in _profile(backends=sorted(chosen)).changes)
     report = SeedReport(
         root, scheme, fresh, tuple(entries), hash_seed(), determinism=changes, rank=rank
     )
@@ -271,19 +330,19 @@ def _seed_one(backend: Backend, root: Seed, scheme: Scheme, rank: int | None) ->
         return SeedEntry(backend.name, "not installed", None, "")
     if backend.seed_bits == 0:
         return SeedEntry(backend.name, "no global RNG", None, "keys come from seedlock.jax_key")
-    value = global_seed(backend, root, scheme, rank=rank)
+    value = global_seed_value(backend, root, scheme, rank=rank)
     if backend.loaded():
-        return SeedEntry(backend.name, "seeded", value, seed_global(backend, value))
+        return SeedEntry(backend.name, "seeded", value, apply_global_seed(backend, value))
 
     def seed_on_import() -> None:
-        seed_global(backend, value)
+        apply_global_seed(backend, value)
         _log(False, f"seedlock: seeded {backend.name} with {value} on import")
 
     _hooks.on_import(backend.module, _HOOK_KEY, seed_on_import)
     return SeedEntry(backend.name, "on import", value, f"seeded when {backend.module} is imported")
 
 
-def seed_global(backend: Backend, value: int) -> str:
+def apply_global_seed(backend: Backend, value: int) -> str:
     """Seed ``backend``'s global generator(s) with ``value`` and remember it (see
     :func:`seeded_values`); returns what was seeded, in words."""
     detail = backend.seed(value)
@@ -297,16 +356,17 @@ def seeded_values() -> dict[str, int]:
     return dict(_seeded)
 
 
-def globals_per_rank() -> bool:
-    """Did the last :func:`seed_everything` give the globals rank-local values?"""
-    return _per_rank
-
-
 def hash_seed() -> HashSeed:
     """Is this interpreter's ``str``/``bytes`` hash seed fixed, and to what?
 
     The hash seed is read once, at start-up: only ``PYTHONHASHSEED`` in the environment the
     interpreter *started* with counts; setting ``os.environ["PYTHONHASHSEED"]`` later is a no-op.
+
+    Returns
+    -------
+    HashSeed
+        ``fixed`` (bool), ``value`` (the ``PYTHONHASHSEED`` text, or ``None``) and ``detail``
+        (in words: why it is or is not fixed).
     """
     return HashSeed(*_startup.hash_seed())
 
@@ -314,14 +374,27 @@ def hash_seed() -> HashSeed:
 def ensure_hash_seed(seed: Seed | None = None) -> None:
     """Make sure ``str`` hashing is fixed; if not, re-execute this program with it fixed.
 
-    The value is ``seed`` (default: the root seed) when it is an int in ``[0, 2**32)``, else
-    ``derive("PYTHONHASHSEED", root=seed, bits=32)``. When the running interpreter already started
-    with that ``PYTHONHASHSEED`` this returns at once; otherwise the process is replaced
-    (``os.execv``) by the same command line with the variable set, so call it first thing in a
-    script. It cannot work in an interactive session, where it raises ``RuntimeError``.
-    """
-    from seedlock.derivation import get_root
+    When the running interpreter already started with the right ``PYTHONHASHSEED`` this returns
+    at once; otherwise the process is replaced (``os.execv``) by the same command line with the
+    variable set, so call it first thing in a script.
 
+    Parameters
+    ----------
+    seed
+        Where the hash seed comes from; default ``None``: the root seed
+        (:func:`seedlock.get_root`). The value is ``seed`` itself when it is an int in ``[0, 2**32)``,
+        else ``derive("PYTHONHASHSEED", root=seed, bits=32)``.
+
+    Raises
+    ------
+    RuntimeError
+        In an interactive session (it cannot re-execute one), or when the re-executed program
+        still has no fixed hash seed (an interpreter started with ``-E`` or ``-I``).
+    LookupError
+        ``seed`` is ``None`` and there is no root seed.
+    TypeError
+        ``seed`` is not an int, str or bytes.
+    """
     value = hash_seed_value(get_root() if seed is None else check_seed(seed))
     current = hash_seed()
     if current.fixed and current.value == value:

@@ -1,34 +1,32 @@
-"""RNG state: capture / restore / fork for every backend and every registered generator.
+"""The random state of a process as data: capture it, restore it exactly or not at all.
 
 :func:`capture` takes the whole random state of the process as plain data (an
 :class:`RNGState`): each loaded backend's global generators (Python ``random``, NumPy's legacy
-global, torch CPU and every started accelerator, ...) plus every generator object made by a
-named-stream factory or registered with :func:`register`. :func:`restore` puts it back exactly.
+global, torch CPU and every started accelerator, ...) plus every registered generator (the
+named streams, and :func:`seedlock.register`). :func:`restore` puts it back exactly.
 
-Restoring validates everything first — backends present, device counts, generator names and
-kinds, and every value of every field, for libraries not imported yet too — and raises one
-:class:`~seedlock.StateMismatchError` listing every problem *before* any generator is touched.
-Should a library still refuse a state, the generators restored before it are put back and a
-``StateMismatchError`` says so: a checkpoint either restores completely or not at all.
+Guarantee: restoring validates everything first — backends present, device counts, generator
+names and kinds, and every value of every field, for libraries not imported yet too — and
+raises one :class:`~seedlock.StateMismatchError` listing every problem *before* any generator
+is touched. Should a library still refuse a state, the generators restored before it are put
+back and a ``StateMismatchError`` says so: a state is restored completely or not at all.
 
-:func:`state_dict` / :func:`load_state_dict` speak the ``Stateful`` convention of torchdata and
-``torch.distributed.checkpoint``: a nested dict of str, int, float, None and uint8 tensors (NumPy
-arrays without torch), safe for ``torch.load(..., weights_only=True)``.
+:func:`state_dict` / :func:`load_state_dict` speak the :class:`Stateful` convention of torchdata
+and ``torch.distributed.checkpoint`` (a nested dict of str, int, float, None and uint8 tensors,
+safe for ``torch.load(..., weights_only=True)``); :data:`rng` is the same pair as an object.
+The guide: ``docs/state.md``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from seedlock import _hooks
+from seedlock import _hooks, _registry
 from seedlock import backends as _backends
 from seedlock.backends.base import Backend, GeneratorOwner
 from seedlock.backends.checks import fields_problem, type_name
@@ -37,15 +35,12 @@ from seedlock.errors import CorruptStateError, StateMismatchError, StateVersionE
 __all__ = [
     "STATE_VERSION",
     "RNGState",
+    "Stateful",
     "capture",
-    "fork",
     "load_state_dict",
-    "register",
-    "registered",
-    "reseed_on_fork",
     "restore",
+    "rng",
     "state_dict",
-    "unregister",
 ]
 
 #: Version of the plain-data layout of an :class:`RNGState` (and of the files that hold it).
@@ -62,9 +57,29 @@ _RESTORE_KEY = "seedlock.restore"
 MAX_DEPTH = 16
 
 
-# name -> (generator object, the backend that owns it). Strong references: numpy Generators
-# cannot be weakly referenced. The owner is looked up once, at registration.
-_registry: dict[str, tuple[Any, GeneratorOwner]] = {}
+@runtime_checkable
+class Stateful(Protocol):
+    """What checkpointing code can save and load: ``state_dict()`` and ``load_state_dict()``.
+
+    The convention of ``torch.distributed.checkpoint``, torchdata and PyTorch's own modules.
+    Every stateful object of seedlock speaks it — :data:`seedlock.rng`, the data loader,
+    :class:`~seedlock.data.ResumableSampler`, :class:`~seedlock.distributed.PerRankState` — and
+    every state dict it returns carries an int ``"version"``: a state written by a newer
+    seedlock is refused with :class:`~seedlock.StateVersionError` and nothing changes.
+
+    Examples
+    --------
+    >>> isinstance(seedlock.rng, seedlock.Stateful)
+    True
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        """The object's state as a nested dict of plain values and tensors."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back a state returned by :meth:`state_dict`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -145,59 +160,6 @@ def _describe(value: object) -> str:
     return type_name(value)
 
 
-# -- registered generators ----------------------------------------------------------------
-
-
-def _owner(obj: object) -> GeneratorOwner:
-    owner = _backends.owner_of(obj)
-    if owner is not None:
-        return owner
-    what = f"{type(obj).__module__}.{type(obj).__qualname__}"
-    why = _backends.unseedable(obj)
-    if why is not None:
-        raise TypeError(f"cannot register a {what}: {why}")
-    raise TypeError(
-        f"cannot register a {what}: seedlock captures "
-        "numpy.random.Generator / RandomState, random.Random and torch.Generator objects "
-        "(and those of backends that declare `owns`)"
-    )
-
-
-def register(obj: Any, name: str, *, replace: bool = False) -> Any:
-    """Include a generator object in every :func:`capture` / :func:`state_dict`, as ``name``.
-
-    Supported: ``numpy.random.Generator`` and ``RandomState``, ``random.Random``,
-    ``torch.Generator``. Registering a different object under a taken name is an error unless
-    ``replace=True``. Returns ``obj``, so it can wrap the construction::
-
-        rng = seedlock.register(np.random.default_rng(0), "noise")
-    """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str, got {name!r}")
-    owner = _owner(obj)
-    current = _registry.get(name)
-    if current is not None and current[0] is not obj and not replace:
-        raise ValueError(
-            f"a generator is already registered as {name!r}: unregister it first or pass "
-            "replace=True"
-        )
-    _registry[name] = (obj, owner)
-    return obj
-
-
-def unregister(name: str) -> None:
-    """Stop capturing the generator registered as ``name`` (``KeyError`` if there is none)."""
-    try:
-        del _registry[name]
-    except KeyError:
-        raise KeyError(f"no generator is registered as {name!r}") from None
-
-
-def registered() -> dict[str, Any]:
-    """A copy of the registry: name -> generator object."""
-    return {name: obj for name, (obj, _) in _registry.items()}
-
-
 # -- capture / restore ----------------------------------------------------------------------
 
 
@@ -215,7 +177,7 @@ def capture() -> RNGState:
     """
     captured = {b.name: b.capture() for b in _backends.live_globals()}
     generators = {}
-    for name, (obj, owner) in _registry.items():
+    for name, (obj, owner, _) in _registry.entries().items():
         generators[name] = {"backend": owner.name, "state": owner.capture_generator(obj)}
     return RNGState(captured, generators)
 
@@ -236,7 +198,7 @@ def _problems(state: RNGState, devices: DevicePolicy, strict_names: bool) -> lis
             if found:
                 problems += [f"backend {name!r}: {p}" for p in found]
     for name, entry in state.generators.items():
-        held = _registry.get(name)
+        held = _registry.lookup(name)
         if held is None:
             if strict_names:
                 problems.append(
@@ -244,7 +206,7 @@ def _problems(state: RNGState, devices: DevicePolicy, strict_names: bool) -> lis
                     f"(seedlock.register(obj, {name[:60]!r}))"
                 )
             continue
-        obj, owner = held
+        obj, owner, _ = held
         if entry["backend"] != owner.name:
             problems.append(
                 f"generator {name!r}: is a {owner.name} generator, the state is for "
@@ -257,7 +219,7 @@ def _problems(state: RNGState, devices: DevicePolicy, strict_names: bool) -> lis
     if strict_names:
         problems += [
             f"generator {name!r}: registered here but absent from the state"
-            for name in _registry
+            for name in _registry.registered()
             if name not in state.generators
         ]
     return problems
@@ -273,7 +235,7 @@ def _checked(check: Callable[..., list[str]], *args: Any) -> list[str]:
         return [f"the state could not be checked ({type(exc).__name__}: {exc})"]
 
 
-def _apply(state: RNGState) -> None:
+def apply_checked(state: RNGState) -> None:
     """Apply a checked state: registered generators, then the loaded backends' globals; the
     libraries not imported yet get theirs when imported.
 
@@ -295,9 +257,9 @@ def _apply(state: RNGState) -> None:
     what = ("", "")  # (generator | backend, name): what is being restored, for the message
     try:
         for name, entry in state.generators.items():
-            held = _registry.get(name)
+            held = _registry.lookup(name)
             if held is not None:
-                what, (obj, owner) = ("generator", name), held
+                what, (obj, owner, _) = ("generator", name), held
                 undo.append(_generator_snapshot(owner, obj))
                 owner.restore_generator(obj, entry["state"])
         for backend, saved in loaded:
@@ -379,7 +341,7 @@ def restore(state: RNGState, *, devices: DevicePolicy = "exact") -> None:
                 RuntimeWarning,
                 stacklevel=2,
             )
-    _apply(state)
+    apply_checked(state)
 
 
 # -- state_dict (Stateful) --------------------------------------------------------------------
@@ -452,97 +414,23 @@ def load_state_dict(sd: dict[str, Any], *, devices: DevicePolicy = "exact") -> N
     restore(RNGState.from_plain(_map_blobs(sd, _from_array, _is_array)), devices=devices)
 
 
-# -- fork ------------------------------------------------------------------------------------
+class _ProcessRNG:
+    """The random state of this process as a :class:`Stateful` object (see :data:`rng`)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """:func:`seedlock.state_dict`: every generator's state, checkpoint-ready."""
+        return state_dict()
+
+    def load_state_dict(self, state: dict[str, Any], *, devices: DevicePolicy = "exact") -> None:
+        """:func:`seedlock.load_state_dict`: restore it exactly, or change nothing."""
+        load_state_dict(state, devices=devices)
+
+    def __repr__(self) -> str:
+        return "seedlock.rng"
 
 
-class fork(contextlib.ContextDecorator):
-    """Isolate every RNG family: whatever the body draws, all generators are put back on exit.
-
-    Restores also when the body raises; nests; works as a decorator. Generators registered
-    inside the body are left alone on exit (they had no state before it). A library first
-    imported inside the body is put back to its state right after that import (seeded, or
-    restored, as pending then).
-
-    >>> with seedlock.fork():
-    ...     torch.rand(1000)      # draws that must not shift the training stream
-    """
-
-    def __init__(self) -> None:
-        # Per open block: the state at entry, and what libraries imported inside it looked like
-        # right after their import (filled by a post-import hook, keyed by the block).
-        self._saved: list[tuple[RNGState, str, dict[str, dict[str, Any]]]] = []
-
-    def __enter__(self) -> RNGState:
-        state = capture()
-        key = f"seedlock.fork.{id(self)}.{len(self._saved)}"
-        imported: dict[str, dict[str, Any]] = {}
-        for backend in _backends.all_backends():
-            if backend.seed_bits and not backend.loaded() and backend.available():
-                # last=True: after the seeding or restore pending for the library has run.
-                record = partial(_record_import, imported, backend)
-                _hooks.on_import(backend.module, key, record, last=True)
-        self._saved.append((state, key, imported))
-        return state
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        state, key, imported = self._saved.pop()
-        _hooks.cancel_everywhere(key)
-        _apply(RNGState({**imported, **state.backends}, state.generators))
-
-
-def _record_import(imported: dict[str, dict[str, Any]], backend: Backend) -> None:
-    imported[backend.name] = backend.capture()
-
-
-# -- reseed_on_fork ----------------------------------------------------------------------------
-
-_fork_lineage: tuple[int, ...] = ()
-_fork_children = 0
-_fork_enabled = False
-_fork_hooked = False
-
-
-def _before_fork() -> None:
-    global _fork_children
-    if _fork_enabled:
-        _fork_children += 1
-
-
-def _in_child() -> None:
-    global _fork_lineage, _fork_children
-    if not _fork_enabled:
-        return
-    _fork_lineage = (*_fork_lineage, _fork_children - 1)
-    _fork_children = 0
-    _backends.seed_live_globals("fork", *_fork_lineage)
-
-
-def reseed_on_fork(enable: bool = True) -> None:
-    """Give every ``os.fork()`` child its own, reproducible seeds for the global generators.
-
-    Without this a forked child continues its parent's random streams: every child (a
-    multiprocessing worker, a forked server) draws the *same* numbers. With it, the ``n``-th
-    child forked by a process seeds each loaded global with
-    ``derive("fork", *lineage, n, <backend>)`` — lineage being the parent's own fork path — so
-    children differ from the parent and from each other, yet get the same numbers run after run
-    (as long as the program forks in the same order).
-
-    Needs a root seed (:func:`seedlock.seed_everything`). ``reseed_on_fork(False)`` turns it off.
-    PyTorch's DataLoader reseeds its own workers after the fork, as it always does.
-    """
-    global _fork_enabled, _fork_hooked
-    if enable:
-        from seedlock.derivation import get_root
-
-        get_root()  # fail now, not in a child, when there is no root seed
-        if not hasattr(os, "register_at_fork"):
-            raise RuntimeError("reseed_on_fork needs os.register_at_fork (POSIX only)")
-        if not _fork_hooked:
-            os.register_at_fork(before=_before_fork, after_in_child=_in_child)
-            _fork_hooked = True
-    _fork_enabled = enable
+#: The process's whole random state as a :class:`Stateful` object, for the APIs that take
+#: objects rather than dicts: ``dcp.save({"rng": seedlock.rng}, ...)``,
+#: ``accelerator.register_for_checkpointing(seedlock.rng)``. Its methods are
+#: :func:`state_dict` and :func:`load_state_dict`.
+rng = _ProcessRNG()

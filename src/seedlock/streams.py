@@ -1,5 +1,7 @@
 """Named streams: generators seeded by *name* from the root seed, one factory per family.
 
+The guide: ``docs/seeding.md`` (named streams) and ``docs/distributed.md`` (rank-local streams).
+
 ``seedlock.numpy_rng("augment")`` is always the same stream for the same root, however many
 random calls other components add or remove: streams are addressed by key path (see
 :mod:`seedlock.derivation`), never by call order. Each call returns a *new* generator positioned at
@@ -7,7 +9,8 @@ the start of its stream (like ``jax.random.key``): create it once, where the com
 
 Every generator a factory makes is registered (:func:`seedlock.register`) under its call, e.g.
 ``"numpy_rng('augment', 3)"``, so :func:`seedlock.capture` and checkpoints include it; making the
-same stream again replaces the registration.
+same stream again replaces the registration. (A JAX key is a value, not a generator: it is not
+registered.)
 
 Keys after the name extend the path: ``numpy_rng("augment", worker_id)`` is a stream of its own.
 
@@ -15,7 +18,7 @@ Under ``torchrun`` a stream is *shared* (the default: the same numbers on every 
 initialisation or a shuffle order) or, with ``per_rank=True``, *rank-local*: the rank is appended
 to the key path as ``(*keys, "rank", rank)`` (never added to a seed), so dropout, augmentation or
 noise differ between ranks yet replay run after run. The rank comes from
-:func:`seedlock.distributed.rank`. A rank-local generator is registered as e.g.
+:func:`seedlock.distributed.rank`. A rank-local generator is registered as rank-local under e.g.
 ``"numpy_rng('augment', per_rank=True)"``: the same name on every rank, so every rank's
 checkpoint has the same layout, while :func:`seedlock.distributed.sync_state` leaves it alone.
 
@@ -37,22 +40,49 @@ import random
 from functools import cache
 from typing import Any, TypeVar
 
+from seedlock import _ranks, _registry
 from seedlock.derivation import Key, Seed, derive
 
-__all__ = ["jax_key", "numpy_rng", "random_rng", "rank_local_names", "torch_generator"]
+__all__ = ["jax_key", "numpy_rng", "random_rng", "torch_generator"]
 
 
 def numpy_rng(name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = False) -> Any:
     """A ``numpy.random.Generator`` (PCG64) for the stream ``(name, *keys)``.
 
-    ``per_rank=True`` makes it rank-local (see the module docstring).
+    Parameters
+    ----------
+    name
+        The stream's name, the first key of its path: an int, str or bytes.
+    *keys
+        More keys extending the path: ``numpy_rng("augment", worker_id)`` is a stream of its own.
+    root
+        The root seed; default ``None``: the process's root seed (:func:`seedlock.get_root`).
+    per_rank
+        ``True`` makes the stream rank-local: the rank joins the key path (see the module
+        docstring). Default ``False``: shared, the same numbers on every rank.
 
+    Returns
+    -------
+    numpy.random.Generator
+        A new generator at the start of the stream, seeded with 128 bits, and registered.
+
+    Raises
+    ------
+    TypeError
+        A key or ``root`` is not an int, str or bytes.
+    LookupError
+        ``root`` is ``None`` and the process has no root seed.
+    ValueError
+        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid.
+
+    Examples
+    --------
     >>> rng = numpy_rng("augment", root=0)
     >>> int(rng.integers(0, 100))
     86
     >>> noise = numpy_rng("augment", per_rank=True)   # another stream on every rank
     """
-    import numpy as np
+    import numpy as np  # the framework: imported by the call that needs it
 
     path = _path(name, keys, per_rank)
     rng = np.random.default_rng(derive(*path, root=root, bits=128))
@@ -62,8 +92,36 @@ def numpy_rng(name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = 
 def random_rng(
     name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = False
 ) -> random.Random:
-    """A ``random.Random`` for the stream ``(name, *keys)``; ``per_rank=True``: rank-local.
+    """A ``random.Random`` for the stream ``(name, *keys)``.
 
+    Parameters
+    ----------
+    name
+        The stream's name, the first key of its path: an int, str or bytes.
+    *keys
+        More keys extending the path: ``random_rng("augment", worker_id)`` is a stream of its own.
+    root
+        The root seed; default ``None``: the process's root seed (:func:`seedlock.get_root`).
+    per_rank
+        ``True`` makes the stream rank-local: the rank joins the key path (see the module
+        docstring). Default ``False``: shared, the same numbers on every rank.
+
+    Returns
+    -------
+    random.Random
+        A new generator at the start of the stream, seeded with 128 bits, and registered.
+
+    Raises
+    ------
+    TypeError
+        A key or ``root`` is not an int, str or bytes.
+    LookupError
+        ``root`` is ``None`` and the process has no root seed.
+    ValueError
+        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid.
+
+    Examples
+    --------
     >>> random_rng("augment", root=0).random()
     0.780678876952921
     """
@@ -77,13 +135,44 @@ def torch_generator(
     """A ``torch.Generator`` on ``device`` for the stream ``(name, *keys)``.
 
     Creating a generator on an accelerator initialises that device, as torch always does.
-    ``per_rank=True`` makes it rank-local (see the module docstring).
 
+    Parameters
+    ----------
+    name
+        The stream's name, the first key of its path: an int, str or bytes.
+    *keys
+        More keys extending the path: ``torch_generator("augment", worker_id)`` is a stream of
+        its own.
+    device
+        Where the generator lives: anything ``torch.device`` accepts; default ``"cpu"``.
+    root
+        The root seed; default ``None``: the process's root seed (:func:`seedlock.get_root`).
+    per_rank
+        ``True`` makes the stream rank-local: the rank joins the key path (see the module
+        docstring). Default ``False``: shared, the same numbers on every rank.
+
+    Returns
+    -------
+    torch.Generator
+        A new generator at the start of the stream, and registered: seeded with 32 bits on the
+        CPU (MT19937 keeps 32), 64 on an accelerator (Philox keeps 64).
+
+    Raises
+    ------
+    TypeError
+        A key or ``root`` is not an int, str or bytes.
+    LookupError
+        ``root`` is ``None`` and the process has no root seed.
+    ValueError
+        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid.
+
+    Examples
+    --------
     >>> g = torch_generator("sampler", root=0)
     >>> g.initial_seed()
     899877552
     """
-    import torch
+    import torch  # the framework: imported by the call that needs it
 
     dev = torch.device(device)
     bits = 32 if dev.type == "cpu" else 64
@@ -94,57 +183,68 @@ def torch_generator(
 
 _G = TypeVar("_G")
 
-# Registered names of the generators made with per_rank=True: sync_state leaves them alone.
-_rank_local: set[str] = set()
-
 
 def _path(name: Key, keys: tuple[Key, ...], per_rank: bool) -> tuple[Key, ...]:
     """The key path of a stream: the rank is a key of its own, never added to a seed."""
     if not per_rank:
         return (name, *keys)
-    from seedlock.distributed import rank
-
-    return (name, *keys, "rank", rank())
+    return (name, *keys, "rank", _ranks.rank())
 
 
 def _register(
     generator: _G, factory: str, keys: tuple[Key, ...], root: Seed | None, per_rank: bool = False
 ) -> _G:
-    from seedlock.state import register
-
     args = ", ".join(map(repr, keys)) + ("" if root is None else f", root={root!r}")
     if per_rank:
         args += ", per_rank=True"
     name = f"{factory}({args})"
-    register(generator, name, replace=True)
-    if per_rank:
-        _rank_local.add(name)
+    _registry.register(generator, name, replace=True, per_rank=per_rank)
     return generator
-
-
-def rank_local_names() -> set[str]:
-    """Registered names of the rank-local generators (made with ``per_rank=True``)."""
-    from seedlock.state import registered
-
-    return _rank_local & set(registered())
 
 
 @cache
 def _jax_key_words() -> int:
-    import jax
+    import jax  # the framework: imported by the call that needs it
 
     return int(jax.random.key_data(jax.random.key(0)).size)
 
 
 def jax_key(name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = False) -> Any:
-    """A typed JAX PRNG key for the stream ``(name, *keys)``; ``per_rank=True``: rank-local.
+    """A typed JAX PRNG key for the stream ``(name, *keys)``.
 
     Built from key data rather than ``jax.random.key(int)``, which without ``jax_enable_x64``
-    silently drops the high 32 bits of the seed. ``jax.random.key_data(key)`` gives the raw
-    ``uint32`` form that old ``PRNGKey`` code expects.
+    silently drops the high 32 bits of the seed.
+
+    Parameters
+    ----------
+    name
+        The stream's name, the first key of its path: an int, str or bytes.
+    *keys
+        More keys extending the path: ``jax_key("augment", worker_id)`` is a stream of its own.
+    root
+        The root seed; default ``None``: the process's root seed (:func:`seedlock.get_root`).
+    per_rank
+        ``True`` makes the stream rank-local: the rank joins the key path (see the module
+        docstring). Default ``False``: shared, the same numbers on every rank.
+
+    Returns
+    -------
+    jax.Array
+        A typed key of JAX's default PRNG implementation, 32 bits of seed per word of key data
+        (not registered: a key is a value). ``jax.random.key_data(key)`` gives the raw
+        ``uint32`` form that old ``PRNGKey`` code expects.
+
+    Raises
+    ------
+    TypeError
+        A key or ``root`` is not an int, str or bytes.
+    LookupError
+        ``root`` is ``None`` and the process has no root seed.
+    ValueError
+        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid.
     """
-    import jax
-    import jax.numpy as jnp
+    import jax  # the framework: imported by the call that needs it
+    import jax.numpy as jnp  # the framework: imported by the call that needs it
 
     words = _jax_key_words()
     value = derive(*_path(name, keys, per_rank), root=root, bits=32 * words)

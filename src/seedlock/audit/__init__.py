@@ -1,12 +1,15 @@
-"""Determinism audit: fingerprints, traces, first-divergence localisation with its cause.
+"""The audit: where and why two runs, or two ranks, stop being bit-identical.
 
->>> import seedlock.audit as audit
->>> report = audit.check(lambda: train_step(batch), model=model, optimizer=opt)
->>> with audit.trace(model, "a.trace"): ...
->>> print(audit.compare("a.trace", "b.trace"))
+>>> report = seedlock.audit.check(lambda: train_step(batch), model=model, optimizer=opt)
+>>> with seedlock.audit.trace(model, "a.trace"): ...
+>>> print(seedlock.audit.compare("a.trace", "b.trace"))
+>>> seedlock.audit.check_replicas(ddp_model)          # under torchrun: are the replicas equal?
 
-Names load on first use: comparing two stored traces (``seedlock diff``, ``seedlock check``'s
-parent) needs SQLite only, not torch (~1.3 s to import).
+Modules: ``fingerprints`` (hashes of tensors' exact bits), ``traces`` (a run's record),
+``divergence`` (comparing two records: the first divergence and its cause), ``rerun`` (``check``:
+one step run twice), ``replicas`` (``check_replicas``). Names load on first use: comparing two
+stored traces (``seedlock diff``, ``seedlock check``'s parent) needs SQLite only, not torch.
+The guide: ``docs/audit.md``.
 """
 
 from __future__ import annotations
@@ -15,19 +18,29 @@ from seedlock import _lazy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from seedlock.audit.checking import check
-    from seedlock.audit.comparison import CAUSES, Divergence, Report, compare
+    from seedlock.audit.divergence import CAUSES, Divergence, Report, compare
     from seedlock.audit.fingerprints import Summary, fingerprint, summary
+    from seedlock.audit.replicas import (
+        ReplicaMismatchError,
+        ReplicaReport,
+        TensorMismatch,
+        check_replicas,
+    )
+    from seedlock.audit.rerun import check
     from seedlock.audit.traces import Tracer, trace
 
 _EXPORTS = {
-    "CAUSES": "seedlock.audit.comparison",
-    "Divergence": "seedlock.audit.comparison",
-    "Report": "seedlock.audit.comparison",
+    "CAUSES": "seedlock.audit.divergence",
+    "Divergence": "seedlock.audit.divergence",
+    "Report": "seedlock.audit.divergence",
+    "ReplicaMismatchError": "seedlock.audit.replicas",
+    "ReplicaReport": "seedlock.audit.replicas",
+    "TensorMismatch": "seedlock.audit.replicas",
+    "check_replicas": "seedlock.audit.replicas",
     "Summary": "seedlock.audit.fingerprints",
     "Tracer": "seedlock.audit.traces",
-    "check": "seedlock.audit.checking",
-    "compare": "seedlock.audit.comparison",
+    "check": "seedlock.audit.rerun",
+    "compare": "seedlock.audit.divergence",
     "fingerprint": "seedlock.audit.fingerprints",
     "summary": "seedlock.audit.fingerprints",
     "trace": "seedlock.audit.traces",
@@ -35,10 +48,14 @@ _EXPORTS = {
 __all__ = [  # the keys of _EXPORTS (tests/test_imports.py checks)
     "CAUSES",
     "Divergence",
+    "ReplicaMismatchError",
+    "ReplicaReport",
     "Report",
     "Summary",
+    "TensorMismatch",
     "Tracer",
     "check",
+    "check_replicas",
     "compare",
     "fingerprint",
     "summary",

@@ -50,8 +50,11 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from torch.nn.modules import module as nn_module
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from seedlock._version import __version__
+from seedlock.audit.divergence import read_meta
 from seedlock.audit.fingerprints import ALGORITHM, Summary, fingerprint, hash_bytes, summary
 
 __all__ = ["FORMAT", "SCHEMA", "Tracer", "tensors_in", "trace"]
@@ -210,12 +213,8 @@ class Tracer:
                 self._handles.append(module.register_forward_pre_hook(self._pre, with_kwargs=True))
                 self._handles.append(module.register_forward_hook(self._post, with_kwargs=True))
         else:
-            from torch.nn.modules import module as nn_module
-
             self._handles.append(nn_module.register_module_forward_pre_hook(self._global_pre))
             self._handles.append(nn_module.register_module_forward_hook(self._global_post))
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
         if self.optimizer is not None:
             self._handles.append(self.optimizer.register_step_post_hook(self._after_step))
         else:
@@ -373,8 +372,6 @@ class Tracer:
 def _replaceable(path: str) -> None:
     """An existing file may be replaced only when it is a seedlock trace (a rerun of the same
     tracing); ``FileExistsError`` for anything else, which stays as it was."""
-    from seedlock.audit.comparison import read_meta
-
     try:
         read_meta(path)
     except ValueError:

@@ -15,8 +15,9 @@ import importlib
 import warnings
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
+from seedlock import _dists
 from seedlock.backends.base import (
     Backend,
     BaseBackend,
@@ -30,9 +31,7 @@ from seedlock.backends.numpy import NumpyBackend
 from seedlock.backends.python import PythonBackend
 from seedlock.backends.tensorflow import TensorflowBackend
 from seedlock.backends.torch import TorchBackend
-
-if TYPE_CHECKING:
-    from seedlock.derivation import Key
+from seedlock.derivation import Key, derive
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -56,14 +55,12 @@ _registry: list[Backend] | None = None
 
 def _entry_points() -> list[tuple[str, str, Callable[[], object]]]:
     """(name, "module:attr", loader) of each backend entry point."""
-    from seedlock import _dists
-
     if _dists.plain_path():
         return [
             (name, value, partial(_load_object, value))
             for name, value in _dists.entry_points(ENTRY_POINT_GROUP)
         ]
-    from importlib.metadata import entry_points
+    from importlib.metadata import entry_points  # the slow path, for zipped sys.path entries
 
     return [(ep.name, ep.value, ep.load) for ep in entry_points(group=ENTRY_POINT_GROUP)]
 
@@ -159,8 +156,6 @@ def live_globals() -> list[Backend]:
 
 def seed_live_globals(*keys: Key) -> None:
     """Seed every live global with ``derive(*keys, <backend name>)`` in its own width."""
-    from seedlock.derivation import derive
-
     for backend in live_globals():
         backend.seed(derive(*keys, backend.name, bits=backend.seed_bits))
 

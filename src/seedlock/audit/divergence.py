@@ -207,6 +207,7 @@ def _same(a: dict[str, Any], b: dict[str, Any], rtol: float, atol: float) -> boo
 
 
 def _suspects(*names: str | None) -> list[str]:
+    # The op table (importlib.resources and a JSON file): only when a cause is to be named.
     from seedlock.optable import explain
 
     found: list[str] = []

@@ -1,4 +1,5 @@
-"""``seedlock.audit.checking``: run one step twice from the same state and compare traces."""
+"""``seedlock.audit.check``: run one step twice from the same RNG state, traced, and say where the
+two runs diverge and why."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 
 import torch
 
-from seedlock.audit.comparison import Report, compare
+from seedlock._forking import fork
+from seedlock.audit.divergence import Report, compare
 from seedlock.audit.traces import trace
-from seedlock.state import capture, fork, restore
+from seedlock.state import capture, restore
 
 __all__ = ["check"]
 

@@ -1,0 +1,115 @@
+"""Isolating randomness: :func:`fork` puts every generator back after a block, and
+:func:`reseed_on_fork` gives every ``os.fork()`` child its own reproducible streams.
+
+Both build on :mod:`seedlock.state` (capture, and applying a state that is known to fit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+from seedlock import _hooks
+from seedlock import backends as _backends
+from seedlock.backends.base import Backend
+from seedlock.derivation import get_root
+from seedlock.state import RNGState, apply_checked, capture
+
+__all__ = ["fork", "reseed_on_fork"]
+
+
+# -- fork ------------------------------------------------------------------------------------
+
+
+class fork(contextlib.ContextDecorator):
+    """Isolate every RNG family: whatever the body draws, all generators are put back on exit.
+
+    Restores also when the body raises; nests; works as a decorator. Generators registered
+    inside the body are left alone on exit (they had no state before it). A library first
+    imported inside the body is put back to its state right after that import (seeded, or
+    restored, as pending then).
+
+    >>> with seedlock.fork():
+    ...     torch.rand(1000)      # draws that must not shift the training stream
+    """
+
+    def __init__(self) -> None:
+        # Per open block: the state at entry, and what libraries imported inside it looked like
+        # right after their import (filled by a post-import hook, keyed by the block).
+        self._saved: list[tuple[RNGState, str, dict[str, dict[str, Any]]]] = []
+
+    def __enter__(self) -> RNGState:
+        state = capture()
+        key = f"seedlock.fork.{id(self)}.{len(self._saved)}"
+        imported: dict[str, dict[str, Any]] = {}
+        for backend in _backends.all_backends():
+            if backend.seed_bits and not backend.loaded() and backend.available():
+                # last=True: after the seeding or restore pending for the library has run.
+                record = partial(_record_import, imported, backend)
+                _hooks.on_import(backend.module, key, record, last=True)
+        self._saved.append((state, key, imported))
+        return state
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        state, key, imported = self._saved.pop()
+        _hooks.cancel_everywhere(key)
+        apply_checked(RNGState({**imported, **state.backends}, state.generators))
+
+
+def _record_import(imported: dict[str, dict[str, Any]], backend: Backend) -> None:
+    imported[backend.name] = backend.capture()
+
+
+# -- reseed_on_fork ----------------------------------------------------------------------------
+
+_fork_lineage: tuple[int, ...] = ()
+_fork_children = 0
+_fork_enabled = False
+_fork_hooked = False
+
+
+def _before_fork() -> None:
+    global _fork_children
+    if _fork_enabled:
+        _fork_children += 1
+
+
+def _in_child() -> None:
+    global _fork_lineage, _fork_children
+    if not _fork_enabled:
+        return
+    _fork_lineage = (*_fork_lineage, _fork_children - 1)
+    _fork_children = 0
+    _backends.seed_live_globals("fork", *_fork_lineage)
+
+
+def reseed_on_fork(enable: bool = True) -> None:
+    """Give every ``os.fork()`` child its own, reproducible seeds for the global generators.
+
+    Without this a forked child continues its parent's random streams: every child (a
+    multiprocessing worker, a forked server) draws the *same* numbers. With it, the ``n``-th
+    child forked by a process seeds each loaded global with
+    ``derive("fork", *lineage, n, <backend>)`` — lineage being the parent's own fork path — so
+    children differ from the parent and from each other, yet get the same numbers run after run
+    (as long as the program forks in the same order).
+
+    Needs a root seed (:func:`seedlock.seed_everything`). ``reseed_on_fork(False)`` turns it off.
+    PyTorch's DataLoader reseeds its own workers after the fork, as it always does.
+    """
+    global _fork_enabled, _fork_hooked
+    if enable:
+        get_root()  # fail now, not in a child, when there is no root seed
+        if not hasattr(os, "register_at_fork"):
+            raise RuntimeError("reseed_on_fork needs os.register_at_fork (POSIX only)")
+        if not _fork_hooked:
+            os.register_at_fork(before=_before_fork, after_in_child=_in_child)
+            _fork_hooked = True
+    _fork_enabled = enable
