@@ -367,7 +367,7 @@ def test_sampler_partitions_ranks_exactly_like_distributed_sampler(size, world, 
 def test_sampler_state_right_after_load_state_dict_is_what_was_loaded():
     sampler = ResumableSampler(40, seed=0)
     sampler.load_state_dict({"epoch": 1, "position": 30})
-    assert sampler.state_dict() == {"epoch": 1, "position": 30}
+    assert sampler.state_dict() == {"version": 1, "epoch": 1, "position": 30}
 
 
 def test_sampler_state_resumes_mid_epoch():
@@ -375,7 +375,7 @@ def test_sampler_state_resumes_mid_epoch():
     it = iter(sampler)
     taken = [next(it) for _ in range(4)]
     state = sampler.state_dict()
-    assert state == {"epoch": 0, "position": 4}
+    assert state == {"version": 1, "epoch": 0, "position": 4}
     other = ResumableSampler(10, seed=0)
     other.load_state_dict(state)
     assert taken + list(other) == ResumableSampler(10, seed=0).indices(0)

@@ -1,15 +1,18 @@
-"""The data pipeline: per-sample seeding, a resumable sampler and loader (needs torch).
+"""The data pipeline: per-sample seeds, and a loader that resumes mid-epoch exactly (needs torch).
 
->>> import seedlock, seedlock.data
+Modules: ``_samples`` (seeding each sample from ``(root, epoch, index)``), ``_sampler`` (the
+order of an epoch, and the one cursor in it), ``_loader`` (the DataLoader). The guide:
+``docs/data.md``.
+
 >>> seedlock.seed_everything(0)
 >>> train = seedlock.data.loader(dataset, batch_size=32, shuffle=True, num_workers=4)
 """
 
 from __future__ import annotations
 
-from seedlock.data.loader import SeedlockDataLoader, loader
-from seedlock.data.sampler import ResumableSampler
-from seedlock.data.samples import SeededDataset, find_generators, sample_generator, sample_rng
+from seedlock.data._loader import SeedlockDataLoader, loader
+from seedlock.data._sampler import ResumableSampler
+from seedlock.data._samples import SeededDataset, find_generators, sample_generator, sample_rng
 
 __all__ = [
     "ResumableSampler",

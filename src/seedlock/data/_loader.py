@@ -7,12 +7,13 @@ The loader is a ``torch.utils.data.DataLoader`` subclass. Its sampler is a
 workers' base seed from the loader's own generator, so iterating never consumes the global torch
 RNG (a plain DataLoader draws from it on every ``iter()``, even with ``num_workers=0``).
 
-``state_dict()`` is ``{"epoch", "batches"}``: the epoch in progress and how many of its batches
-the caller has received — not how many the workers prefetched. ``load_state_dict`` makes the next
-``iter()`` start at exactly the following batch, computed from the epoch's permutation (no replay
-of the skipped batches), with any ``num_workers``, ``persistent_workers`` or ``prefetch_factor``.
-The epoch and the position live in one place, the sampler: ``loader.resumable_sampler``'s
-``set_epoch`` / ``load_state_dict`` move the loader too.
+``state_dict()`` is ``{"version", "epoch", "batches"}``: the epoch in progress and how many of
+its batches the caller has received — not how many the workers prefetched. ``load_state_dict``
+makes the next ``iter()`` start at exactly the following batch, computed from the epoch's
+permutation (no replay of the skipped batches), with any ``num_workers``,
+``persistent_workers`` or ``prefetch_factor``.
+The epoch and the position live in one place, the sampler's ``cursor``:
+``loader.resumable_sampler``'s ``set_epoch`` / ``load_state_dict`` move the loader too.
 
 Under ``torchrun`` each rank's loader iterates its own share of the epoch's order (see
 :class:`~seedlock.data.ResumableSampler`), and its state also holds ``"world_size"`` (only when
@@ -31,10 +32,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from seedlock.backends.checks import fields_problem, int_problem
-from seedlock.data.sampler import ResumableSampler
-from seedlock.data.samples import SeededDataset
+from seedlock.data._sampler import ResumableSampler, check_version
+from seedlock.data._samples import SeededDataset
 from seedlock.derivation import Seed, check_seed, derive, get_root
-from seedlock.errors import CorruptStateError, StateVersionError
+from seedlock.errors import CorruptStateError, WorldSizeMismatchError
 
 __all__ = ["SeedlockDataLoader", "loader"]
 
@@ -75,20 +76,24 @@ class _EpochBatches(Sampler[Any]):
 class _Delivered:
     """Wraps the DataLoader's iterator and counts what reaches the caller."""
 
-    def __init__(self, owner: SeedlockDataLoader, inner: Iterator[Any]) -> None:
+    def __init__(self, owner: SeedlockDataLoader, inner: Iterator[Any], token: int) -> None:
         self._owner = owner
         self._inner = inner
+        self._token = token
+        self._delivered = owner._skip_at_start
 
     def __iter__(self) -> _Delivered:
         return self
 
     def __next__(self) -> Any:
+        cursor = self._owner.resumable_sampler.cursor
         try:
             batch = next(self._inner)
         except StopIteration:
-            self._owner._finished = True
+            cursor.finish(self._token)
             raise
-        self._owner._delivered += 1
+        self._delivered += 1
+        cursor.advance(self._token, self._owner._samples_in_batch(self._delivered))
         return batch
 
     def __len__(self) -> int:
@@ -149,37 +154,43 @@ class SeedlockDataLoader(DataLoader[Any]):
             )
         else:
             super().__init__(seeded, batch_sampler=self._batches, generator=generator, **kwargs)
-        self._epoch = sampler.epoch
-        self._delivered = 0
         self._skip_at_start = 0
-        self._finished = True
 
     @property
     def _per_batch(self) -> int:
         """Samples of this rank per batch (1 without batching)."""
         return self._batches.batch_size or 1
 
+    @property
+    def _samples_per_epoch(self) -> int:
+        """The samples of this rank that an epoch's batches deliver (``drop_last`` drops the
+        short last batch)."""
+        return min(len(self) * self._per_batch, len(self.resumable_sampler))
+
+    def _samples_in_batch(self, number: int) -> int:
+        """How many samples the ``number``-th batch of an epoch (from 1) holds."""
+        return min(self._per_batch, self._samples_per_epoch - (number - 1) * self._per_batch)
+
     def _batches_before(self, position: int) -> int:
         """How many batches end at or before sample ``position`` of this rank's epoch (the
         last batch may be short: the end of the epoch ends it)."""
-        if position >= len(self.resumable_sampler):
+        if position >= self._samples_per_epoch:
             return len(self)
         return position // self._per_batch
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        sampler = self.resumable_sampler
-        epoch, start = sampler._next_epoch, sampler._start
-        skip = self._batches_before(start)
-        if start < len(sampler) and start % self._per_batch:
+        cursor = self.resumable_sampler.cursor
+        start = cursor.start
+        if start < self._samples_per_epoch and start % self._per_batch:
             raise ValueError(
                 f"the sampler's position ({start}) is not at a batch boundary (batch_size "
                 f"{self._per_batch}): set positions through loader.load_state_dict"
             )
-        sampler._next_epoch, sampler._start = epoch + 1, 0
-        self._epoch, self._delivered, self._skip_at_start = epoch, skip, skip
-        self._finished = False
+        epoch, _, token = cursor.begin()
+        skip = self._batches_before(start)
+        self._skip_at_start = skip
         self._batches.epoch, self._batches.skip = epoch, skip
-        return _Delivered(self, super().__iter__())
+        return _Delivered(self, super().__iter__(), token)
 
     @property
     def epoch(self) -> int:
@@ -189,18 +200,20 @@ class SeedlockDataLoader(DataLoader[Any]):
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` start ``epoch`` from its first batch."""
         self.resumable_sampler.set_epoch(epoch)
-        self._finished = True
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"version", "epoch", "batches"}``: where to resume, counted in delivered batches
-        (plus ``"world_size"`` when the data is partitioned across ranks). Right after
-        :meth:`load_state_dict`, what was loaded."""
-        if not self._finished and self._delivered < len(self):
-            state = {"version": _STATE_VERSION, "epoch": self._epoch, "batches": self._delivered}
-        else:
-            sampler = self.resumable_sampler
-            batches = self._batches_before(sampler._start)
-            state = {"version": _STATE_VERSION, "epoch": sampler.epoch, "batches": batches}
+        """Where to resume, counted in the batches the caller received.
+
+        Returns
+        -------
+        dict
+            ``{"version": 1, "epoch": e, "batches": b}`` (plus ``"world_size"`` when the data
+            is partitioned across ranks): the epoch in progress (or the next one) and how many
+            of its batches were delivered. Right after :meth:`load_state_dict`, what was loaded.
+        """
+        epoch, position = self.resumable_sampler.cursor.position(self._samples_per_epoch)
+        batches = self._batches_before(position)
+        state = {"version": _STATE_VERSION, "epoch": epoch, "batches": batches}
         if self.resumable_sampler.num_replicas > 1:
             state["world_size"] = self.resumable_sampler.num_replicas
         return state
@@ -213,11 +226,7 @@ class SeedlockDataLoader(DataLoader[Any]):
         :class:`~seedlock.errors.StateVersionError`) and changes nothing."""
         if not isinstance(state, dict) or type(state.get("version")) is not int:
             raise CorruptStateError("not a seedlock loader state (no int 'version')")
-        if state["version"] > _STATE_VERSION:
-            raise StateVersionError(
-                f"loader state version {state['version']} was written by a newer seedlock; "
-                f"this one reads up to version {_STATE_VERSION}: upgrade seedlock"
-            )
+        check_version(state, "loader state", _STATE_VERSION)
         keys = ("version", "epoch", "batches", *(["world_size"] if "world_size" in state else []))
         problems = fields_problem(state, keys, "loader state")
         if not problems:
@@ -228,8 +237,6 @@ class SeedlockDataLoader(DataLoader[Any]):
             raise CorruptStateError("; ".join(problems))
         saved, here = state.get("world_size", 1), self.resumable_sampler.num_replicas
         if saved != here:
-            from seedlock.distributed import WorldSizeMismatchError
-
             raise WorldSizeMismatchError(
                 f"this loader state was saved with the data split across {saved} rank(s), this "
                 f"loader splits it across {here}: its batch count means another position here; "
@@ -239,13 +246,8 @@ class SeedlockDataLoader(DataLoader[Any]):
         problems = int_problem("batches", batches, 0, len(self))
         if problems:
             raise CorruptStateError(problems[0])
-        self.resumable_sampler.load_state_dict(
-            {
-                "epoch": state["epoch"],
-                "position": min(batches * self._per_batch, len(self.resumable_sampler)),
-            }
-        )
-        self._finished = True
+        position = min(batches * self._per_batch, len(self.resumable_sampler))
+        self.resumable_sampler.cursor.seek(state["epoch"], position)
 
 
 def loader(

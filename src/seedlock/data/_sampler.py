@@ -22,21 +22,90 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from seedlock import _ranks
 from seedlock.backends.checks import fields_problem, int_problem
 from seedlock.derivation import Seed, check_seed, derive, get_root
-from seedlock.errors import CorruptStateError
+from seedlock.errors import CorruptStateError, StateVersionError
 
-__all__ = ["ResumableSampler"]
+__all__ = ["Cursor", "ResumableSampler", "check_version"]
+
+#: Version of :meth:`ResumableSampler.state_dict`'s layout.
+_STATE_VERSION = 1
+
+
+class Cursor:
+    """The one position in the data order, shared by a sampler and the loader built on it.
+
+    Between epochs it says where the next ``iter()`` begins: ``next_epoch`` at this rank's
+    sample ``start``. While an epoch runs it also counts the samples delivered so far. Whoever
+    iterates (the sampler alone, or the loader, counting the batches its caller received) moves
+    it; :meth:`position` is what a state dict records.
+    """
+
+    __slots__ = ("done", "epoch", "next_epoch", "running", "start", "token")
+
+    def __init__(self, epoch: int) -> None:
+        self.next_epoch, self.start = epoch, 0
+        self.epoch, self.done, self.running = epoch, 0, False
+        self.token = 0  # which iteration may move the cursor: the latest one
+
+    def begin(self) -> tuple[int, int, int]:
+        """Start the next epoch: ``(epoch, start, token)``; only ``token`` advances it."""
+        epoch, start = self.next_epoch, self.start
+        self.next_epoch, self.start = epoch + 1, 0
+        self.epoch, self.done, self.running = epoch, start, True
+        self.token += 1
+        return epoch, start, self.token
+
+    def advance(self, token: int, samples: int) -> None:
+        """Count ``samples`` more delivered by the iteration ``token`` (an older one: ignored)."""
+        if token == self.token:
+            self.done += samples
+
+    def finish(self, token: int) -> None:
+        """The iteration ``token`` reached the end of its epoch."""
+        if token == self.token:
+            self.running = False
+
+    def seek(self, epoch: int, start: int) -> None:
+        """Make the next ``iter()`` begin ``epoch`` at sample ``start``."""
+        self.next_epoch, self.start, self.running = epoch, start, False
+        self.token += 1
+
+    def position(self, total: int) -> tuple[int, int]:
+        """``(epoch, samples)`` to resume from: the epoch in progress while fewer than ``total``
+        (the samples an epoch delivers) are done, else where the next ``iter()`` begins."""
+        if self.running and self.done < total:
+            return self.epoch, self.done
+        return self.next_epoch, self.start
+
+
+def check_version(state: object, what: str, newest: int) -> None:
+    """Refuse a state that is not a dict or that a newer seedlock wrote (its ``version``).
+
+    A state without ``"version"`` is version 1, what seedlock wrote before it had one.
+    """
+    if not isinstance(state, dict):
+        raise CorruptStateError(f"not a seedlock {what} (a {type(state).__name__})")
+    version = state.get("version", 1)
+    if type(version) is not int or version < 1:
+        raise CorruptStateError(f"not a seedlock {what}: 'version' must be an int >= 1")
+    if version > newest:
+        raise StateVersionError(
+            f"{what} version {version} was written by a newer seedlock; this one reads up to "
+            f"version {newest}: upgrade seedlock"
+        )
 
 
 class ResumableSampler(Sampler[int]):
     """Indices of a map-style dataset, shuffled per epoch from the root seed; resumable in O(1).
 
-    ``state_dict()`` is ``{"epoch", "position"}``: the epoch in progress (or next) and how many
-    of this rank's indices were yielded. The sampler holds the one cursor of the data order:
-    :func:`seedlock.data.loader` reads and moves it (counting delivered batches itself, which is
-    what makes its resume exact under worker prefetching), so ``set_epoch`` and
-    ``load_state_dict`` on the sampler move the loader too.
+    ``state_dict()`` is ``{"version", "epoch", "position"}``: the epoch in progress (or next)
+    and how many of this rank's indices were yielded. The sampler holds the one
+    :class:`Cursor` of the data order; :func:`seedlock.data.loader` moves the same cursor
+    (counting the batches its caller received, which is what makes its resume exact under
+    worker prefetching), so ``set_epoch`` and ``load_state_dict`` on the sampler move the
+    loader too.
     """
 
     def __init__(
@@ -53,10 +122,8 @@ class ResumableSampler(Sampler[int]):
         self.size = data_source if isinstance(data_source, int) else len(data_source)
         if self.size < 0:
             raise ValueError(f"the dataset size must be >= 0, got {self.size}")
-        from seedlock import distributed
-
-        self.num_replicas = distributed.world_size() if num_replicas is None else num_replicas
-        self.rank = distributed.rank() if rank is None else rank
+        self.num_replicas = _ranks.world_size() if num_replicas is None else num_replicas
+        self.rank = _ranks.rank() if rank is None else rank
         if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
             raise ValueError(
                 f"rank must be in [0, num_replicas), got rank {self.rank} of {self.num_replicas}"
@@ -64,10 +131,7 @@ class ResumableSampler(Sampler[int]):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = None if seed is None else check_seed(seed)
-        self._next_epoch = epoch
-        self._epoch = epoch
-        self._position = 0
-        self._start = 0
+        self.cursor = Cursor(epoch)
 
     # -- the order ---------------------------------------------------------------------------
     @property
@@ -96,12 +160,11 @@ class ResumableSampler(Sampler[int]):
 
     # -- the Sampler protocol -------------------------------------------------------------------
     def __iter__(self) -> Iterator[int]:
-        epoch, start = self._next_epoch, self._start
-        self._next_epoch, self._start = epoch + 1, 0
-        self._epoch, self._position = epoch, start
+        epoch, start, token = self.cursor.begin()
         for index in self.indices(epoch)[start:]:
-            self._position += 1
+            self.cursor.advance(token, 1)
             yield index
+        self.cursor.finish(token)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -109,30 +172,48 @@ class ResumableSampler(Sampler[int]):
     @property
     def epoch(self) -> int:
         """The epoch the next ``iter()`` will use."""
-        return self._next_epoch
+        return self.cursor.next_epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` use ``epoch`` from its start (DistributedSampler
         compatible)."""
-        self._next_epoch, self._start, self._position = epoch, 0, 0
+        self.cursor.seek(epoch, 0)
 
     # -- Stateful ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """``{"epoch", "position"}``: where a new ``iter()`` resumes after ``load_state_dict``
-        (right after a ``load_state_dict``, what was loaded)."""
-        if 0 < self._position < self.num_samples and self._epoch == self._next_epoch - 1:
-            return {"epoch": self._epoch, "position": self._position}
-        return {"epoch": self._next_epoch, "position": self._start}
+        """Where a new ``iter()`` resumes after :meth:`load_state_dict`.
+
+        Returns
+        -------
+        dict
+            ``{"version": 1, "epoch": e, "position": p}``: the epoch in progress (or the next
+            one) and how many of this rank's indices of it were yielded. Right after a
+            ``load_state_dict``, what was loaded.
+        """
+        epoch, position = self.cursor.position(self.num_samples)
+        return {"version": _STATE_VERSION, "epoch": epoch, "position": position}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Make the next ``iter()`` continue at ``state``'s position (a
-        :class:`~seedlock.errors.CorruptStateError` for anything else than what
-        :meth:`state_dict` returns, and nothing changes)."""
-        problems = fields_problem(state, ("epoch", "position"), "sampler state")
+        """Make the next ``iter()`` continue at ``state``'s position.
+
+        Parameters
+        ----------
+        state
+            A dict :meth:`state_dict` returned (one without ``"version"`` is read as version 1).
+
+        Raises
+        ------
+        seedlock.errors.CorruptStateError
+            ``state`` is not a sampler state, or its position is outside this sampler's epoch.
+        seedlock.errors.StateVersionError
+            A newer seedlock wrote it. In every case nothing changes.
+        """
+        check_version(state, "sampler state", _STATE_VERSION)
+        keys = ("version", "epoch", "position") if "version" in state else ("epoch", "position")
+        problems = fields_problem(state, keys, "sampler state")
         if not problems:
             problems += int_problem("epoch", state["epoch"], 0, 2**63 - 1)
             problems += int_problem("position", state["position"], 0, self.num_samples)
         if problems:
             raise CorruptStateError("; ".join(problems))
-        self._next_epoch, self._start = state["epoch"], state["position"]
-        self._epoch, self._position = state["epoch"], 0
+        self.cursor.seek(state["epoch"], state["position"])

@@ -94,7 +94,7 @@ def sample_rng() -> Any:
     """
     sample = _require_sample("sample_rng")
     if sample.rng is None:
-        import numpy as np
+        import numpy as np  # loaded by the program: it holds a NumPy generator
 
         sample.rng = np.random.default_rng(_material(sample, "sample_rng") & ((1 << 128) - 1))
     return sample.rng
@@ -104,7 +104,7 @@ def sample_generator() -> Any:
     """The current sample's CPU ``torch.Generator`` (same rules as :func:`sample_rng`)."""
     sample = _require_sample("sample_generator")
     if sample.generator is None:
-        import torch
+        import torch  # loaded already: this package needs torch
 
         sample.generator = torch.Generator().manual_seed(
             _material(sample, "sample_generator") & 0xFFFFFFFF
