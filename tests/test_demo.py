@@ -14,7 +14,9 @@ import pytest
 
 import seedlock
 from seedlock.cli import demo as demo_module
-from seedlock.cli.demo import INSTALL_HINT, AuditResult, _interrupt_step, _judge_audit
+from seedlock.cli.demo import INSTALL_HINT
+from seedlock.cli.demo._steps import judge_audit
+from seedlock.cli.demo._training import AuditResult, interrupt_step
 
 pytestmark = pytest.mark.slow
 
@@ -289,7 +291,7 @@ def test_an_audit_that_misses_the_planted_layer_is_not_ok(json_output, change):
         audit["fixed"] = audit["planted"]
     else:
         audit = _audited(json_output, **change)
-    judged = _judge_audit(audit)
+    judged = judge_audit(audit)
     assert judged["ok"] is False
     assert judged["found"] is (change == "fixed not reproducible")
 
@@ -313,7 +315,7 @@ def test_the_demo_exits_1_when_the_audit_misses_the_planted_layer(json_output, m
 @pytest.mark.parametrize("epochs", [1, 2, 3, 5, 10])
 @pytest.mark.parametrize("batches", [2, 3, 45])
 def test_the_interruption_step_is_inside_the_run_and_never_on_an_epoch_boundary(epochs, batches):
-    step = _interrupt_step(epochs, batches)
+    step = interrupt_step(epochs, batches)
     assert 0 < step < epochs * batches
     assert step % batches != 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["environ", "hash_seed"]
+__all__ = ["environ", "read_hash_seed"]
 
 _environ: dict[str, str] | None = None
 
@@ -31,7 +31,7 @@ def environ() -> dict[str, str]:
     return _environ
 
 
-def hash_seed() -> tuple[bool, str | None, str]:
+def read_hash_seed() -> tuple[bool, str | None, str]:
     """``(fixed, value, why)`` for this interpreter's hash seed, read as it started."""
     if sys.flags.hash_randomization == 0:
         return True, "0", "hash randomisation disabled (PYTHONHASHSEED=0)"

@@ -185,7 +185,7 @@ def process_record() -> dict[str, Any]:
 
     Imports nothing: a framework the program never imported is reported as not loaded.
     """
-    fixed, value, _ = _startup.hash_seed()
+    fixed, value, _ = _startup.read_hash_seed()
     record: dict[str, Any] = {
         "pid": os.getpid(),
         "argv": list(sys.argv),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from seedlock._text import printable
 from seedlock._version import __version__
 from seedlock.errors import StateError
 
@@ -47,7 +48,7 @@ def describe(name: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    import argparse
+    import argparse  # heavy for `seedlock run`'s start (benchmarks/bench_cli.py): only when needed
 
     parser = argparse.ArgumentParser(
         prog="seedlock",
@@ -77,8 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, OSError, ValueError, StateError) as exc:
         # The documented refusals: files that cannot be read or written, states, manifests and
         # traces that are not ones (StateError, ValueError), seeds that do not parse.
-        from seedlock._text import printable
-
         message: object = exc
         if isinstance(exc, OSError) and exc.strerror:
             message = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
@@ -91,7 +90,7 @@ def _run(name: str, rest: list[str]) -> int:
     own_main = getattr(module, "main", None)
     if own_main is not None:
         return int(own_main(rest))
-    import argparse
+    import argparse  # heavy for `seedlock run`'s start (benchmarks/bench_cli.py): it parses alone
 
     sub = argparse.ArgumentParser(prog=f"seedlock {name}", description=describe(name))
     module.add_arguments(sub)

@@ -109,7 +109,7 @@ def _run_with_handlers(
     stderr: int | None,
     while_running: Callable[[], object] | None,
 ) -> tuple[int, list[int]]:  # pragma: no cover - macOS and other systems without sigwaitinfo
-    import subprocess
+    import subprocess  # heavy for every start (benchmarks/bench_cli.py): only without sigwaitinfo
 
     received: list[int] = []
     proc = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)

@@ -227,7 +227,8 @@ def _first_number_difference(a: str, b: str) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seedlock.audit.comparison import compare
+    # The trace comparison loads sqlite3: not needed for --help or a usage error.
+    from seedlock.audit import compare
 
     command = command_of(args)
     if not command:

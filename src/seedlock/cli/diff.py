@@ -34,7 +34,7 @@ def _kind(path: str) -> str:
 
 
 def _diff_traces(args: argparse.Namespace) -> int:
-    from seedlock.audit.comparison import compare
+    from seedlock.audit import compare  # loads sqlite3: two manifests do not need it
 
     report = compare(args.a, args.b, rtol=args.rtol, atol=args.atol)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report)

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass
 
 from seedlock.derivation import ENV_VAR
+from seedlock.manifest import THREAD_VARS
+from seedlock.seeding import hash_seed
 
 __all__ = ["Finding", "add_arguments", "findings", "run"]
 
@@ -27,8 +29,6 @@ class Finding:
 
 
 def _hash_seed() -> Finding:
-    from seedlock.seeding import hash_seed
-
     hs = hash_seed()
     if hs.fixed:
         return Finding("hash-seed", "ok", f"str hashing is fixed (PYTHONHASHSEED={hs.value})")
@@ -43,8 +43,6 @@ def _hash_seed() -> Finding:
 
 
 def _threads() -> Finding:
-    from seedlock.manifest import THREAD_VARS
-
     pinned = [k for k in THREAD_VARS if k in os.environ]
     if pinned:
         return Finding("threads", "ok", f"thread count pinned ({', '.join(pinned)})")
@@ -61,7 +59,7 @@ def _threads() -> Finding:
 def _torch() -> list[Finding]:
     if importlib.util.find_spec("torch") is None:
         return [Finding("torch", "ok", "torch is not installed")]
-    import torch
+    import torch  # heavy, and optional: imported only once find_spec has found it
 
     b = torch.backends
     found = []

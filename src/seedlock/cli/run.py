@@ -35,13 +35,13 @@ import time
 from seedlock import _files
 from seedlock._bootstrap import DETERMINISTIC_VAR, RECORD_DIR_VAR
 from seedlock._text import printable, reason
-from seedlock.cli import _child
+from seedlock.cli import _child, _run_manifest, describe
 from seedlock.derivation import (
     ENV_VAR,
     format_seed,
     fresh_seed,
-    hash_seed_value,
     parse_seed,
+    pythonhashseed_for,
 )
 
 # This module is the start-up path of every `seedlock run`: it imports only os, signal, sys and
@@ -75,7 +75,7 @@ _SKIPS_BOOTSTRAP = "IES"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options, for ``--help`` and for command lines :func:`parse` leaves to argparse."""
-    import argparse
+    import argparse  # heavy for every start (see benchmarks/bench_cli.py): for --help and the like
 
     parser.add_argument(
         "--seed",
@@ -120,7 +120,7 @@ _FLAGS = {
 
 
 def parse(argv: Sequence[str]) -> Options | None:
-    """Parse ``seedlock run``'s options without argparse (~10 ms of imports at every start).
+    """Parse ``seedlock run``'s options without argparse (whose imports would slow every start).
 
     Returns ``None`` for anything but the plain forms (``--help``, abbreviations, a missing
     value, an unknown option): argparse then parses the line, with its help and error messages.
@@ -158,9 +158,7 @@ def main(argv: Sequence[str]) -> int:
     """``seedlock run ARGV``: the fast path, or argparse when :func:`parse` declines."""
     opts: Any = parse(argv)
     if opts is None:
-        import argparse
-
-        from seedlock.cli import describe
+        import argparse  # heavy for every start (see benchmarks/bench_cli.py): unusual lines only
 
         parser = argparse.ArgumentParser(prog="seedlock run", description=describe("run"))
         add_arguments(parser)
@@ -222,7 +220,7 @@ def child_environment(
     env.pop(ENV_VAR, None)
     if seed is not None:
         env[ENV_VAR] = format_seed(seed)
-        env["PYTHONHASHSEED"] = hash_seed_value(seed)
+        env["PYTHONHASHSEED"] = pythonhashseed_for(seed)
     # The bootstrap goes first, once; the user's entries follow exactly as they were (an empty
     # entry is the current directory, so none is dropped).
     user = env.get("PYTHONPATH", "")
@@ -268,47 +266,6 @@ def skipped_bootstrap(command: list[str]) -> str | None:
     return None
 
 
-def _records(record_dir: str) -> list[dict[str, Any]]:
-    import json
-
-    records = []
-    for name in sorted(os.listdir(record_dir)):
-        if not name.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(record_dir, name), encoding="utf-8") as f:
-                records.append(json.load(f))
-        except (OSError, ValueError):
-            continue
-    # A stable order (rank, then command line) so that two runs' manifests line up.
-    records.sort(key=lambda r: (str(r.get("rank")), r.get("argv") or []))
-    return records
-
-
-def _remove_tree(folder: str) -> None:
-    for name in os.listdir(folder):
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(folder, name))
-    with contextlib.suppress(OSError):
-        os.rmdir(folder)
-
-
-def _record_dir() -> str | None:
-    """A private folder for the interpreters' records, in the temporary directory: nothing of
-    the run's plumbing lands in the user's tree, even when the launcher is killed."""
-    for base in (os.environ.get("TMPDIR"), "/tmp", "/var/tmp"):
-        if not base:
-            continue
-        path = os.path.join(base, f"seedlock-run-{os.getpid()}-{os.urandom(4).hex()}")
-        try:
-            os.mkdir(path, 0o700)
-        except OSError:
-            continue
-        return path
-    print("seedlock run: no temporary folder can be written: no manifest", file=sys.stderr)
-    return None
-
-
 def _die_like(returncode: int) -> int:
     """Die of the signal that killed the child (so callers see the same status); if that
     signal does not end a process by default, return the shell's 128 + N convention."""
@@ -321,18 +278,6 @@ def _die_like(returncode: int) -> int:
     return 128 + signum
 
 
-def _environment(env: dict[str, str]) -> dict[str, Any]:
-    """The machine and project part of the manifest, with the child's environment; never
-    fails the run."""
-    from seedlock import manifest as mf
-
-    try:
-        return mf.environment(env=env)
-    except Exception as exc:  # a broken git, an odd platform: the run still gets its manifest
-        print(f"seedlock run: environment not fully recorded: {reason(exc)}", file=sys.stderr)
-        return {"schema": mf.SCHEMA, "version": mf.VERSION}
-
-
 def run(args: Any) -> int:
     command = command_of(args)
     if not command:
@@ -342,7 +287,7 @@ def run(args: Any) -> int:
     try:
         seed = resolve_seed(args.seed, cache)
         if args.manifest and not args.no_manifest:
-            _check_manifest_path(args.manifest)
+            _run_manifest.check_path(args.manifest)
     except ValueError as exc:
         print(f"seedlock run: {printable(exc)}", file=sys.stderr)
         return 2
@@ -357,16 +302,16 @@ def run(args: Any) -> int:
             file=sys.stderr,
         )
 
-    record_dir = None if args.no_manifest else _record_dir()
+    record_dir = None if args.no_manifest else _run_manifest.make_record_dir()
     start = time.time()
     env = child_environment(seed, deterministic=args.deterministic, record_dir=record_dir)
     environment: dict[str, Any] = {}
 
     def collect() -> None:
-        # The machine and project part of the manifest (packages, git: tens of ms) is collected
-        # while the child runs; signals that arrive meanwhile are passed on after it.
+        # The machine and project part of the manifest (packages, git: the slow part) is
+        # collected while the child runs; signals that arrive meanwhile are passed on after it.
         if record_dir:
-            environment.update(_environment(env))
+            environment.update(_run_manifest.collect_environment(env))
 
     try:
         returncode, _ = _child.run(command, env, while_running=collect)
@@ -374,118 +319,14 @@ def run(args: Any) -> int:
         print(f"seedlock run: cannot start '{printable(command[0])}': {reason(exc)}",
               file=sys.stderr)  # fmt: skip
         if record_dir:
-            _remove_tree(record_dir)
+            _run_manifest.discard(record_dir)
         return 127
     end = time.time()
 
     if record_dir:
-        manifest = _manifest(
+        manifest = _run_manifest.build(
             args, command, seed, record_dir, environment=environment, times=(start, end),
             returncode=returncode, skipped=skipped,
         )  # fmt: skip
-        _save_manifest(args, manifest, seed)
+        _run_manifest.save(args, manifest, seed, cache)
     return _die_like(returncode) if returncode < 0 else returncode
-
-
-def _check_manifest_path(path: str) -> None:
-    """Refuse, before the command runs, a --manifest that cannot be written or would replace
-    a file that is not a seedlock manifest."""
-    if os.path.isdir(path):
-        raise ValueError(f"--manifest {path!r} is a folder: name a file")
-    if os.path.lexists(path):
-        try:
-            with open(path, "rb") as f:
-                head = f.read(4096)
-        except OSError as exc:
-            raise ValueError(f"--manifest {path!r}: cannot read it ({reason(exc)})") from None
-        if b'"seedlock.manifest"' not in head:
-            raise ValueError(
-                f"--manifest {path!r} exists and is not a seedlock manifest: refusing to "
-                "overwrite it"
-            )
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.isdir(folder):
-        folder = os.path.dirname(folder)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--manifest {path!r}: {folder} cannot be written")
-
-
-def _manifest(
-    args: Any,
-    command: list[str],
-    seed: Seed,
-    record_dir: str,
-    *,
-    environment: dict[str, Any],
-    times: tuple[float, float],
-    returncode: int,
-    skipped: str | None,
-) -> dict[str, Any]:
-    from seedlock import manifest as mf
-
-    processes = _records(record_dir)
-    _remove_tree(record_dir)
-    warnings = []
-    if skipped:
-        warnings.append(f"python {skipped} skipped seedlock's bootstrap: NOT seeded")
-    return {
-        **environment,
-        "seed": {
-            "root": format_seed(seed),
-            "deterministic": bool(args.deterministic),
-            "hash_seed": hash_seed_value(seed),
-            "globals": processes[0].get("seeded", {}) if processes else {},
-        },
-        "command": {
-            "argv": command,
-            "cwd": os.getcwd(),
-            "start": mf.timestamp(times[0]),
-            "end": mf.timestamp(times[1]),
-            "exit_code": returncode if returncode >= 0 else None,
-            "signal": signal.Signals(-returncode).name if returncode < 0 else None,
-        },
-        "processes": processes,
-        "warnings": warnings,
-    }
-
-
-def _save_manifest(args: Any, manifest: dict[str, Any], seed: Seed) -> None:
-    """Write the manifest where asked (or in .seedlock/runs/); where that fails, in the
-    temporary directory. Never changes the run's exit status."""
-    import json
-
-    data = (json.dumps(manifest, indent=2, default=str) + "\n").encode()
-    path = args.manifest or _default_manifest_path(CACHE_DIR, manifest["command"]["start"], seed)
-    try:
-        folder = os.path.dirname(path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        _files.write_atomic(path, data)
-    except OSError as exc:
-        import tempfile
-
-        where = "not written anywhere"
-        with contextlib.suppress(OSError):
-            fd, fallback = tempfile.mkstemp(prefix="seedlock-manifest-", suffix=".json")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            where = f"written to {fallback}"
-        print(
-            f"seedlock run: cannot write the manifest to {printable(path)} ({reason(exc)}); "
-            f"{where}",
-            file=sys.stderr,
-        )
-        return
-    if not args.quiet:
-        print(f"seedlock: manifest {printable(path)}", file=sys.stderr)
-
-
-def _default_manifest_path(cache: str, start: str, seed: Seed) -> str:
-    stamp = start.replace(":", "").replace("-", "").replace("+0000", "Z").replace("+00:00", "Z")
-    label = format_seed(seed) if isinstance(seed, int) and seed.bit_length() < 64 else "custom"
-    path = os.path.join(cache, "runs", f"{stamp}-seed{label}.json")
-    n = 1
-    while os.path.lexists(path):  # two runs within the same millisecond
-        n += 1
-        path = os.path.join(cache, "runs", f"{stamp}-seed{label}-{n}.json")
-    return path

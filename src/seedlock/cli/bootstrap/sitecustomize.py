@@ -7,6 +7,8 @@ start-up, before any user code: it seeds the interpreter from ``SEEDLOCK_SEED``,
 on stderr.
 """
 
+import importlib.machinery
+import importlib.util
 import os
 import sys
 
@@ -14,10 +16,11 @@ import sys
 def _seedlock_start() -> None:
     try:
         try:
+            # Here, not at the top: a seedlock that cannot be imported must not stop the program.
             from seedlock import _bootstrap
         except ImportError:
             _load_launchers_seedlock()
-            from seedlock import _bootstrap
+            from seedlock import _bootstrap  # now the launcher's copy, loaded just above
         _bootstrap.start()
     except Exception as exc:  # never break the user's program
         print(f"seedlock: this interpreter is NOT seeded: {exc!r}", file=sys.stderr)
@@ -28,8 +31,6 @@ def _load_launchers_seedlock() -> None:
     version): seedlock is pure Python, so the launcher's copy serves. Only that package is
     loaded from it; its folder (often a site-packages of another Python) is not put on
     sys.path, whose compiled packages would not load here."""
-    import importlib.util
-
     package = os.path.join(os.environ.get("SEEDLOCK_PACKAGE_PATH", ""), "seedlock")
     spec = importlib.util.spec_from_file_location(
         "seedlock", os.path.join(package, "__init__.py"), submodule_search_locations=[package]
@@ -46,9 +47,6 @@ def _load_launchers_seedlock() -> None:
 
 
 def _run_shadowed_sitecustomize() -> None:
-    import importlib.machinery
-    import importlib.util
-
     here = os.path.dirname(os.path.abspath(__file__))
     path = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
