@@ -73,8 +73,8 @@ __all__ = [
     "format_seed",
     "fresh_seed",
     "get_root",
-    "hash_seed_value",
     "parse_seed",
+    "pythonhashseed_for",
     "restore_root_state",
     "root_state",
     "set_root",
@@ -353,7 +353,7 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def hash_seed_value(root: Seed) -> str:
+def pythonhashseed_for(root: Seed) -> str:
     """The ``PYTHONHASHSEED`` seedlock uses for ``root``: the root itself when it is an int in
     ``[0, 2**32)``, else ``derive("PYTHONHASHSEED", root=root, bits=32)``."""
     return str(_small_or_derived(root, "PYTHONHASHSEED"))

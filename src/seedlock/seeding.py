@@ -53,7 +53,7 @@ from seedlock.derivation import (
     format_seed,
     fresh_seed,
     get_root,
-    hash_seed_value,
+    pythonhashseed_for,
     set_root,
 )
 from seedlock.determinism import deterministic as _profile
@@ -368,7 +368,7 @@ def hash_seed() -> HashSeed:
         ``fixed`` (bool), ``value`` (the ``PYTHONHASHSEED`` text, or ``None``) and ``detail``
         (in words: why it is or is not fixed).
     """
-    return HashSeed(*_startup.hash_seed())
+    return HashSeed(*_startup.read_hash_seed())
 
 
 def ensure_hash_seed(seed: Seed | None = None) -> None:
@@ -382,8 +382,8 @@ def ensure_hash_seed(seed: Seed | None = None) -> None:
     ----------
     seed
         Where the hash seed comes from; default ``None``: the root seed
-        (:func:`seedlock.get_root`). The value is ``seed`` itself when it is an int in ``[0, 2**32)``,
-        else ``derive("PYTHONHASHSEED", root=seed, bits=32)``.
+        (:func:`seedlock.get_root`). The value is ``seed`` itself when it is an int in
+        ``[0, 2**32)``, else ``derive("PYTHONHASHSEED", root=seed, bits=32)``.
 
     Raises
     ------
@@ -395,7 +395,7 @@ def ensure_hash_seed(seed: Seed | None = None) -> None:
     TypeError
         ``seed`` is not an int, str or bytes.
     """
-    value = hash_seed_value(get_root() if seed is None else check_seed(seed))
+    value = pythonhashseed_for(get_root() if seed is None else check_seed(seed))
     current = hash_seed()
     if current.fixed and current.value == value:
         os.environ.pop(_REEXEC_MARK, None)
