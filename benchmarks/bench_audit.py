@@ -30,16 +30,9 @@ step fingerprints and summarises, and ``fingerprint()`` / ``summary()`` timed al
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import cProfile
 import hashlib
-import io
-import os
-import platform
-import pstats
-import random
 import statistics
 import sys
 import tempfile
@@ -49,51 +42,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+import _harness as harness  # benchmarks/ is on sys.path when run as a script
 import torch
-from _stats import (  # benchmarks/ is on sys.path when run as a script
-    Series,
-    fmt,
-    fmt_diff,
-    paired,
-    row,
-    size_row,
-)
 from torch import nn
 
-import seedlock
 from seedlock.audit import Tracer, fingerprint, summary, trace
-from seedlock.audit.fingerprints import ALGORITHM
 
 FINGERPRINT_MB = 256
 CLONE_CRITERION = 0.5  # fingerprint throughput at least this x clone's
 TRACE_CRITERION = 1.3  # traced step at most this x the untraced step
 CALLS = 3  # fingerprint-part calls per variant and repeat (a repeat's value: their median)
-OPS_STEPS = 1  # ops=True steps per repeat (a few seconds each)
+OPS_STEPS = 1  # ops=True steps per repeat (each records every op of the process: slow)
 
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def load_average() -> float:
-    """The 1-minute load average (nan where the OS has none): other work on the machine."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return float("nan")
-
-
-# --- formatting (ASCII only: the tables must paste cleanly anywhere) -----------------------------
-
-
-def throughput_row(measure: str, this: Series, base: Series, nbytes: int) -> str:
-    """GB/s cells; *added* is the time added per call, nbytes/this - nbytes/base, in ms."""
-    added = paired(this, base, lambda a, b: nbytes / (a * 1e9) - nbytes / (b * 1e9))
-    return (
-        f"| {measure} | {fmt(this, 1, 'GB/s')} | {fmt(base, 1, 'GB/s')} | "
-        f"{this.median / base.median:.2f}x | {fmt_diff(added, 1e3, 'ms')} |"
-    )
+# The modules behind the public names, for the internals looked at here: the hash in use and
+# the functions a traced step spends its time in.
+FINGERPRINTS = sys.modules[fingerprint.__module__]
+TRACES = sys.modules[Tracer.__module__]
+ALGORITHM = FINGERPRINTS.ALGORITHM
 
 
 # --- part 1: fingerprint throughput ---------------------------------------------------------------
@@ -117,36 +82,25 @@ def check_fingerprint(t: torch.Tensor) -> None:
     """The fingerprint is the configured hash (xxh3-128 with the xxhash package, else SHA-256)
     over a header and the tensor's bytes, read in place: check that, so the rows below compare
     like with like. The `sha256` row is the floor of the fallback without xxhash."""
-    from seedlock.audit.fingerprints import _new_hash
-
-    h = _new_hash(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h = FINGERPRINTS._new_hash(f"{t.dtype}|{tuple(t.shape)}|".encode())
     h.update(memoryview(t.numpy()))
     if fingerprint(t) != str(h.hexdigest())[:32]:
         raise SystemExit("fingerprint() is not the hash of the header and the bytes: update this")
 
 
-def measure_fingerprint(repeats: int) -> tuple[dict[str, Series], int]:
+def measure_fingerprint(repeats: int) -> tuple[dict[str, harness.Series], int]:
     n = FINGERPRINT_MB * 2**20 // 4
     t = torch.randn(n, generator=torch.Generator().manual_seed(0))
     check_fingerprint(t)
     variants = fingerprint_variants(t)
     for f in variants.values():  # warm-up (first touch of the output buffer, hash code paths)
         f()
-    res = {name: Series() for name in variants}
-    order = random.Random(0)
-    names = list(variants)
-    for rep in range(repeats):
-        order.shuffle(names)
-        start = time.perf_counter()
+    res = {name: harness.Series() for name in variants}
+    for names in harness.rounds(list(variants), repeats, label="fingerprint"):
         for name in names:
             f = variants[name]
-            times = []
-            for _ in range(CALLS):
-                t0 = time.perf_counter()
-                f()
-                times.append(time.perf_counter() - t0)
-            res[name].values.append(t.nbytes / statistics.median(times) / 1e9)
-        progress(f"[fingerprint {rep + 1}/{repeats}] {time.perf_counter() - start:5.2f} s")
+            per_call = statistics.median(harness.time_calls(lambda _, f=f: f(), CALLS))
+            res[name].add(t.nbytes / per_call / 1e9)
     return res, t.nbytes
 
 
@@ -294,7 +248,7 @@ def empty_trace_bytes(w: Workload, tmp: Path) -> int:
 
 def measure_steps(
     loads: list[Workload], repeats: int, steps: int, ops: bool, tmp: Path
-) -> dict[tuple[str, str, str], Series]:
+) -> dict[tuple[str, str, str], harness.Series]:
     """(workload, mode, "wall" or "cpu") -> a Series of each repeat's mean seconds per step."""
     modes = ["trace"] + (["ops"] if ops else [])
     warm: Timings = defaultdict(list)
@@ -303,72 +257,59 @@ def measure_steps(
         for mode in modes:
             alternate(w, mode, 1, tmp, warm)
     units = [(w, mode) for w in loads for mode in modes]
-    res: dict[tuple[str, str, str], Series] = defaultdict(Series)
-    order = random.Random(0)
-    for rep in range(repeats):
-        order.shuffle(units)
-        start = time.perf_counter()
-        for w, mode in units:
+    res: dict[tuple[str, str, str], harness.Series] = defaultdict(harness.Series)
+    for shuffled in harness.rounds(units, repeats, label="steps"):
+        for w, mode in shuffled:
             out: Timings = defaultdict(list)
             alternate(w, mode, OPS_STEPS if mode == "ops" else steps, tmp, out)
             for (name, m), pairs in out.items():
                 for clock, index in (("wall", 0), ("cpu", 1)):
-                    res[name, m, clock].values.append(statistics.fmean(p[index] for p in pairs))
-        progress(f"[steps {rep + 1}/{repeats}] {time.perf_counter() - start:5.2f} s")
+                    res[name, m, clock].add(statistics.fmean(p[index] for p in pairs))
     return dict(res)
 
 
 # --- profile --------------------------------------------------------------------------------------
 
-# (label, file suffix, function name) of the parts of seedlock.audit a traced step spends time in.
+# (label, module, function name) of the parts of seedlock.audit a traced step spends time in.
 PARTS = (
-    ("summary() (float64 sum, max |x|, NaN / Inf counts)", "audit/fingerprints.py", "summary"),
-    ("fingerprint() (hash of the bytes)", "audit/fingerprints.py", "fingerprint"),
-    ("rng_fingerprint() (torch RNG state)", "audit/traces.py", "rng_fingerprint"),
-    ("Tracer.flush() (SQLite inserts)", "audit/traces.py", "flush"),
-    ("every seedlock.audit hook, all in", "audit/traces.py", "record"),
+    ("summary() (float64 sum, max |x|, NaN / Inf counts)", FINGERPRINTS, "summary"),
+    ("fingerprint() (hash of the bytes)", FINGERPRINTS, "fingerprint"),
+    ("rng_fingerprint() (torch RNG state)", TRACES, "rng_fingerprint"),
+    ("Tracer.flush() (SQLite inserts)", TRACES, "flush"),
+    ("every seedlock.audit hook, all in", TRACES, "record"),
 )
 
 
-def profile(w: Workload, steps: int, plain_s: float, tmp: Path, top: int = 12) -> list[str]:
+def profile_steps(w: Workload, steps: int, plain_s: float, tmp: Path) -> list[str]:
+    """cProfile of traced steps, with the share of each part of seedlock.audit."""
     path = tmp / f"{w.name}-profile.trace"
-    prof = cProfile.Profile()
-    with w.trace(path):
-        prof.enable()
+
+    def run() -> None:
         for _ in range(steps):
             w.step(w.traced)
-        prof.disable()
+
+    with w.trace(path):
+        prof = harness.profile(run)
     path.unlink()
-    out = io.StringIO()
-    stats = pstats.Stats(prof, stream=out)
-    raw = stats.stats  # type: ignore[attr-defined]
-    total = max(stats.total_tt, 1e-12)  # type: ignore[attr-defined]
     lines = [
         "",
-        f"cProfile of {steps} traced steps of the {w.name} ({total / steps * 1e3:.0f} ms a step "
-        f"under the profiler; untraced {plain_s * 1e3:.0f} ms): time inside each part of "
-        "seedlock.audit",
+        f"Time inside each part of seedlock.audit over {steps} traced steps of the {w.name} "
+        f"({prof.total / steps * 1e3:.0f} ms a step under cProfile; untraced "
+        f"{plain_s * 1e3:.0f} ms):",
         "",
         "| part | per step | share of the traced step |",
         "| --- | --- | --- |",
     ]
-    for label, suffix, func in PARTS:
-        cum = sum(
-            v[3]
-            for (file, _, name), v in raw.items()
-            if file.replace(os.sep, "/").endswith(suffix) and name == func
-        )
-        lines.append(f"| {label} | {cum / steps * 1e3:.1f} ms | {100 * cum / total:.0f} % |")
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(r"seedlock", top)
-    text = [line.rstrip() for line in out.getvalue().splitlines()]
-    return [*lines, "", "```", *text, "```"]
+    for label, module, func in PARTS:
+        cum = prof.cumulative(module.__file__, func)
+        lines.append(f"| {label} | {cum / steps * 1e3:.1f} ms | {100 * cum / prof.total:.0f} % |")
+    return [*lines, *prof.lines(f"{steps} traced steps of the {w.name}")]
 
 
 def traffic(w: Workload, tmp: Path) -> list[str]:
     """How much one traced step fingerprints and summarises (counted by wrapping the two
-    functions inside ``seedlock.audit.traces`` for one step, then putting them back)."""
-    module = sys.modules["seedlock.audit.traces"]
+    functions inside the traces module for one step, then putting them back)."""
+    module = TRACES
     real_fp, real_summary = module.fingerprint, module.summary
     hashed: list[tuple[int, int, tuple[int, ...], int]] = []
     summarised: list[int] = []
@@ -415,12 +356,7 @@ def summary_breakdown(w: Workload) -> list[str]:
     t = max(outputs, key=lambda o: o.numel()).detach()
 
     def best(f: Callable[[], object], n: int = 7) -> float:
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return min(harness.time_calls(lambda _: f(), n))
 
     fp, sm = best(lambda: fingerprint(t)), best(lambda: summary(t))
     one = best(lambda: (t.sum(dtype=torch.float64), t.abs().max()))
@@ -435,88 +371,63 @@ def summary_breakdown(w: Workload) -> list[str]:
 # --- the report -----------------------------------------------------------------------------------
 
 
-def header(
-    repeats: int, steps: int, elapsed: float, load: tuple[float, float], ops: bool
-) -> list[str]:
-    return [
-        "# seedlock determinism audit benchmark",
-        "",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}), torch "
-        f"{torch.__version__}, NumPy {np.__version__}, seedlock {seedlock.__version__}",
-        f"- {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (torch uses "
-        f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}); "
-        "`torch.hash_tensor` " + ("present" if hasattr(torch, "hash_tensor") else "absent"),
-        f"- {repeats} repeats, variants in an order shuffled per repeat; {elapsed:.0f} s in all; "
-        f"1-minute load average {load[0]:.1f} before, {load[1]:.1f} after",
-        f"- fingerprint: {FINGERPRINT_MB} MB float32 CPU tensor, a repeat's value is the median of "
+def report_header(steps: int, span: harness.Span, ops: bool) -> list[str]:
+    hash_tensor = "present" if hasattr(torch, "hash_tensor") else "absent"
+    return harness.header(
+        "seedlock determinism audit benchmark",
+        harness.environment(),
+        span,
+        f"fingerprint: {FINGERPRINT_MB} MB float32 CPU tensor, a repeat's value is the median of "
         f"{CALLS} calls; steps: {steps} per variant and repeat"
         + (f" ({OPS_STEPS} with ops=True)" if ops else "")
         + ", each untraced step right before a traced one; a repeat's value is the mean step "
         "(the trace opened before the clock, closed after)",
-        "- cells: median over repeats (p25 - p75); ratio: of the medians; added: median (p25 .. "
-        "p75) of this - baseline per repeat (throughput rows: time added per call)",
-        "",
-        "| measure | this | baseline | ratio | added |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+        legend=harness.cells(added="per repeat (throughput rows: time added per call)"),
+        machine=[f"`torch.hash_tensor` {hash_tensor}"],
+    )
 
 
-Steps = dict[tuple[str, str, str], Series]
+Steps = dict[tuple[str, str, str], harness.Series]
 
 
-def report(fp: dict[str, Series], nbytes: int, st: Steps, loads: list[Workload]) -> list[str]:
+def report(
+    fp: dict[str, harness.Series], nbytes: int, st: Steps, loads: list[Workload]
+) -> list[str]:
     mb = f"{nbytes / 2**20:.0f} MB float32"
+
+    def vs(measure: str, base: str) -> str:
+        """GB/s cells; *added*: the time added per call, in ms."""
+        this = fp["fingerprint"]
+        return harness.rate_row(
+            measure, this, fp[base], "GB/s", amount=nbytes / 1e9, scale=1e3, added_unit="ms"
+        )
+
     lines = [
-        throughput_row(
-            f"`fingerprint(t)` vs `t.clone()`, {mb}", fp["fingerprint"], fp["clone"], nbytes
-        ),
-        throughput_row(
-            "`fingerprint(t)` vs `out.copy_(t)` into a preallocated tensor",
-            fp["fingerprint"],
-            fp["copy_"],
-            nbytes,
-        ),
-        throughput_row(
+        vs(f"`fingerprint(t)` vs `t.clone()`, {mb}", "clone"),
+        vs("`fingerprint(t)` vs `out.copy_(t)` into a preallocated tensor", "copy_"),
+        vs(
             f"`fingerprint(t)` ({ALGORITHM}) vs `hashlib.sha256` of the same bytes "
             "(the fallback without xxhash)",
-            fp["fingerprint"],
-            fp["sha256"],
-            nbytes,
+            "sha256",
         ),
     ]
     if "hash_tensor" in fp:
         lines.append(
-            throughput_row(
-                "`fingerprint(t)` vs `torch.hash_tensor(t)` (XOR, order-blind)",
-                fp["fingerprint"],
-                fp["hash_tensor"],
-                nbytes,
-            )
+            vs("`fingerprint(t)` vs `torch.hash_tensor(t)` (XOR, order-blind)", "hash_tensor")
         )
     for w in loads:
-        lines.append(
-            row(
-                f"{w.name} training step: traced vs untraced",
-                st[w.name, "trace", "wall"],
-                st[w.name, "plain", "wall"],
-                1e3,
-                "ms",
-            )
-        )
-        if (w.name, "ops", "wall") in st:
-            lines.append(
-                row(
-                    f"{w.name} training step: traced ops=True vs untraced",
-                    st[w.name, "ops", "wall"],
-                    st[w.name, "ops plain", "wall"],
-                    1e3,
-                    "ms",
-                )
-            )
+        for mode, base, what in (
+            ("trace", "plain", "traced"),
+            ("ops", "ops plain", "traced ops=True"),
+        ):
+            if (w.name, mode, "wall") in st:
+                this = st[w.name, mode, "wall"]
+                measure = f"{w.name} training step: {what} vs untraced"
+                lines.append(harness.row(measure, this, st[w.name, base, "wall"], 1e3, "ms"))
     for w in loads:
         steps = w.files["trace"][1]
         lines.append(
-            size_row(
+            harness.size_row(
                 f"{w.name} trace bytes per step (file size / steps, {steps} "
                 f"step{'s' if steps > 1 else ''} in the file)",
                 w.per_step("trace")[0],
@@ -525,7 +436,7 @@ def report(fp: dict[str, Series], nbytes: int, st: Steps, loads: list[Workload])
         )
         if "ops" in w.files:
             lines.append(
-                size_row(
+                harness.size_row(
                     f"{w.name} trace bytes per step: ops=True ({w.files['ops'][1]} step in the "
                     "file) vs without",
                     w.per_step("ops")[0],
@@ -536,21 +447,21 @@ def report(fp: dict[str, Series], nbytes: int, st: Steps, loads: list[Workload])
 
 
 def verdicts(
-    fp: dict[str, Series], st: Steps, loads: list[Workload]
+    fp: dict[str, harness.Series], st: Steps, loads: list[Workload]
 ) -> tuple[list[str], list[Workload]]:
     ratio = fp["fingerprint"].median / fp["clone"].median
-    per_rep = paired(fp["fingerprint"], fp["clone"], lambda a, b: a / b)
+    per_rep = harness.paired(fp["fingerprint"], fp["clone"], lambda a, b: a / b)
     lines = [
         "",
         f"**fingerprint throughput: {fp['fingerprint'].median:.2f} GB/s, {ratio:.2f}x "
         f"`clone()`** (per-repeat ratios {min(per_rep.values):.2f} - {max(per_rep.values):.2f}); "
-        f"criterion >= {CLONE_CRITERION}x: " + ("PASS" if ratio >= CLONE_CRITERION else "FAIL"),
+        f"criterion >= {CLONE_CRITERION}x: " + harness.passfail(ratio >= CLONE_CRITERION),
     ]
     missed = []
     for w in loads:
         this, plain = st[w.name, "trace", "wall"], st[w.name, "plain", "wall"]
         r = this.median / plain.median
-        per = paired(this, plain, lambda a, b: a / b)
+        per = harness.paired(this, plain, lambda a, b: a / b)
         cpu = st[w.name, "trace", "cpu"].median / st[w.name, "plain", "cpu"].median
         ok = r <= TRACE_CRITERION
         if not ok:
@@ -564,7 +475,7 @@ def verdicts(
             f"**{w.name}: traced step {r:.2f}x untraced** (median of per-repeat ratios "
             f"{per.median:.2f}x, range {min(per.values):.2f} - {max(per.values):.2f}; in process "
             f"CPU time {cpu:.2f}x); criterion <= {TRACE_CRITERION}x: "
-            + ("PASS" if ok else "FAIL")
+            + harness.passfail(ok)
             + f". {events:.0f} events a step; beyond an empty trace ({w.empty_bytes:,} bytes) "
             f"{beyond:,.0f} bytes a step, {beyond / events:.0f} an event{ops}."
         )
@@ -576,13 +487,7 @@ def verdicts(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=5,
-        help="rounds over every variant (default 5: about 1.5 minutes on 2 idle cores)",
-    )
+    parser = harness.arguments(__doc__, 5)
     parser.add_argument(
         "--steps",
         type=int,
@@ -608,22 +513,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    load_before = load_average()
-    t = time.perf_counter()
+    span = harness.Span(repeats)
     fp, nbytes = measure_fingerprint(repeats)
     loads = workloads()
     with tempfile.TemporaryDirectory(prefix="bench_audit.") as d:
         tmp = Path(d)
         st = measure_steps(loads, repeats, steps, not args.no_ops, tmp)
-        elapsed = time.perf_counter() - t
-        load = (load_before, load_average())
-        lines = header(repeats, steps, elapsed, load, not args.no_ops)
+        lines = report_header(steps, span.stop(), not args.no_ops)
         lines += report(fp, nbytes, st, loads)
         more, missed = verdicts(fp, st, loads)
         lines += more
         for w in loads if args.profile else missed:
-            progress(f"profiling traced steps of the {w.name} ...")
-            lines += profile(w, steps, st[w.name, "plain", "wall"].median, tmp)
+            harness.progress(f"profiling traced steps of the {w.name} ...")
+            lines += profile_steps(w, steps, st[w.name, "plain", "wall"].median, tmp)
             lines += ["", *traffic(w, tmp), "", *summary_breakdown(w)]
     print("\n".join(lines))
     return 0

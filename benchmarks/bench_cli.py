@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Start-up cost of `seedlock run`: `seedlock run -- python -c pass` vs `python -c pass`.
 
     python benchmarks/bench_cli.py [--repeats N]
@@ -9,23 +10,22 @@ while the child runs, but a child as short as `pass` waits for it).
 
 seedlock's modules are byte-compiled first (``compileall``): with ``PYTHONDONTWRITEBYTECODE`` set,
 or right after an edit, every start would otherwise compile them again, which is not what an
-installed seedlock costs. The runs happen in an empty temporary folder (no git repository: the
-manifest's git fields cost ~10 ms more inside one).
+installed seedlock costs. The runs happen in an empty temporary folder (no git repository: inside
+one, the manifest also reads the git fields).
 """
 
 from __future__ import annotations
 
-import argparse
 import compileall
 import os
-import platform
-import random
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import _harness as harness  # benchmarks/ is on sys.path when run as a script
 
 BIN = Path(sys.executable).parent
 SEEDLOCK = str(BIN / "seedlock")
@@ -40,6 +40,7 @@ VARIANTS = {
                                                             "--", sys.executable, "-c",
                                                             "import torch"],
 }  # fmt: skip
+TARGET_MS = 80.0  # what `seedlock run` (with its manifest) may add to `python -c pass`
 BASELINE = {
     "seedlock run --no-manifest -- python -c pass": "python -c pass",
     "seedlock run -- python -c pass (manifest)": "python -c pass",
@@ -54,43 +55,38 @@ def timed(argv: list[str], cwd: str) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = harness.arguments(__doc__, 15).parse_args(argv)
+    repeats = max(1, args.repeats)
     import seedlock
 
+    harness.progress("probing the environment ...")
+    info = harness.environment_of_child()
     compileall.compile_dir(os.path.dirname(seedlock.__file__), quiet=1)
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    order = list(VARIANTS)
-    shuffle = random.Random(0)
+    times = {name: harness.Series() for name in VARIANTS}
     with tempfile.TemporaryDirectory() as cwd:
-        for name in order:  # warm the file cache once
-            timed(VARIANTS[name], cwd)
-        for r in range(args.repeats):
-            shuffle.shuffle(order)
-            for name in order:
-                times[name].append(timed(VARIANTS[name], cwd))
-            print(f"[repeat {r + 1}/{args.repeats}]", file=sys.stderr)
-    med = {name: statistics.median(t) * 1000 for name, t in times.items()}
-    print("# seedlock run start-up benchmark\n")
-    print(f"- Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
-          f"{os.cpu_count()} CPUs; {args.repeats} repeats, variants interleaved\n")  # fmt: skip
-    print("| command | median ms | baseline | baseline ms | ratio | added ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name in VARIANTS:
+        for command in VARIANTS.values():  # warm the file cache once
+            timed(command, cwd)
+        span = harness.Span(repeats)
+        for names in harness.rounds(list(VARIANTS), repeats):
+            for name in names:
+                times[name].add(timed(VARIANTS[name], cwd))
+        span.stop()
+    lines = harness.header("seedlock run start-up benchmark", info, span)
+    for name, this in times.items():
         base = BASELINE.get(name)
-        if base is None:
-            print(f"| `{name}` | {med[name]:.1f} | | | | |")
-            continue
-        added = med[name] - med[base]
-        print(f"| `{name}` | {med[name]:.1f} | `{base}` | {med[base]:.1f} | "
-              f"{med[name] / med[base]:.2f}x | {added:+.1f} |")  # fmt: skip
-    extra = med["seedlock run -- python -c pass (manifest)"] - med["python -c pass"]
-    verdict = "PASS" if extra < 80 else "FAIL"
-    print(f"\n**seedlock run adds {extra:.1f} ms** to `python -c pass` (manifest included); "
-          f"target < 80 ms: {verdict}")  # fmt: skip
+        measure = f"`{name}` vs `{base}`" if base else f"`{name}`"
+        lines.append(harness.row(measure, this, times[base] if base else None, 1e3, "ms"))
+    manifest = "seedlock run -- python -c pass (manifest)"
+    extra = (times[manifest].median - times["python -c pass"].median) * 1e3
+    lines += [
+        "",
+        f"**seedlock run adds {extra:.1f} ms** to `python -c pass` (manifest included); "
+        f"target < {TARGET_MS:.0f} ms: " + harness.passfail(extra < TARGET_MS),
+    ]
+    print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -43,32 +43,20 @@ follows the table.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import cProfile
 import gc
-import io
-import os
-import platform
-import pstats
+import operator
 import random
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import _harness as harness  # benchmarks/ is on sys.path when run as a script
 import numpy as np
 import torch
-from _stats import (  # benchmarks/ is on sys.path when run as a script
-    Series,
-    fmt,
-    fmt_diff,
-    fmt_ratio,
-    row,
-)
 from torch.utils.data import DataLoader, Dataset
 
 import seedlock
@@ -118,10 +106,6 @@ SIDE = 224  # image side, ImageNet-sized; --image-size changes it (64: a light s
 CROP = 196
 
 
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # --- datasets ------------------------------------------------------------------------------------
 
 
@@ -152,7 +136,7 @@ class Trivial(Dataset[int]):
 class HandSeeded(Dataset[Any]):
     """The floor of any per-sample seeding: the three library seed calls, seed = index, nothing
     derived, nothing saved or restored. ``torch.default_generator.manual_seed``, not
-    ``torch.manual_seed`` (which also queues lazy CUDA / XPU seeds, ~100 us a call)."""
+    ``torch.manual_seed`` (which also queues lazy CUDA / XPU seeds on every call)."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -197,15 +181,13 @@ class Images(Dataset[tuple[torch.Tensor, int]]):
         return x, self.labels[i % N_IMAGES]
 
 
-# --- formatting (ASCII only: the tables must paste cleanly anywhere) -----------------------------
+# --- helpers ------------------------------------------------------------------------------------
 
 
-def throughput_row(measure: str, this: Series, base: Series) -> str:
+def throughput_row(measure: str, this: harness.Series, base: harness.Series) -> str:
     """Samples/s cells; *added* is the time added per sample, 1/this - 1/base, in us."""
-    per_sample = Series([1 / a - 1 / b for a, b in zip(this.values, base.values, strict=True)])
-    return (
-        f"| {measure} | {fmt(this, 1, 'samples/s')} | {fmt(base, 1, 'samples/s')} | "
-        f"{fmt_ratio(this.median / base.median)} | {fmt_diff(per_sample, 1e6, 'us/sample')} |"
+    return harness.rate_row(
+        measure, this, base, "samples/s", amount=1, scale=1e6, added_unit="us/sample"
     )
 
 
@@ -373,7 +355,9 @@ def same(a: Any, b: Any) -> bool:
 
 @dataclass
 class ResumeResults:
-    cells: dict[tuple[str, int, int], Series] = field(default_factory=dict)  # (variant, nw, k)
+    cells: dict[tuple[str, int, int], harness.Series] = field(
+        default_factory=dict
+    )  # (variant, nw, k)
     replay_once: float | None = None  # replay at k=100,000, num_workers=0, one run
     replay_once_predicted: float = 0.0
     stateful_skipped: str = ""
@@ -395,7 +379,9 @@ def measure_resume(repeats: int, quick: bool) -> ResumeResults:
     if StatefulDataLoader is None:
         res.stateful_skipped = f"torchdata is not importable ({TORCHDATA_MISSING})"
     else:
-        progress("resume: making StatefulDataLoader states (one real run per num_workers) ...")
+        harness.progress(
+            "resume: making StatefulDataLoader states (one real run per num_workers) ..."
+        )
         for workers, ks in ((0, KS), (WORKERS, WORKER_KS)):
             why = bench.prepare_stateful(workers, ks)
             if why:
@@ -404,29 +390,25 @@ def measure_resume(repeats: int, quick: bool) -> ResumeResults:
             units += [("stateful", workers, k) for k in ks]
     if res.stateful_skipped:
         units = [u for u in units if u[0] != "stateful"]
-        progress(f"StatefulDataLoader rows skipped: {res.stateful_skipped}")
+        harness.progress(f"StatefulDataLoader rows skipped: {res.stateful_skipped}")
     units = list(dict.fromkeys(units))
     run = {"seedlock": bench.seedlock, "replay": bench.replay, "stateful": bench.stateful}
 
-    progress("resume: warm-up ...")
+    harness.progress("resume: warm-up ...")
     for variant, workers in {(v, w) for v, w, _ in units}:
         run[variant](workers, 0)
         settle()
-    order = random.Random(0)  # our own generator: the global ones are part of what is measured
-    for rep in range(repeats):
-        order.shuffle(units)
-        t = time.perf_counter()
-        for unit in units:
-            res.cells.setdefault(unit, Series()).add(run[unit[0]](unit[1], unit[2]))
+    for shuffled in harness.rounds(units, repeats, label="resume, repeat"):
+        for unit in shuffled:
+            res.cells.setdefault(unit, harness.Series()).add(run[unit[0]](unit[1], unit[2]))
             settle()
-        progress(f"[resume, repeat {rep + 1}/{repeats}] {time.perf_counter() - t:6.2f} s")
 
     # Replay beyond what was measured: linear in k, per repeat.
     for workers, measured_k, ks in ((0, REPLAY_MAX_K, KS), (WORKERS, REPLAY_WORKER_K, WORKER_KS)):
         t0, tk = res.cells["replay", workers, 0], res.cells["replay", workers, measured_k]
         for k in ks:
             if k > measured_k:
-                res.cells["replay", workers, k] = Series(
+                res.cells["replay", workers, k] = harness.Series(
                     [
                         a + (b - a) * k / measured_k
                         for a, b in zip(t0.values, tk.values, strict=True)
@@ -436,7 +418,9 @@ def measure_resume(repeats: int, quick: bool) -> ResumeResults:
     predicted = res.cells["replay", 0, KS[-1]].median
     res.replay_once_predicted = predicted
     if not quick and predicted < REPLAY_ONCE_LIMIT_S:
-        progress(f"resume: replaying {KS[-1]:,} batches once (predicted {predicted:.1f} s) ...")
+        harness.progress(
+            f"resume: replaying {KS[-1]:,} batches once (predicted {predicted:.1f} s) ..."
+        )
         res.replay_once = bench.replay(0, KS[-1])
         settle()
     return res
@@ -449,6 +433,11 @@ def measure_resume(repeats: int, quick: bool) -> ResumeResults:
 class Variant:
     name: str
     fn: Callable[[list[int]], Any]
+
+    def call(self, batches: list[list[int]]) -> Callable[[int], object]:
+        """Call ``c`` of a block: over one batch of SAMPLE_BATCH indices, in turn."""
+        fn = self.fn
+        return lambda c: fn(batches[c % len(batches)])
 
 
 def sample_variants() -> list[Variant]:
@@ -469,34 +458,20 @@ def sample_variants() -> list[Variant]:
     return variants
 
 
-def time_block(v: Variant, batches: list[list[int]], calls: int) -> list[float]:
-    """Seconds per sample of ``calls`` calls, each over one batch of SAMPLE_BATCH indices."""
-    ns = time.perf_counter_ns
-    fn, out = v.fn, []
-    for c in range(calls):
-        idx = batches[c % len(batches)]
-        t = ns()
-        fn(idx)
-        out.append((ns() - t) / 1e9 / len(idx))
-    return out
-
-
-def measure_samples(repeats: int) -> dict[str, Series]:
+def measure_samples(repeats: int) -> dict[str, harness.Series]:
     gen = random.Random(1)
     batches = [[gen.randrange(1 << 30) for _ in range(SAMPLE_BATCH)] for _ in range(64)]
     variants = sample_variants()
-    progress("per-sample: warm-up and calibration ...")
-    calls = {}
-    for v in variants:
-        per_sample = statistics.median(time_block(v, batches, WARMUP_CALLS))
-        calls[v.name] = max(20, min(20_000, int(BLOCK_S / (per_sample * SAMPLE_BATCH))))
-    res = {v.name: Series() for v in variants}
-    order = random.Random(0)
-    for rep in range(repeats):
-        order.shuffle(variants)
-        for v in variants:
-            res[v.name].add(statistics.median(time_block(v, batches, calls[v.name])))
-        progress(f"[per-sample, repeat {rep + 1}/{repeats}]")
+    harness.progress("per-sample: warm-up and calibration ...")
+    calls = {
+        v.name: harness.calibrate(v.call(batches), BLOCK_S, 20, 20_000, WARMUP_CALLS)
+        for v in variants
+    }
+    res = {v.name: harness.Series() for v in variants}
+    for shuffled in harness.rounds(variants, repeats, label="per-sample, repeat"):
+        for v in shuffled:
+            per_call = statistics.median(harness.time_calls(v.call(batches), calls[v.name]))
+            res[v.name].add(per_call / SAMPLE_BATCH)
     return res
 
 
@@ -530,44 +505,26 @@ class Throughput:
         return rate
 
 
-def measure_throughput(repeats: int, batches: int) -> tuple[dict[tuple[str, int], Series], bool]:
+def measure_throughput(
+    repeats: int, batches: int
+) -> tuple[dict[tuple[str, int], harness.Series], bool]:
     bench = Throughput(batches)
     units = [(v, w) for w in (WORKERS, 0) for v in ("seedlock", "plain", "hand")]
-    progress("throughput: warm-up ...")
+    harness.progress("throughput: warm-up ...")
     for unit in units:
         bench.run(*unit)
         settle()
-    res: dict[tuple[str, int], Series] = {u: Series() for u in units}
-    order = random.Random(0)
-    rounds = repeats * ROUNDS_PER_REPEAT
-    for rep in range(rounds):
-        order.shuffle(units)
-        t = time.perf_counter()
-        for unit in units:
+    res: dict[tuple[str, int], harness.Series] = {u: harness.Series() for u in units}
+    for shuffled in harness.rounds(units, repeats * ROUNDS_PER_REPEAT, label="throughput, round"):
+        for unit in shuffled:
             res[unit].add(bench.run(*unit))
             settle()
-        progress(f"[throughput, round {rep + 1}/{rounds}] {time.perf_counter() - t:6.2f} s")
     (x0, y0), (x2, y2) = bench.first[0], bench.first[WORKERS]
     identical = torch.equal(x0, x2) and torch.equal(y0, y2)
     return res, identical
 
 
 # --- profiles ------------------------------------------------------------------------------------
-
-
-def profile(title: str, fn: Callable[[], Any], top: int = 14) -> list[str]:
-    """The functions with the most own time, then the seedlock functions with the most
-    cumulative time (which of them leads to the expensive calls)."""
-    prof = cProfile.Profile()
-    prof.enable()
-    fn()
-    prof.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(prof, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(r"seedlock", top)
-    lines = [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
-    return ["", f"cProfile of {title}:", "```", *lines, "```"]
 
 
 def seeding_breakdown(calls: int = 2000) -> list[str]:
@@ -579,13 +536,7 @@ def seeding_breakdown(calls: int = 2000) -> list[str]:
         return ["", f"(no seeding breakdown: {exc})"]
 
     def per_call(fn: Callable[[int], Any], n: int = calls) -> float:
-        blocks = []
-        for _ in range(5):
-            t = time.perf_counter_ns()
-            for i in range(n):
-                fn(i)
-            blocks.append((time.perf_counter_ns() - t) / n / 1e3)
-        return statistics.median(blocks)
+        return statistics.median(harness.time_block(fn, n) for _ in range(5)) * 1e6
 
     def save_load(i: int) -> None:
         for load, state in [(load, save()) for save, load in plan.snapshots]:
@@ -631,8 +582,8 @@ def profile_throughput(batches: int) -> list[str]:
         for _ in bench.loader("seedlock", 0):
             pass
 
-    return profile(
-        f"one epoch of `seedlock.data.loader` (num_workers=0, {batches} batches)", consume
+    return harness.profile(consume, top=14).lines(
+        f"one epoch of `seedlock.data.loader` (num_workers=0, {batches} batches)"
     )
 
 
@@ -644,53 +595,35 @@ def profile_resume() -> list[str]:
         for _ in range(10):
             bench.seedlock(0, KS[-1])
 
-    return profile(f"10 x resume at k={KS[-1]:,} (num_workers=0), with the checks", resume)
+    return harness.profile(resume, top=14).lines(
+        f"10 x resume at k={KS[-1]:,} (num_workers=0), with the checks"
+    )
 
 
 # --- the report ----------------------------------------------------------------------------------
 
 
-def load_average() -> float:
-    """The 1-minute load average (nan where the OS has none): other work on the machine."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return float("nan")
-
-
-def seeded_backends() -> str:
-    return ", ".join(b.name for b in live_globals())
-
-
-def header(repeats: int, elapsed: float, batches: int, load: tuple[float, float]) -> list[str]:
+def report_header(span: harness.Span, batches: int) -> list[str]:
     td = f"torchdata {torchdata.__version__}" if StatefulDataLoader else "torchdata not installed"
-    return [
-        "# seedlock data pipeline benchmark",
-        "",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}), torch "
-        f"{torch.__version__}, NumPy {np.__version__}, seedlock {seedlock.__version__}, {td}",
-        f"- {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (torch uses "
-        f"{torch.get_num_threads()} threads); DataLoader workers start with "
-        f"`{torch.multiprocessing.get_start_method()}`",
-        f"- per-sample seeding seeds: {seeded_backends()}",
-        f"- {repeats} repeats, variants in an order shuffled per repeat; {elapsed:.0f} s in all; "
-        f"1-minute load average {load[0]:.1f} before, {load[1]:.1f} after",
-        f"- resume: epoch of {EPOCH_BATCHES:,} batches of {BATCH}; time from `load_state_dict` "
+    return harness.header(
+        "seedlock data pipeline benchmark",
+        harness.environment(),
+        span,
+        f"per-sample seeding seeds: {', '.join(b.name for b in live_globals())}",
+        f"resume: epoch of {EPOCH_BATCHES:,} batches of {BATCH}; time from `load_state_dict` "
         "(replay: from `iter()`) to the first batch, the loader built beforehand; throughput: "
         f"{batches} batches of {IMG_BATCH} per variant and round, {ROUNDS_PER_REPEAT} rounds a "
         "repeat, timed after the first batch",
-        "- cells: median over repeats (throughput: rounds) (p25 - p75); ratio: of the medians; "
-        "added: median (p25 .. p75) of this - baseline per repeat (round)",
-        "",
-        "| measure | this | baseline | ratio | added |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+        legend=harness.cells("over repeats (throughput: rounds)", "per repeat (round)"),
+        versions=[td],
+        machine=[f"DataLoader workers start with `{torch.multiprocessing.get_start_method()}`"],
+    )
 
 
 def report(
     rr: ResumeResults,
-    samples: dict[str, Series],
-    tp: dict[tuple[str, int], Series],
+    samples: dict[str, harness.Series],
+    tp: dict[tuple[str, int], harness.Series],
 ) -> list[str]:
     ms, us = 1e3, 1e6
     c = rr.cells
@@ -700,9 +633,9 @@ def report(
             this = c["seedlock", workers, k]
             base = c["replay", workers, k]
             if workers == 0 and k == KS[-1] and rr.replay_once is not None:
-                base = Series([rr.replay_once], note="(1 run)")
+                base = harness.Series([rr.replay_once], note="(1 run)")
             lines.append(
-                row(
+                harness.row(
                     f"first batch after resume at k={k:,}, num_workers={workers}: seedlock vs "
                     "replay-and-discard",
                     this,
@@ -713,7 +646,7 @@ def report(
             )
             if ("stateful", workers, k) in c:
                 lines.append(
-                    row(
+                    harness.row(
                         f"first batch after resume at k={k:,}, num_workers={workers}: seedlock "
                         "vs StatefulDataLoader",
                         this,
@@ -724,7 +657,7 @@ def report(
                 )
     for workers in (0, WORKERS):
         lines.append(
-            row(
+            harness.row(
                 f"seedlock: resume at k={KS[-1]:,} vs k=0, num_workers={workers} "
                 f"(criterion <= {RESUME_TARGET}x)",
                 c["seedlock", workers, KS[-1]],
@@ -735,7 +668,7 @@ def report(
         )
         if ("stateful", workers, KS[-1]) in c:
             lines.append(
-                row(
+                harness.row(
                     f"StatefulDataLoader: resume at k={KS[-1]:,} vs k=0, num_workers={workers}",
                     c["stateful", workers, KS[-1]],
                     c["stateful", workers, 0],
@@ -745,14 +678,14 @@ def report(
             )
     d = samples["direct"]
     lines += [
-        row(
+        harness.row(
             "per sample: `SeededDataset(ds)[(0, i)]` (save / restore per call) vs `ds[i]`",
             samples["getitem"],
             d,
             us,
             "us",
         ),
-        row(
+        harness.row(
             f"per sample: `SeededDataset.__getitems__` over {SAMPLE_BATCH} (loader, "
             "num_workers=0) vs `ds[i]`",
             samples["getitems"],
@@ -763,7 +696,7 @@ def report(
     ]
     if "fetch" in samples:
         lines.append(
-            row(
+            harness.row(
                 "per sample: seeding only, no save / restore (what a worker does) vs `ds[i]`",
                 samples["fetch"],
                 d,
@@ -772,7 +705,7 @@ def report(
             )
         )
     lines.append(
-        row(
+        harness.row(
             "per sample: the 3 library seed calls alone, seed = index (a floor for any "
             "per-sample seeding) vs `ds[i]`",
             samples["raw"],
@@ -804,7 +737,10 @@ def report(
 
 
 def verdicts(
-    rr: ResumeResults, samples: dict[str, Series], tp: dict[tuple[str, int], Series], ident: bool
+    rr: ResumeResults,
+    samples: dict[str, harness.Series],
+    tp: dict[tuple[str, int], harness.Series],
+    ident: bool,
 ) -> tuple[list[str], bool, bool]:
     c = rr.cells
     lines = [""]
@@ -815,26 +751,19 @@ def verdicts(
         resume_ok &= ok
         lines.append(
             f"**resume at k={KS[-1]:,} vs k=0, num_workers={workers}: {r:.2f}x** "
-            f"(criterion <= {RESUME_TARGET}x): " + ("PASS" if ok else "FAIL")
+            f"(criterion <= {RESUME_TARGET}x): " + harness.passfail(ok)
         )
     tp_ok = True
     for workers in (WORKERS, 0):
         r = tp["seedlock", workers].median / tp["plain", workers].median
         ok = r >= THROUGHPUT_TARGET
         tp_ok &= ok
-        per_repeat = Series(
-            [
-                a / b
-                for a, b in zip(
-                    tp["seedlock", workers].values, tp["plain", workers].values, strict=True
-                )
-            ]
-        )
+        per_repeat = harness.paired(tp["seedlock", workers], tp["plain", workers], operator.truediv)
         lo, hi = per_repeat.iqr()
         lines.append(
             f"**throughput num_workers={workers}: {r:.2f}x** of a plain DataLoader "
             f"(criterion >= {THROUGHPUT_TARGET}x): "
-            + ("PASS" if ok else "FAIL")
+            + harness.passfail(ok)
             + f" (per-round ratios: median {per_repeat.median:.2f}x, p25 - p75 {lo:.2f} - "
             f"{hi:.2f})"
         )
@@ -904,13 +833,7 @@ def verdicts(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="rounds over every variant (default 5: about 5 minutes on 2 cores; --quick: 2)",
-    )
+    parser = harness.arguments(__doc__, None, "rounds over every variant (default 5; --quick: 2)")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -934,29 +857,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = max(1, args.repeats if args.repeats is not None else (2 if args.quick else 5))
     batches = 30 if args.quick else IMG_BATCHES
     if StatefulDataLoader is None:
-        progress(
+        harness.progress(
             f"torchdata is not importable ({TORCHDATA_MISSING}): StatefulDataLoader rows "
             "skipped. `pip install torchdata` adds them, if it leaves torch alone (check with "
             f"`pip install torchdata 'torch=={torch.__version__.split('+')[0]}' --dry-run`)."
         )
 
     seedlock.seed_everything(0)
-    load_before = load_average()
-    t = time.perf_counter()
+    span = harness.Span(repeats)
     rr = measure_resume(repeats, args.quick)
     samples = measure_samples(repeats)
     tp, identical = measure_throughput(repeats, batches)
-    elapsed = time.perf_counter() - t
 
-    lines = header(repeats, elapsed, batches, (load_before, load_average()))
+    lines = report_header(span.stop(), batches)
     lines += report(rr, samples, tp)
     more, resume_ok, tp_ok = verdicts(rr, samples, tp, identical)
     lines += more
     if args.profile or not resume_ok:
-        progress("profiling the resume ...")
+        harness.progress("profiling the resume ...")
         lines += profile_resume()
     if args.profile or not tp_ok:
-        progress("profiling the loader ...")
+        harness.progress("profiling the loader ...")
         lines += profile_throughput(min(batches, 60))
         lines += seeding_breakdown()
     print("\n".join(lines))

@@ -24,11 +24,8 @@ library is used here: the things being measured are imported by the children onl
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import os
-import platform
 import random
 import statistics
 import subprocess
@@ -38,20 +35,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _stats import Series, fmt, paired, row  # benchmarks/ is on sys.path when run as a script
+import _harness as harness  # benchmarks/ is on sys.path when run as a script
 
 PY = sys.executable
 FRAMEWORKS = ("torch", "numpy", "jax", "tensorflow")
 CRITERION_MS = 30.0
-# Where Lightning keeps seed_everything, in the order we try them.
-LIGHTNING_MODULES = (
-    "lightning.fabric.utilities.seed",
-    "lightning.pytorch",
-    "pytorch_lightning",
-    "lightning_fabric.utilities.seed",
-)
-# Start-up of the cheap variants is ~20 ms and its noise is ~1 ms, so each repeat runs them
-# several times; the torch variants take seconds and run once per repeat.
+# The cheap start-ups are short next to their noise, so each repeat runs them several times; the
+# torch variants run once per repeat.
 LIGHT_ROUNDS = 10
 # Call latency: blocks of consecutive calls, variants rotated per block.
 LATENCY_BLOCKS = 50
@@ -91,26 +81,6 @@ CLASSIC_PART = (
 )
 SEEDLOCK_PART = "import seedlock; seedlock.seed_everything(0)"
 LIGHTNING_PART = "from {module} import seed_everything; seed_everything(0)"
-
-PROBE_CHILD = f"""
-import importlib, json, platform, sys
-import numpy, torch, seedlock
-info = {{"python": platform.python_version(), "implementation": platform.python_implementation(),
-        "torch": torch.__version__, "numpy": numpy.__version__,
-        "seedlock": seedlock.__version__, "torch_threads": torch.get_num_threads(),
-        "lightning_module": None, "lightning": None}}
-for name in {LIGHTNING_MODULES!r}:
-    try:
-        module = importlib.import_module(name)
-    except ImportError:
-        continue
-    if hasattr(module, "seed_everything"):
-        info["lightning_module"] = name
-        top = sys.modules[name.split(".")[0]]
-        info["lightning"] = getattr(top, "__version__", "?")
-        break
-print("@@", json.dumps(info))
-"""
 
 LATENCY_CHILD = """
 import inspect, json, random, sys, time
@@ -191,12 +161,7 @@ def run_child(code: str, *args: str) -> Run:
 Thunk = Callable[[], Run]
 
 
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# --- formatting ----------------------------------------------------------------------------------
-# ASCII only: the table must paste cleanly anywhere.
+# --- what the imports cost -----------------------------------------------------------------------
 
 
 @dataclass
@@ -277,14 +242,17 @@ def importtime_breakdown(code: str, runs: int = 3, top: int = 5) -> list[str]:
 
 @dataclass
 class Results:
-    wall: dict[str, Series]  # seconds, per variant
-    import_inproc: Series = field(default_factory=Series)  # `import seedlock`, seconds
-    first_seed_bare: Series = field(default_factory=Series)  # first seed_everything, no torch
+    wall: dict[str, harness.Series]  # seconds, per variant
+    # `import seedlock`, seconds
+    import_inproc: harness.Series = field(default_factory=harness.Series)
+    # the first seed_everything, no framework imported, seconds
+    first_seed_bare: harness.Series = field(default_factory=harness.Series)
     loaded_after_import: set[str] = field(default_factory=set)
     loaded_after_seed: set[str] = field(default_factory=set)
-    part_inproc: dict[str, Series] = field(default_factory=dict)  # after `import torch`, seconds
-    latency: dict[str, Series] = field(default_factory=dict)  # ns, every call pooled
-    latency_medians: dict[str, Series] = field(default_factory=dict)  # ns, one per process
+    # after `import torch`, seconds
+    part_inproc: dict[str, harness.Series] = field(default_factory=dict)
+    latency: dict[str, harness.Series] = field(default_factory=dict)  # ns, every call pooled
+    latency_medians: dict[str, harness.Series] = field(default_factory=dict)  # ns, one per process
 
 
 def variants(lightning_module: str | None) -> tuple[dict[str, Thunk], dict[str, Thunk]]:
@@ -312,7 +280,7 @@ def variants(lightning_module: str | None) -> tuple[dict[str, Thunk], dict[str, 
 
 
 def record(res: Results, name: str, r: Run) -> None:
-    res.wall.setdefault(name, Series()).add(r.wall)
+    res.wall.setdefault(name, harness.Series()).add(r.wall)
     if name == "instrumented":
         res.import_inproc.add(float(r.fields[0]))
         res.first_seed_bare.add(float(r.fields[1]))
@@ -320,60 +288,49 @@ def record(res: Results, name: str, r: Run) -> None:
         res.loaded_after_seed.add(r.fields[3])
     elif name == "latency":
         for variant, ns in json.loads(r.out).items():
-            res.latency.setdefault(variant, Series()).values.extend(ns)
-            res.latency_medians.setdefault(variant, Series()).add(statistics.median(ns))
+            res.latency.setdefault(variant, harness.Series()).values.extend(ns)
+            res.latency_medians.setdefault(variant, harness.Series()).add(statistics.median(ns))
     elif name.startswith("torch"):
-        res.part_inproc.setdefault(name, Series()).add(float(r.fields[1]))
+        res.part_inproc.setdefault(name, harness.Series()).add(float(r.fields[1]))
 
 
 def measure(repeats: int, lightning_module: str | None) -> Results:
     light, heavy = variants(lightning_module)
     # The probe already imported torch, NumPy, seedlock and Lightning once (bytecode and page
     # cache are warm); the cheap variants get a few untimed runs of their own.
-    progress("warm-up: cheap start-ups")
+    harness.progress("warm-up: cheap start-ups")
     for _ in range(3):
         for fn in light.values():
             fn()
     res = Results(wall={})
-    order = random.Random(0)
-    for rep in range(repeats):
-        units = [f"light:{i}" for i in range(LIGHT_ROUNDS)] + list(heavy)
-        order.shuffle(units)
-        for unit in units:
+    inner = random.Random(1)  # the order of the cheap variants within one of their rounds
+    units = [f"light:{i}" for i in range(LIGHT_ROUNDS)] + list(heavy)
+    for rep, shuffled in enumerate(harness.rounds(units, repeats, label=None)):
+        for unit in shuffled:
             if unit.startswith("light:"):
                 names = list(light)
-                order.shuffle(names)
+                inner.shuffle(names)
                 for name in names:
                     record(res, name, light[name]())
                 continue
             r = heavy[unit]()
             record(res, unit, r)
-            progress(f"[repeat {rep + 1}/{repeats}] {unit:<16} {r.wall:6.2f} s")
+            harness.progress(f"[repeat {rep + 1}/{repeats}] {unit:<16} {r.wall:6.2f} s")
     return res
 
 
-def report(res: Results, info: dict[str, Any], repeats: int, elapsed: float) -> list[str]:
+def report(res: Results, info: dict[str, Any], span: harness.Span) -> list[str]:
     ms, us = 1e3, 1e-3
     lm = info["lightning_module"]
     wall, part, lat = res.wall, res.part_inproc, res.latency
-    lightning = f"Lightning {info['lightning']} (`{lm}`)" if lm else "Lightning not installed"
-    lines = [
-        "# seedlock start-up and seeding benchmark",
-        "",
-        f"- Python {info['python']} ({info['implementation']}), torch {info['torch']}, "
-        f"NumPy {info['numpy']}, seedlock {info['seedlock']}, {lightning}",
-        f"- {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs "
-        f"(torch uses {info['torch_threads']} threads); interpreter `{PY}`",
-        f"- {repeats} repeats: cheap start-ups {repeats * LIGHT_ROUNDS} times each, torch "
-        f"start-ups {repeats} times each, {repeats * LATENCY_BLOCKS * LATENCY_CALLS} calls each "
-        f"for latency; variants interleaved; {elapsed:.0f} s in all",
-        "- cells: median (p25 - p75); ratio: of the medians; added: median (p25 .. p75) of "
-        "this - baseline, taking the pairs that ran back to back",
-        "",
-        "| measure | this | baseline | ratio | added |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    rows: list[tuple[str, Series, Series | None, float, str]] = [
+    lines = harness.header(
+        "seedlock start-up and seeding benchmark",
+        info,
+        span,
+        legend=harness.cells("", "in the pairs that ran back to back"),
+        machine=[f"interpreter `{PY}`"],
+    )
+    rows: list[tuple[str, harness.Series, harness.Series | None, float, str]] = [
         (
             "process wall: `python -c 'import seedlock'` vs `python -c pass`",
             wall["import seedlock"],
@@ -459,7 +416,7 @@ def report(res: Results, info: dict[str, Any], repeats: int, elapsed: float) -> 
             ),
             ("call latency: seedlock vs Lightning", lat["seedlock"], lat["lightning"], us, "us"),
         ]
-    lines += [row(m, this, base, scale=sc, unit=u) for m, this, base, sc, u in rows]
+    lines += [harness.row(m, this, base, scale=sc, unit=u) for m, this, base, sc, u in rows]
     lines.append("")
     lo, hi = wall["torch"].iqr()
     lines.append(
@@ -468,11 +425,9 @@ def report(res: Results, info: dict[str, Any], repeats: int, elapsed: float) -> 
         "rows measure the same thing precisely."
     )
     if not lm:
-        lines.append(
-            "Lightning is not installed (`pip install seedlock[bench]`): its rows were skipped."
-        )
+        lines.append(harness.LIGHTNING_SKIPPED)
 
-    inproc, added_wall = res.import_inproc, paired(wall["import seedlock"], wall["bare"])
+    inproc, added_wall = res.import_inproc, harness.paired(wall["import seedlock"], wall["bare"])
     lo, hi = inproc.iqr()
     ok = inproc.median * ms < CRITERION_MS and added_wall.median * ms < CRITERION_MS
     lines += [
@@ -480,7 +435,7 @@ def report(res: Results, info: dict[str, Any], repeats: int, elapsed: float) -> 
         f"(p25 - p75 {lo * ms:.1f} - {hi * ms:.1f}, min {min(inproc.values) * ms:.1f}, "
         f"max {max(inproc.values) * ms:.1f}) and {added_wall.median * ms:+.1f} ms of process "
         f"wall time to a bare interpreter; criterion < {CRITERION_MS:.0f} ms: "
-        + ("PASS" if ok else "FAIL"),
+        + harness.passfail(ok),
         f"frameworks in sys.modules after `import seedlock`: "
         f"{', '.join(sorted(res.loaded_after_import))}; after a first `seed_everything(0)`: "
         f"{', '.join(sorted(res.loaded_after_seed))} (checked: {', '.join(FRAMEWORKS)})",
@@ -489,7 +444,7 @@ def report(res: Results, info: dict[str, Any], repeats: int, elapsed: float) -> 
         lines.append("WARNING: seedlock imported a framework; it must not.")
     lines.append(
         "call latency, spread of the per-process medians: "
-        + "; ".join(f"{k} {fmt(v, us, 'us')}" for k, v in res.latency_medians.items())
+        + "; ".join(f"{k} {harness.fmt(v, us, 'us')}" for k, v in res.latency_medians.items())
     )
     lines += [
         "",
@@ -500,22 +455,19 @@ def report(res: Results, info: dict[str, Any], repeats: int, elapsed: float) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=6,
-        help="rounds over every variant (default 6: about 1-2 minutes on 2 cores)",
-    )
-    args = parser.parse_args(argv)
+    args = harness.arguments(__doc__, 6).parse_args(argv)
     repeats = max(1, args.repeats)
 
-    progress("probing the environment (also warms the bytecode and file caches) ...")
-    info = json.loads(run_child(PROBE_CHILD).out)
-    t = time.perf_counter()
+    harness.progress("probing the environment (also warms the bytecode and file caches) ...")
+    info = harness.environment_of_child(lightning=("seed_everything",))
+    how = (
+        f": cheap start-ups {repeats * LIGHT_ROUNDS} times each, torch start-ups {repeats} times "
+        f"each, {repeats * LATENCY_BLOCKS * LATENCY_CALLS} calls each for latency; variants "
+        "interleaved"
+    )
+    span = harness.Span(repeats, how)
     res = measure(repeats, info["lightning_module"])
-    elapsed = time.perf_counter() - t
-    print("\n".join(report(res, info, repeats, elapsed)))
+    print("\n".join(report(res, info, span.stop())))
     return 0
 
 

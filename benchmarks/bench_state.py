@@ -35,37 +35,27 @@ table.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import cProfile
 import hashlib
-import importlib
 import io
 import json
 import os
-import platform
-import pstats
 import random
 import statistics
-import sys
 import tempfile
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import _stats
+import _harness as harness  # benchmarks/ is on sys.path when run as a script
 import numpy as np
 import torch
-from _stats import Series, size_row  # benchmarks/ is on sys.path when run as a script
 
 import seedlock
 
 CRITERION_US = 500.0
-# Where Lightning keeps _collect_rng_states / _set_rng_states, in the order we try them.
-LIGHTNING_MODULES = ("lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed")
 N_GENERATORS = 10  # registered for the scaling rows: half NumPy, half torch
 # Each block of calls lasts about this long (calls per block are calibrated per variant).
 BLOCK_S = 0.12
@@ -73,12 +63,8 @@ MIN_CALLS, MAX_CALLS = 8, 2000
 WARMUP_CALLS = 20
 
 Token = Any
-# (module name, _collect_rng_states, _set_rng_states)
-LightningFns = tuple[str, Callable[..., Any], Callable[..., Any]]
-
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+# (module name, [_collect_rng_states, _set_rng_states])
+LightningFns = tuple[str, list[Callable[..., Any]]]
 
 
 # --- the variants ---------------------------------------------------------------------------------
@@ -93,6 +79,17 @@ class Variant:
     part: str = "both"  # "both", "save" or "load" (then one token, saved before the block)
     # Entered around every block and check (registers generators, stubs fsync).
     context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+
+    def call(self) -> Callable[[int], object]:
+        """One timed call, given its index: of both, of ``save`` or of ``load`` (then of a token
+        saved now, so inside the context)."""
+        save, load = self.save, self.load
+        if self.part == "both":
+            return lambda _: load(save())
+        if self.part == "save":
+            return lambda _: save()
+        token = save()
+        return lambda _: load(token)
 
 
 def hand_get() -> dict[str, Any]:
@@ -186,19 +183,6 @@ def no_fsync() -> Iterator[None]:
         os.fsync = real
 
 
-def lightning_functions() -> LightningFns | None:
-    for name in LIGHTNING_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        collect = getattr(module, "_collect_rng_states", None)
-        set_ = getattr(module, "_set_rng_states", None)
-        if collect is not None and set_ is not None:
-            return name, collect, set_
-    return None
-
-
 def make_variants(
     tmp: Path, gens: Generators, lightning: LightningFns | None
 ) -> dict[str, Variant]:
@@ -228,7 +212,7 @@ def make_variants(
         "hand 10 gens": Variant(gens.hand_get, gens.hand_set),
     }
     if lightning:
-        _, collect, set_ = lightning
+        _, (collect, set_) = lightning
         v["lightning"] = Variant(collect, set_)
         v["lightning collect"] = Variant(collect, set_, part="save")
         v["lightning set"] = Variant(collect, set_, part="load")
@@ -254,51 +238,30 @@ def check(name: str, v: Variant, gens: Generators) -> None:
 # --- timing ---------------------------------------------------------------------------------------
 
 
-def time_block(v: Variant, calls: int) -> list[int]:
-    ns = time.perf_counter_ns
-    out: list[int] = []
+def timed(v: Variant, calls: int) -> list[float]:
+    """Seconds of each of ``calls`` calls of the variant, inside its context."""
     with v.context():
-        save, load = v.save, v.load
-        if v.part == "both":
-            for _ in range(calls):
-                t = ns()
-                load(save())
-                out.append(ns() - t)
-        elif v.part == "save":
-            for _ in range(calls):
-                t = ns()
-                save()
-                out.append(ns() - t)
-        else:
-            token = save()
-            for _ in range(calls):
-                t = ns()
-                load(token)
-                out.append(ns() - t)
-    return out
+        return harness.time_calls(v.call(), calls)
 
 
-def calibrate(variants: dict[str, Variant]) -> dict[str, int]:
+def calibrated(variants: dict[str, Variant]) -> dict[str, int]:
+    """Calls per block of each variant, for blocks of about BLOCK_S (a warm-up too)."""
     calls = {}
     for name, v in variants.items():
-        sample = time_block(v, WARMUP_CALLS)
-        per_call = statistics.median(sample) / 1e9
-        calls[name] = max(MIN_CALLS, min(MAX_CALLS, int(BLOCK_S / per_call)))
+        with v.context():
+            calls[name] = harness.calibrate(v.call(), BLOCK_S, MIN_CALLS, MAX_CALLS, WARMUP_CALLS)
     return calls
 
 
-def measure(variants: dict[str, Variant], calls: dict[str, int], repeats: int) -> dict[str, Series]:
-    res = {name: Series() for name in variants}
-    order = random.Random(0)  # our own generator: the global ones are what is measured
-    names = list(variants)
-    for rep in range(repeats):
-        order.shuffle(names)
-        t = time.perf_counter()
+def measure(
+    variants: dict[str, Variant], calls: dict[str, int], repeats: int
+) -> dict[str, harness.Series]:
+    res = {name: harness.Series() for name in variants}
+    for names in harness.rounds(list(variants), repeats):
         for name in names:
-            sample = time_block(variants[name], calls[name])
-            res[name].values.append(statistics.median(sample))
+            sample = timed(variants[name], calls[name])
+            res[name].add(statistics.median(sample))
             res[name].calls.extend(sample)
-        progress(f"[repeat {rep + 1}/{repeats}] {time.perf_counter() - t:5.2f} s")
     return res
 
 
@@ -316,20 +279,19 @@ def sizes(tmp: Path, gens: Generators, lightning: LightningFns | None) -> dict[s
         out["seedlock file 10 gens"] = seedlock.save(tmp / "size10.state").stat().st_size
         out["seedlock state_dict 10 gens"] = len(to_bytes(seedlock.state_dict()))
     if lightning:
-        out["lightning"] = len(to_bytes(lightning[1]()))
+        out["lightning"] = len(to_bytes(lightning[1][0]()))
     return out
 
 
-# --- formatting -----------------------------------------------------------------------------------
-# ASCII only: the table must paste cleanly anywhere.
+# --- the report ---------------------------------------------------------------------------------
 
 
-def row(measure: str, this: Series, base: Series, unit: str = "us") -> str:
-    """Nanoseconds in; us or ms out."""
-    return _stats.row(measure, this, base, 1e-3 if unit == "us" else 1e-6, unit)
+def time_row(measure: str, this: harness.Series, base: harness.Series, unit: str = "us") -> str:
+    """Seconds in; us or ms out."""
+    return harness.row(measure, this, base, 1e6 if unit == "us" else 1e3, unit)
 
 
-def percentile(values: list[int], p: float) -> float:
+def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
@@ -345,34 +307,23 @@ def filesystem(path: Path) -> str:
     return f"{kind} (mounted on {best})" if best else kind
 
 
-def header(lightning_name: str | None, repeats: int, elapsed: float, tmp: Path) -> list[str]:
-    lightning = "Lightning not installed"
-    if lightning_name:
-        top = sys.modules[lightning_name.split(".")[0]]
-        lightning = f"Lightning {getattr(top, '__version__', '?')} (`{lightning_name}`)"
-    return [
-        "# seedlock RNG state capture / restore / storage benchmark",
-        "",
-        f"- Python {platform.python_version()} ({platform.python_implementation()}), torch "
-        f"{torch.__version__}, NumPy {np.__version__}, seedlock {seedlock.__version__}, "
-        f"{lightning}",
-        f"- {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (torch uses "
-        f"{torch.get_num_threads()} threads); temp files in {tmp.parent}, filesystem "
-        f"{filesystem(tmp)}",
-        f"- captured backends: {', '.join(seedlock.capture().backends)}",
-        f"- {repeats} repeats, each a block of calls of every variant (~{BLOCK_S * 1e3:.0f} ms "
-        f"per block), variants in an order shuffled per repeat; {elapsed:.0f} s in all",
-        "- cells: median over repeats of the per-repeat median call (p25 - p75 over repeats); "
-        "ratio: of the medians; added: median (p25 .. p75) of this - baseline per repeat",
-        "",
-        "| measure | this | baseline | ratio | added |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+def report_header(lightning_name: str | None, span: harness.Span, tmp: Path) -> list[str]:
+    return harness.header(
+        "seedlock RNG state capture / restore / storage benchmark",
+        harness.environment(),
+        span,
+        f"captured backends: {', '.join(seedlock.capture().backends)}",
+        legend=harness.cells("over repeats of the per-repeat median call"),
+        versions=[harness.lightning_label(lightning_name)],
+        machine=[f"temp files in {tmp.parent}, filesystem {filesystem(tmp)}"],
+    )
 
 
-def report(res: dict[str, Series], size: dict[str, int], lightning_name: str | None) -> list[str]:
+def report(
+    res: dict[str, harness.Series], size: dict[str, int], lightning_name: str | None
+) -> list[str]:
     lines = [
-        row(
+        time_row(
             "`restore(capture())` vs hand-written get/set of the 3 globals",
             res["seedlock"],
             res["hand"],
@@ -380,66 +331,66 @@ def report(res: dict[str, Series], size: dict[str, int], lightning_name: str | N
     ]
     if lightning_name:
         lines += [
-            row(
+            time_row(
                 "`restore(capture())` vs Lightning `_set_rng_states(_collect_rng_states())`",
                 res["seedlock"],
                 res["lightning"],
             ),
-            row(
+            time_row(
                 "`capture()` vs Lightning `_collect_rng_states()`",
                 res["seedlock capture"],
                 res["lightning collect"],
             ),
-            row(
+            time_row(
                 "`restore(state)` vs Lightning `_set_rng_states(states)`",
                 res["seedlock restore"],
                 res["lightning set"],
             ),
         ]
     lines += [
-        row(
+        time_row(
             "`state_dict()` -> torch.save(BytesIO) -> torch.load(weights_only=True) -> "
             "`load_state_dict` vs hand dict -> torch.save -> torch.load(weights_only=False) -> set",
             res["seedlock mem"],
             res["hand mem"],
         ),
-        row(
+        time_row(
             "`seedlock.save(path)` + `seedlock.load(path)` (2 fsyncs) vs torch.save / torch.load "
             "of the hand dict to a file (no fsync)",
             res["seedlock file"],
             res["hand file"],
             unit="ms",
         ),
-        row(
+        time_row(
             "`seedlock.save` + `load` vs the same with `os.fsync` stubbed out: added = fsync cost",
             res["seedlock file"],
             res["seedlock file nofsync"],
             unit="ms",
         ),
-        row(
+        time_row(
             "`seedlock.save` + `load` with `os.fsync` stubbed out vs torch.save / torch.load file",
             res["seedlock file nofsync"],
             res["hand file"],
             unit="ms",
         ),
-        row(
+        time_row(
             f"`restore(capture())` with {N_GENERATORS} registered generators (5 NumPy, 5 torch) "
             "vs none registered",
             res["seedlock 10 gens"],
             res["seedlock"],
         ),
-        row(
+        time_row(
             f"`restore(capture())` with {N_GENERATORS} registered generators vs hand-written "
             "get/set of the same 13 generators",
             res["seedlock 10 gens"],
             res["hand 10 gens"],
         ),
-        size_row(
+        harness.size_row(
             "size: `seedlock.save` file vs torch.save bytes of the hand dict",
             size["seedlock file"],
             size["hand"],
         ),
-        size_row(
+        harness.size_row(
             "size: torch.save bytes of `seedlock.state_dict()` vs of the hand dict",
             size["seedlock state_dict"],
             size["hand"],
@@ -447,20 +398,20 @@ def report(res: dict[str, Series], size: dict[str, int], lightning_name: str | N
     ]
     if lightning_name:
         lines.append(
-            size_row(
+            harness.size_row(
                 "size: torch.save bytes of Lightning's `_collect_rng_states()` vs of the hand dict",
                 size["lightning"],
                 size["hand"],
             )
         )
     lines += [
-        size_row(
+        harness.size_row(
             f"size with {N_GENERATORS} registered generators: `seedlock.save` file vs "
             "torch.save of the hand dict of 13 generators",
             size["seedlock file 10 gens"],
             size["hand 10 gens"],
         ),
-        size_row(
+        harness.size_row(
             f"size with {N_GENERATORS} registered generators: torch.save of "
             "`state_dict()` vs of the hand dict of 13 generators",
             size["seedlock state_dict 10 gens"],
@@ -470,26 +421,27 @@ def report(res: dict[str, Series], size: dict[str, int], lightning_name: str | N
     return lines
 
 
-def verdict(res: dict[str, Series], lightning_name: str | None) -> list[str]:
+def verdict(res: dict[str, harness.Series], lightning_name: str | None) -> list[str]:
+    us = 1e6
     s = res["seedlock"]
     lo, hi = s.iqr()
     calls = s.calls
-    ok = s.median / 1e3 < CRITERION_US
-    extra = res["seedlock 10 gens"].median - s.median
+    ok = s.median * us < CRITERION_US
+    gens = res["seedlock 10 gens"].median
+    extra = gens - s.median
     lines = [
         "",
-        f"**capture + restore round trip: median {s.median / 1e3:.1f} us** (p25 - p75 over "
-        f"repeats {lo / 1e3:.1f} - {hi / 1e3:.1f}; over all {len(calls)} calls p25 "
-        f"{percentile(calls, 25) / 1e3:.1f}, p75 {percentile(calls, 75) / 1e3:.1f}, p99 "
-        f"{percentile(calls, 99) / 1e3:.1f}, max {max(calls) / 1e3:.1f} us); criterion < "
-        f"{CRITERION_US:.0f} us (0.5 ms) on CPU: " + ("PASS" if ok else "FAIL"),
-        f"with {N_GENERATORS} registered generators the round trip takes "
-        f"{res['seedlock 10 gens'].median / 1e3:.1f} us ("
-        + ("under" if res["seedlock 10 gens"].median / 1e3 < CRITERION_US else "OVER")
+        f"**capture + restore round trip: median {s.median * us:.1f} us** (p25 - p75 over "
+        f"repeats {lo * us:.1f} - {hi * us:.1f}; over all {len(calls)} calls p25 "
+        f"{percentile(calls, 25) * us:.1f}, p75 {percentile(calls, 75) * us:.1f}, p99 "
+        f"{percentile(calls, 99) * us:.1f}, max {max(calls) * us:.1f} us); criterion < "
+        f"{CRITERION_US:.0f} us (0.5 ms) on CPU: " + harness.passfail(ok),
+        f"with {N_GENERATORS} registered generators the round trip takes {gens * us:.1f} us ("
+        + ("under" if gens * us < CRITERION_US else "OVER")
         + f" {CRITERION_US:.0f} us): each registered generator adds about "
-        f"{extra / N_GENERATORS / 1e3:.1f} us ({N_GENERATORS} add {extra / 1e3:.1f} us; the "
+        f"{extra / N_GENERATORS * us:.1f} us ({N_GENERATORS} add {extra * us:.1f} us; the "
         "hand-written get/set of the same generators adds "
-        f"{(res['hand 10 gens'].median - res['hand'].median) / 1e3:.1f} us).",
+        f"{(res['hand 10 gens'].median - res['hand'].median) * us:.1f} us).",
         "`seedlock.save` flushes and fsyncs the file, renames it over the target and fsyncs the "
         "directory, so a crash leaves the old state or the new one; torch.save does none of "
         "that. The stubbed-fsync row shows how much of the file round trip is that durability "
@@ -497,27 +449,20 @@ def verdict(res: dict[str, Series], lightning_name: str | None) -> list[str]:
         "validation.",
     ]
     if not lightning_name:
-        lines.append(
-            "Lightning is not installed (`pip install seedlock[bench]`): its rows were skipped."
-        )
+        lines.append(harness.LIGHTNING_SKIPPED)
     return lines
 
 
-def profile(title: str, context: Callable[[], Any], calls: int = 1000, top: int = 12) -> list[str]:
-    """cProfile of ``restore(capture())``: the functions with the most own time, then the seedlock
-    functions with the most cumulative time (which of them leads to the expensive calls)."""
-    prof = cProfile.Profile()
-    with context():
-        prof.enable()
+def profile_round_trip(title: str, context: Callable[[], Any], calls: int = 1000) -> list[str]:
+    """cProfile of ``calls`` x ``restore(capture())`` inside ``context``."""
+
+    def round_trips() -> None:
         for _ in range(calls):
             seedlock.restore(seedlock.capture())
-        prof.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(prof, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(r"src/seedlock", top)
-    lines = [line.rstrip() for line in out.getvalue().splitlines()]
-    return ["", f"cProfile of {calls} x `restore(capture())` {title}:", "```", *lines, "```"]
+
+    with context():
+        prof = harness.profile(round_trips)
+    return prof.lines(f"{calls} x `restore(capture())` {title}")
 
 
 def hostile_file(tmp: Path, repeats: int) -> list[str]:
@@ -529,9 +474,9 @@ def hostile_file(tmp: Path, repeats: int) -> list[str]:
     bad = b"[" + b"{}," * (items - 1) + b"{}]"
     prefix = b"seedlock-rng-state format=2 length=%d\n" % len(bad)
     digest = hashlib.sha256(prefix + bad).hexdigest()
-    header = json.dumps({"format": 2, "length": len(bad), "sha256": digest}).encode()
+    head = json.dumps({"format": 2, "length": len(bad), "sha256": digest}).encode()
     hostile = tmp / "hostile.state"
-    hostile.write_bytes(store.MAGIC + header + b"\n" + bad)
+    hostile.write_bytes(store.MAGIC + head + b"\n" + bad)
 
     def load(path: Path) -> str:
         try:
@@ -542,37 +487,29 @@ def hostile_file(tmp: Path, repeats: int) -> list[str]:
 
     out = {}
     for name, path in (("normal", normal), ("hostile", hostile)):
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter_ns()
-            outcome = load(path)
-            times.append(time.perf_counter_ns() - t)
+        outcome = load(path)  # also a warm-up
         expected = "loaded" if name == "normal" else "CorruptStateError"
         if outcome != expected:
             raise SystemExit(f"the {name} file: {outcome}, expected {expected}")
+        times = harness.time_calls(lambda _, p=path: load(p), repeats)
         tracemalloc.start()
         load(path)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         out[name] = (path.stat().st_size, statistics.median(times), peak)
-    rows = ["", "| file | size | load / refusal (median) | peak memory (tracemalloc) |",
-            "| --- | --- | --- | --- |"]  # fmt: skip
-    for name, what in (("normal", "a normal state file, loaded"),
-                       ("hostile", f"a hostile file at the size cap ({items:,} JSON values), "
-                                   "refused")):  # fmt: skip
+    columns = ("file", "size", "load / refusal (median)", "peak memory (tracemalloc)")
+    rows = ["", *harness.table_head(columns)]
+    for name, what in (
+        ("normal", "a normal state file, loaded"),
+        ("hostile", f"a hostile file at the size cap ({items:,} JSON values), refused"),
+    ):
         size, median, peak = out[name]
-        rows.append(f"| {what} | {size:,} B | {median / 1e6:.2f} ms | {peak / 2**20:.2f} MiB |")
+        rows.append(f"| {what} | {size:,} B | {median * 1e3:.2f} ms | {peak / 2**20:.2f} MiB |")
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=20,
-        help="rounds over every variant (default 20: about 1 minute on 2 cores)",
-    )
+    parser = harness.arguments(__doc__, 20)
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -584,33 +521,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    lightning = lightning_functions()
+    lightning = harness.find_lightning("_collect_rng_states", "_set_rng_states")
     if lightning is None:
-        progress(f"Lightning not importable ({', '.join(LIGHTNING_MODULES)}): rows skipped")
+        harness.progress(
+            f"Lightning not importable ({', '.join(harness.LIGHTNING_MODULES)}): rows skipped"
+        )
     gens = Generators()
     with tempfile.TemporaryDirectory(prefix="bench_state.") as d:
         tmp = Path(d)
         variants = make_variants(tmp, gens, lightning)
-        progress("checking that every variant restores the state ...")
+        harness.progress("checking that every variant restores the state ...")
         for name, v in variants.items():
             check(name, v, gens)
-        progress("warm-up and calibration ...")
-        calls = calibrate(variants)
-        t = time.perf_counter()
+        harness.progress("warm-up and calibration ...")
+        calls = calibrated(variants)
+        how = (
+            f", each a block of calls of every variant (~{BLOCK_S * 1e3:.0f} ms per block), "
+            "variants in an order shuffled per repeat"
+        )
+        span = harness.Span(repeats, how)
         res = measure(variants, calls, repeats)
-        elapsed = time.perf_counter() - t
+        span.stop()
         size = sizes(tmp, gens, lightning)
         lightning_name = lightning[0] if lightning else None
-        lines = header(lightning_name, repeats, elapsed, tmp)
+        lines = report_header(lightning_name, span, tmp)
         lines += report(res, size, lightning_name)
         lines += verdict(res, lightning_name)
-        progress("the hostile file at the size cap ...")
+        harness.progress("the hostile file at the size cap ...")
         lines += hostile_file(tmp, min(repeats, 5))
     # Profiles when asked, and whenever a round trip misses the criterion.
-    if args.profile or res["seedlock"].median / 1e3 >= CRITERION_US:
-        lines += profile("(no generator registered)", contextlib.nullcontext)
-    if args.profile or res["seedlock 10 gens"].median / 1e3 >= CRITERION_US:
-        lines += profile(f"with {N_GENERATORS} registered generators", gens.active)
+    if args.profile or res["seedlock"].median * 1e6 >= CRITERION_US:
+        lines += profile_round_trip("(no generator registered)", contextlib.nullcontext)
+    if args.profile or res["seedlock 10 gens"].median * 1e6 >= CRITERION_US:
+        lines += profile_round_trip(f"with {N_GENERATORS} registered generators", gens.active)
     print("\n".join(lines))
     return 0
 
