@@ -69,3 +69,26 @@ def test_audit_all_lists_exactly_its_lazy_exports():
     assert set(audit.__all__) == set(audit._EXPORTS)
     for name in audit.__all__:
         assert getattr(audit, name) is not None
+
+
+def test_subpackages_are_attributes_of_seedlock_and_load_frameworks_only_when_used():
+    proc = run_python(
+        """
+        import sys
+        import seedlock
+        frameworks = lambda: sorted({'torch', 'numpy'} & set(sys.modules))
+        print(seedlock.distributed.rank(), seedlock.distributed.world_size(), frameworks())
+        print(callable(seedlock.audit.compare), frameworks())
+        assert callable(seedlock.data.loader) and callable(seedlock.audit.check)
+        assert callable(seedlock.audit.check_replicas)
+        print(frameworks())
+        """
+    )
+    assert proc.stdout.splitlines() == ["0 1 []", "True []", "['numpy', 'torch']"]
+
+
+def test_a_module_named_like_a_public_function_does_not_shadow_it():
+    import seedlock.data
+
+    assert callable(seedlock.data.loader)  # the function, not a module
+    assert callable(seedlock.audit.check)
