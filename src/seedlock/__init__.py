@@ -17,8 +17,6 @@ from seedlock._version import __version__
 # of `import seedlock` (benchmarks/bench_seeding.py measures the import).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from seedlock import audit, data, distributed
     from seedlock._forking import fork, reseed_on_fork
     from seedlock._registry import register, unregister
@@ -105,9 +103,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    return _lazy.attribute(__name__, _EXPORTS, globals(), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy.hooks(__name__, _EXPORTS, globals())

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import importlib
 
+TYPE_CHECKING = False  # not typing's: `import seedlock` does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 def attribute(
     package: str, exports: dict[str, str], namespace: dict[str, object], name: str
@@ -24,3 +28,17 @@ def attribute(
     value = target if module == f"{package}.{name}" else getattr(target, name)
     namespace[name] = value
     return value
+
+
+def hooks(
+    package: str, exports: dict[str, str], namespace: dict[str, object]
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """The ``__getattr__`` and ``__dir__`` of a package whose public names load on first use."""
+
+    def getattr_(name: str) -> object:
+        return attribute(package, exports, namespace, name)
+
+    def dir_() -> list[str]:
+        return sorted({*namespace, *exports})
+
+    return getattr_, dir_

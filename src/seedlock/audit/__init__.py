@@ -1,5 +1,8 @@
 """The audit: where and why two runs, or two ranks, stop being bit-identical.
 
+Guarantee: a difference in any bit of a traced tensor is found (up to fingerprint collisions),
+and the first one in execution order is reported with its cause.
+
 >>> report = seedlock.audit.check(lambda: train_step(batch), model=model, optimizer=opt)
 >>> with seedlock.audit.trace(model, "a.trace"): ...
 >>> print(seedlock.audit.compare("a.trace", "b.trace"))
@@ -63,9 +66,4 @@ __all__ = [  # the keys of _EXPORTS (tests/test_imports.py checks)
 ]
 
 
-def __getattr__(name: str) -> object:
-    return _lazy.attribute(__name__, _EXPORTS, globals(), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = _lazy.hooks(__name__, _EXPORTS, globals())
