@@ -1,7 +1,9 @@
-"""Isolating randomness: :func:`fork` puts every generator back after a block, and
-:func:`reseed_on_fork` gives every ``os.fork()`` child its own reproducible streams.
+"""Isolate randomness: put every generator back after a block, or reseed forked children.
 
-Both build on :mod:`seedlock.state` (capture, and applying a state that is known to fit).
+:func:`fork` guarantees that whatever a block draws, every generator is as before it afterwards;
+:func:`reseed_on_fork` gives every ``os.fork()`` child its own reproducible streams. Both build
+on :mod:`seedlock.state` (capture, and applying a state that is known to fit). The guide:
+``docs/state.md``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ class fork(contextlib.ContextDecorator):
     Restores also when the body raises; nests; works as a decorator. Generators registered
     inside the body are left alone on exit (they had no state before it). A library first
     imported inside the body is put back to its state right after that import (seeded, or
-    restored, as pending then).
+    restored, as pending then). ``with seedlock.fork() as state:`` gives the
+    :class:`~seedlock.RNGState` captured on entry.
 
+    Examples
+    --------
     >>> with seedlock.fork():
     ...     torch.rand(1000)      # draws that must not shift the training stream
     """
@@ -101,8 +106,19 @@ def reseed_on_fork(enable: bool = True) -> None:
     children differ from the parent and from each other, yet get the same numbers run after run
     (as long as the program forks in the same order).
 
-    Needs a root seed (:func:`seedlock.seed_everything`). ``reseed_on_fork(False)`` turns it off.
     PyTorch's DataLoader reseeds its own workers after the fork, as it always does.
+
+    Parameters
+    ----------
+    enable
+        ``True`` (default) turns it on; ``False`` turns it off.
+
+    Raises
+    ------
+    LookupError
+        Turning it on without a root seed (:func:`seedlock.seed_everything` first).
+    RuntimeError
+        Turning it on where ``os.register_at_fork`` does not exist (not POSIX).
     """
     global _fork_enabled, _fork_hooked
     if enable:

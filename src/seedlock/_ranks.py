@@ -6,7 +6,7 @@ A leaf module (it imports no other seedlock module), so that every module that n
 The values come from the default ``torch.distributed`` process group when one is initialised,
 else from the variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), so streams
 can be made before ``init_process_group``, else ``0`` / ``1``. ``torch.distributed`` is never
-imported here, only read when the program has imported it.
+imported here, only read when the program has imported it. The guide: ``docs/distributed.md``.
 """
 
 from __future__ import annotations

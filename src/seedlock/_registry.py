@@ -4,7 +4,8 @@ One home for the answer to "shared or rank-local?": each registered generator ca
 scope, and so do the global generators (set by the last ``seed_everything``). Capture, restore,
 the named streams, ``seed_everything`` and ``sync_state`` all read it here.
 
-Generators are held by strong reference: NumPy generators cannot be weakly referenced.
+Generators are held by strong reference: NumPy generators cannot be weakly referenced. The
+guide: ``docs/state.md`` (registered generators) and ``docs/distributed.md``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
-"""Randomness across the ranks of a ``torchrun`` job: what is shared, keeping it in sync, and
-one checkpoint entry per rank.
+"""Randomness across the ranks of a ``torchrun`` job: shared streams, sync, per-rank checkpoints.
+
+Guarantees: shared streams give the same numbers on every rank and rank-local ones other numbers,
+run after run; :func:`sync_state` applies on every rank or on none; a per-rank checkpoint resumes
+only with the world size that saved it. The guide: ``docs/distributed.md``.
 
 Nothing here starts processes: ``torchrun`` (or any launcher that sets ``RANK`` /
 ``WORLD_SIZE``) and ``torch.distributed`` do that. Importing this module imports no framework;
@@ -90,11 +93,27 @@ def shared_globals(name: Key = "init", *keys: Key) -> Iterator[None]:
     ...) is seeded with ``derive("shared", name, *keys, <backend>)``: identical on every rank,
     whatever ``seed_everything(per_rank=...)`` chose. On exit — also on an exception — every
     generator is restored (:func:`seedlock.fork`), so rank-local dropout and noise continue
-    where they were. The tool for model initialisation when the globals are rank-local::
+    where they were. The tool for model initialisation when the globals are rank-local.
 
-        seedlock.seed_everything(0, per_rank=True)
-        with seedlock.distributed.shared_globals("init"):
-            model = Net()            # the same weights on every rank
+    Parameters
+    ----------
+    name
+        The first key of the shared seeds' path; default ``"init"``. An int, str or bytes.
+    *keys
+        More keys: ``shared_globals("init", stage)`` is another set of seeds per ``stage``.
+
+    Raises
+    ------
+    TypeError
+        A key is not an int, str or bytes.
+    LookupError
+        The process has no root seed.
+
+    Examples
+    --------
+    >>> seedlock.seed_everything(0, per_rank=True)
+    >>> with seedlock.distributed.shared_globals("init"):
+    ...     model = Net()            # the same weights on every rank
     """
     with fork():
         _backends.seed_live_globals("shared", name, *keys)
@@ -138,14 +157,24 @@ def rank_path(path: str | os.PathLike[str], rank: int | None = None) -> Path:
 
 @dataclass(frozen=True)
 class SyncReport:
-    """What :func:`sync_state` copied from rank ``src`` to every rank."""
+    """What :func:`sync_state` copied from rank ``src`` to every rank.
+
+    Attributes
+    ----------
+    src
+        The global rank the state came from.
+    globals
+        The backends whose global generators were synchronised (empty when they are
+        rank-local).
+    generators
+        The registered generators that were synchronised (every shared one).
+    kept
+        The registered generators left as they were (rank-local, or named in ``exclude``).
+    """
 
     src: int
-    #: The backends whose global generators were synchronised (empty when they are rank-local).
     globals: tuple[str, ...]
-    #: The registered generators that were synchronised (every shared one).
     generators: tuple[str, ...]
-    #: The registered generators left as they were (rank-local, or named in ``exclude``).
     kept: tuple[str, ...] = field(default=())
 
     def __str__(self) -> str:
@@ -170,6 +199,32 @@ def sync_state(src: int = 0, *, group: Any = None, exclude: Iterable[str] = ()) 
     rank puts its state back and raises one :class:`~seedlock.StateMismatchError` naming each
     rank's problems.
 
+    Parameters
+    ----------
+    src
+        The global rank whose state every rank gets; default 0. It must be a member of
+        ``group``.
+    group
+        The process group; default ``None``: the default group (every rank).
+    exclude
+        Names of registered generators to leave as they are, besides the rank-local ones.
+
+    Returns
+    -------
+    SyncReport
+        What was copied and what was kept; the same on every rank.
+
+    Raises
+    ------
+    RuntimeError
+        No process group is initialised (``torch.distributed.init_process_group`` first).
+    ValueError
+        ``src`` is not a global rank of ``group``.
+    StateMismatchError
+        Some rank cannot apply the state; every rank has put its own back.
+
+    Examples
+    --------
     >>> seedlock.distributed.sync_state()        # e.g. after rank 0 alone ran a validation pass
     """
     dist = require_group("seedlock.distributed.sync_state")
@@ -236,9 +291,10 @@ class PerRankState:
     """This rank's seedlock RNG state (and any ``Stateful`` you add) as one checkpoint entry.
 
     Speaks the ``Stateful`` protocol, so it goes into ``torch.distributed.checkpoint`` as is;
-    ``state_dict()`` is ``{"world_size": W, "rank<r>": {"rng": seedlock.state_dict(),
-    <name>: obj.state_dict(), ...}}`` — the rank in the key, because DCP writes one copy of
-    entries that have the same key on every rank. The same dict goes into a plain per-rank file::
+    ``state_dict()`` is ``{"version": 1, "world_size": W, "rank<r>": {"rng":
+    seedlock.state_dict(), <name>: obj.state_dict(), ...}}`` — the rank in the key, because DCP
+    writes one copy of entries that have the same key on every rank. The same dict goes into a
+    plain per-rank file::
 
         state = seedlock.distributed.PerRankState(loader=train_loader)
         dcp.save({"model": ..., "seedlock": state}, checkpoint_id="ckpt/step-100")
@@ -248,12 +304,21 @@ class PerRankState:
         torch.save({"model": ..., "seedlock": state.state_dict()}, path)
         state.load_state_dict(torch.load(path, weights_only=True)["seedlock"])
 
-    ``load_state_dict`` checks everything before changing anything: the world size (another
-    one raises :class:`WorldSizeMismatchError`), that the entry is this rank's (a file of
-    another rank raises), the same names, then the RNG state (validated by
-    :func:`seedlock.load_state_dict`); if an added object refuses its state, everything loaded
-    so far is put back. Under DCP a job with *more* ranks fails inside ``dcp.load`` instead,
-    which names the missing ``rank<r>`` key.
+    Parameters
+    ----------
+    rng
+        Hold seedlock's RNG state (:func:`seedlock.state_dict`) under ``"rng"``; default
+        ``True``.
+    **stateful
+        More objects with ``state_dict()`` and ``load_state_dict()``, each under its keyword
+        (``loader=train_loader``).
+
+    Raises
+    ------
+    TypeError
+        An object lacks ``state_dict`` or ``load_state_dict``.
+    ValueError
+        ``rng=False`` and no object: nothing to hold.
     """
 
     def __init__(self, *, rng: bool = True, **stateful: Any) -> None:
@@ -269,12 +334,44 @@ class PerRankState:
         self.stateful = dict(stateful)
 
     def state_dict(self) -> dict[str, Any]:
+        """This rank's entry, keyed by its rank.
+
+        Returns
+        -------
+        dict
+            ``{"version": 1, "world_size": W, "rank<r>": {"rng": ..., <name>: ...}}``.
+        """
         entry: dict[str, Any] = {"rng": state_dict()} if self.rng else {}
         for name, obj in self.stateful.items():
             entry[name] = obj.state_dict()
         return {"version": _PER_RANK_VERSION, "world_size": world_size(), f"rank{rank()}": entry}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Put back this rank's entry, checking everything before changing anything.
+
+        Under DCP a job with *more* ranks fails inside ``dcp.load`` instead, which names the
+        missing ``rank<r>`` key.
+
+        Parameters
+        ----------
+        state
+            What :meth:`state_dict` returned on this rank of a job of the same size (one without
+            ``"version"`` is read as version 1).
+
+        Raises
+        ------
+        WorldSizeMismatchError
+            Another number of ranks saved it.
+        StateMismatchError
+            It is not a ``PerRankState`` state dict, it is another rank's (a file of another
+            rank), or it holds other names than this ``PerRankState``.
+        StateError
+            The RNG state does not fit (validated by :func:`seedlock.load_state_dict`) or a
+            newer seedlock wrote it (:class:`~seedlock.errors.StateVersionError`).
+        Exception
+            Whatever an added object's ``load_state_dict`` raises, after everything loaded so
+            far is put back.
+        """
         here, size = rank(), world_size()
         _check_version(state)
         saved = state.get("world_size")

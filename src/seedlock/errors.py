@@ -68,4 +68,9 @@ class StateMismatchError(StateError):
 
 
 class WorldSizeMismatchError(StateError, ValueError):
-    """A per-rank state saved by one number of ranks is loaded by another."""
+    """A per-rank state saved by one number of ranks is loaded by another.
+
+    Raised by :class:`seedlock.distributed.PerRankState` and the data loader's
+    ``load_state_dict``: per-rank streams and each rank's share of the data cannot be
+    redistributed exactly.
+    """

@@ -35,7 +35,8 @@ Limits
   listed under the matmul and convolution names as well, and some ops behave differently per
   argument (``put_`` with and without ``accumulate``), so a query can match several entries.
 
-Nothing here imports torch: the JSON is read on the first call and cached.
+Nothing here imports torch: the JSON is read on the first call and cached. The guide:
+``docs/determinism.md`` (which ops are nondeterministic).
 """
 
 from __future__ import annotations
@@ -163,13 +164,35 @@ class Explanation:
 def explain(op: str, device: str | None = None) -> Explanation:
     """Look an op up in the table of known nondeterministic ops.
 
-    ``op`` may be spelled the way a user writes it (``"torch.nn.functional.interpolate"``,
-    ``"F.interpolate"``, ``"nn.Upsample"``, ``"Tensor.index_add_"``) or the way the dispatcher
-    shows it (``"aten::upsample_bilinear2d_backward"``,
-    ``"aten.upsample_bilinear2d_backward.default"``). Matching ignores case and those prefixes
-    and overload suffixes; a trailing ``_`` (in-place) is dropped only when the exact name is not
-    found. ``device`` keeps the entries that concern it; ``"cuda:1"`` counts as ``"cuda"``.
+    Parameters
+    ----------
+    op
+        The op, spelled the way a user writes it (``"torch.nn.functional.interpolate"``,
+        ``"F.interpolate"``, ``"nn.Upsample"``, ``"Tensor.index_add_"``) or the way the
+        dispatcher shows it (``"aten::upsample_bilinear2d_backward"``,
+        ``"aten.upsample_bilinear2d_backward.default"``). Matching ignores case and those
+        prefixes and overload suffixes; a trailing ``_`` (in-place) is dropped only when the
+        exact name is not found.
+    device
+        Keep the entries that concern this device type (``"cpu"``, ``"cuda"``; ``"cuda:1"``
+        counts as ``"cuda"``); default ``None``: every entry.
 
+    Returns
+    -------
+    Explanation
+        ``known`` (the name is in the table), ``nondeterministic`` (an entry applies) and the
+        applicable ``entries``. Not being known proves nothing (see the module docstring).
+
+    Raises
+    ------
+    TypeError
+        ``op`` is not a str (for an ``OpOverload`` pass ``str(op)``), or ``device`` is neither a
+        str nor ``None`` (for a ``torch.device`` pass ``str(device)``).
+    ValueError
+        ``op`` or ``device`` is blank.
+
+    Examples
+    --------
     >>> from seedlock.optable import explain
     >>> found = explain("aten::upsample_bilinear2d_backward", device="cuda:0")
     >>> found.nondeterministic, found.entries[0].under_deterministic_algorithms
@@ -204,6 +227,12 @@ def explain(op: str, device: str | None = None) -> Explanation:
 def known_ops() -> tuple[OpInfo, ...]:
     """Every entry of the table, in file order.
 
+    Returns
+    -------
+    tuple of OpInfo
+
+    Examples
+    --------
     >>> from seedlock.optable import known_ops
     >>> sorted({op.under_deterministic_algorithms for op in known_ops()})
     ['deterministic_kernel', 'not_covered', 'raises']

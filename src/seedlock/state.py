@@ -5,11 +5,10 @@
 global, torch CPU and every started accelerator, ...) plus every registered generator (the
 named streams, and :func:`seedlock.register`). :func:`restore` puts it back exactly.
 
-Guarantee: restoring validates everything first — backends present, device counts, generator
-names and kinds, and every value of every field, for libraries not imported yet too — and
-raises one :class:`~seedlock.StateMismatchError` listing every problem *before* any generator
-is touched. Should a library still refuse a state, the generators restored before it are put
-back and a ``StateMismatchError`` says so: a state is restored completely or not at all.
+Guarantee: a state is restored completely or not at all. :func:`restore` checks everything
+first and raises one :class:`~seedlock.StateMismatchError` listing every problem *before* any
+generator is touched; should a library still refuse a state, the generators restored before it
+are put back and a ``StateMismatchError`` says so.
 
 :func:`state_dict` / :func:`load_state_dict` speak the :class:`Stateful` convention of torchdata
 and ``torch.distributed.checkpoint`` (a nested dict of str, int, float, None and uint8 tensors,
@@ -74,11 +73,22 @@ class Stateful(Protocol):
     """
 
     def state_dict(self) -> dict[str, Any]:
-        """The object's state as a nested dict of plain values and tensors."""
+        """The object's state as a nested dict of plain values and tensors.
+
+        Returns
+        -------
+        dict
+        """
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Put back a state returned by :meth:`state_dict`."""
+        """Put back a state.
+
+        Parameters
+        ----------
+        state
+            What :meth:`state_dict` returned.
+        """
         ...
 
 
@@ -86,8 +96,14 @@ class Stateful(Protocol):
 class RNGState:
     """The random state of a process, as plain data (no pickle needed anywhere).
 
-    ``backends`` maps a backend name to its ``capture()``; ``generators`` maps a registered
-    name to ``{"backend": <owner>, "state": <capture_generator()>}``.
+    Attributes
+    ----------
+    backends
+        Backend name -> that backend's ``capture()``.
+    generators
+        Registered name -> ``{"backend": <owner>, "state": <capture_generator()>}``.
+    version
+        The layout version; default :data:`STATE_VERSION`.
     """
 
     backends: dict[str, dict[str, Any]]
@@ -95,7 +111,14 @@ class RNGState:
     version: int = STATE_VERSION
 
     def to_plain(self) -> dict[str, Any]:
-        """The self-describing plain form (what :func:`state_dict` and the state file hold)."""
+        """The self-describing plain form.
+
+        Returns
+        -------
+        dict
+            ``kind``, ``version``, ``backends``, ``generators``: what :func:`state_dict` and the
+            state file hold.
+        """
         return {
             "kind": _KIND,
             "version": self.version,
@@ -105,8 +128,25 @@ class RNGState:
 
     @classmethod
     def from_plain(cls, plain: object) -> RNGState:
-        """Read :meth:`to_plain`'s output back; ``CorruptStateError`` if it is not one, and
-        ``StateVersionError`` if a newer seedlock wrote it."""
+        """Read :meth:`to_plain`'s output back.
+
+        Parameters
+        ----------
+        plain
+            What :meth:`to_plain` returned. Its structure is checked here; its values by
+            :func:`restore`.
+
+        Returns
+        -------
+        RNGState
+
+        Raises
+        ------
+        CorruptStateError
+            ``plain`` is not such a dict.
+        StateVersionError
+            A newer seedlock wrote it.
+        """
         if not isinstance(plain, dict) or plain.get("kind") != _KIND:
             raise CorruptStateError(
                 f"not a seedlock RNG state: expected a dict with kind={_KIND!r}, "
@@ -169,6 +209,13 @@ def capture() -> RNGState:
     Backends whose library is not imported are left out: nothing has drawn from them. (On
     restore, a backend in the state whose library is not imported yet is restored when it is.)
 
+    Returns
+    -------
+    RNGState
+        Plain data: put it back with :func:`restore`, save it with :func:`seedlock.save`.
+
+    Examples
+    --------
     >>> state = seedlock.capture()
     >>> a = random.random()
     >>> seedlock.restore(state)
@@ -315,13 +362,29 @@ def _snapshot(backend: Backend) -> tuple[Callable[[], Any], Callable[[Any], obje
 def restore(state: RNGState, *, devices: DevicePolicy = "exact") -> None:
     """Put back a state returned by :func:`capture`, exactly, or change nothing.
 
-    Every problem (a backend missing here, another device count, a registered generator missing
-    on either side, a malformed field) is collected first and raised together as
-    ``StateMismatchError``; no generator is touched unless all is well.
+    Parameters
+    ----------
+    state
+        What :func:`capture` (or :func:`seedlock.store.read`) returned.
+    devices
+        ``"exact"`` (default) requires the same number of devices of each accelerator kind as at
+        capture time. ``"common"`` restores the devices both sides have (the first
+        ``min(saved, here)`` by index), warns about the rest (``RuntimeWarning``), and leaves
+        them as they are.
 
-    ``devices="exact"`` (default) requires the same number of devices of each accelerator kind
-    as at capture time. ``devices="common"`` restores the devices both sides have (the first
-    ``min(saved, here)`` by index), warns about the rest, and leaves them as they are.
+    Raises
+    ------
+    StateMismatchError
+        Every problem (a backend missing here, another device count, a registered generator
+        missing on either side or of another kind, a malformed value of any field, for libraries
+        not imported yet too), collected first and raised together; no generator is touched
+        unless all is well.
+    CorruptStateError
+        ``state.backends`` / ``state.generators`` do not have the structure of a capture.
+    TypeError
+        ``state`` is not an :class:`RNGState`.
+    ValueError
+        ``devices`` is another value.
     """
     if not isinstance(state, RNGState):
         raise TypeError(
@@ -392,9 +455,13 @@ def _from_array(value: Any) -> bytes:
 def state_dict() -> dict[str, Any]:
     """:func:`capture` as a checkpoint-ready nested dict (the ``Stateful`` convention).
 
-    Binary fields are uint8 tensors when torch is imported (NumPy arrays when only NumPy is,
-    ``bytes`` otherwise); everything else is str, int, float, bool or None. It survives
-    ``torch.save`` → ``torch.load(..., weights_only=True)``::
+    Returns
+    -------
+    dict
+        :meth:`RNGState.to_plain` with its binary fields as uint8 tensors when torch is imported
+        (NumPy arrays when only NumPy is, ``bytes`` otherwise); everything else is str, int,
+        float, bool or None. It survives ``torch.save`` → ``torch.load(...,
+        weights_only=True)``::
 
         torch.save({"model": model.state_dict(), "rng": seedlock.state_dict()}, "ckpt.pt")
         ckpt = torch.load("ckpt.pt", weights_only=True)
@@ -409,7 +476,22 @@ def state_dict() -> dict[str, Any]:
 def load_state_dict(sd: dict[str, Any], *, devices: DevicePolicy = "exact") -> None:
     """Restore a :func:`state_dict` (validated first, like :func:`restore`).
 
-    Any problem raises a :class:`~seedlock.StateError` subclass and changes nothing.
+    Parameters
+    ----------
+    sd
+        What :func:`state_dict` returned; its binary fields may be uint8 tensors on any device,
+        uint8 NumPy arrays or bytes.
+    devices
+        ``"exact"`` (default) or ``"common"``, as for :func:`restore`.
+
+    Raises
+    ------
+    StateError
+        Any problem, as a subclass (:class:`~seedlock.errors.CorruptStateError`,
+        :class:`~seedlock.errors.StateVersionError`, :class:`~seedlock.errors.StateMismatchError`);
+        nothing changes.
+    ValueError
+        ``devices`` is another value.
     """
     restore(RNGState.from_plain(_map_blobs(sd, _from_array, _is_array)), devices=devices)
 
@@ -418,11 +500,22 @@ class _ProcessRNG:
     """The random state of this process as a :class:`Stateful` object (see :data:`rng`)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """:func:`seedlock.state_dict`: every generator's state, checkpoint-ready."""
+        """:func:`seedlock.state_dict`: every generator's state, checkpoint-ready.
+
+        Returns
+        -------
+        dict
+        """
         return state_dict()
 
     def load_state_dict(self, state: dict[str, Any], *, devices: DevicePolicy = "exact") -> None:
-        """:func:`seedlock.load_state_dict`: restore it exactly, or change nothing."""
+        """:func:`seedlock.load_state_dict`: restore it exactly, or change nothing.
+
+        Parameters
+        ----------
+        state, devices
+            As for :func:`seedlock.load_state_dict`.
+        """
         load_state_dict(state, devices=devices)
 
     def __repr__(self) -> str:

@@ -1,5 +1,7 @@
 """The on-disk format of an RNG state: versioned, checksummed, written atomically, no pickle.
 
+The guide: ``docs/state.md`` (state files).
+
 A state file is three parts::
 
     SEEDLOCK-RNG-STATE\\n                                  magic line (19 bytes)
@@ -110,11 +112,30 @@ def _serialise(state: RNGState) -> bytes:
 
 
 def save(path: PathLike, state: RNGState | None = None) -> Path:
-    """Write ``state`` (default: :func:`seedlock.capture` now) to ``path``, atomically.
+    """Write an RNG state to ``path``, atomically (see the module docstring).
 
-    Returns the path written. The parent directory must exist. An existing seedlock state file
-    is replaced; any other existing file raises ``FileExistsError`` and is left as it was.
+    Parameters
+    ----------
+    path
+        The file to write; its parent directory must exist. An existing seedlock state file is
+        replaced.
+    state
+        What to write; default ``None``: :func:`seedlock.capture` now.
 
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` holds a file that is not a seedlock state file; it is left as it was.
+    OSError
+        The file system's own errors (no such directory, no permission).
+
+    Examples
+    --------
     >>> seedlock.save("run/rng.state")
     """
     target = Path(path)
@@ -138,7 +159,27 @@ def _refuse_foreign(target: Path) -> None:
 
 
 def read(path: PathLike) -> RNGState:
-    """Read and verify a state file without restoring it (see the module docstring)."""
+    """Read and verify a state file without restoring it.
+
+    Parameters
+    ----------
+    path
+        A file :func:`save` wrote.
+
+    Returns
+    -------
+    RNGState
+        The state, its structure checked; :func:`seedlock.restore` checks its values.
+
+    Raises
+    ------
+    StateError
+        :class:`~seedlock.errors.StateTooLargeError`, :class:`~seedlock.errors.NotAStateFileError`,
+        :class:`~seedlock.errors.CorruptStateError` or :class:`~seedlock.errors.StateVersionError`
+        (the checks, in order, are in the module docstring).
+    OSError
+        The file system's own errors (a missing file, no permission).
+    """
     p = Path(path)
     with open(p, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -208,9 +249,30 @@ def _parse(data: bytes, p: Path) -> RNGState:
 def load(path: PathLike, *, devices: DevicePolicy = "exact") -> RNGState:
     """Read, verify and restore a state file; return the state.
 
-    Any problem with the file or the state raises a :class:`~seedlock.StateError` subclass
-    before a generator changes (the file system's own errors are ``OSError``).
+    Parameters
+    ----------
+    path
+        A file :func:`save` wrote.
+    devices
+        ``"exact"`` (default) or ``"common"``, as for :func:`seedlock.restore`.
 
+    Returns
+    -------
+    RNGState
+        The state now in effect.
+
+    Raises
+    ------
+    StateError
+        Any problem with the file or the state, as a subclass (see :func:`read` and
+        :func:`seedlock.restore`), before a generator changes.
+    OSError
+        The file system's own errors (a missing file, no permission).
+    ValueError
+        ``devices`` is another value.
+
+    Examples
+    --------
     >>> seedlock.load("run/rng.state")
     """
     state = read(path)

@@ -1,5 +1,7 @@
 """Compare two traces: the first divergence in execution order, and why it happened.
 
+The guide: ``docs/audit.md`` (traces and ``compare``).
+
 The two traces are read side by side, event by event (streaming: memory stays bounded). The
 first event where they disagree is classified:
 
@@ -18,8 +20,9 @@ first event where they disagree is classified:
     another hash seed).
 
 With ``rtol`` / ``atol`` above zero, two events whose fingerprints differ still count as equal
-when their summaries (float64 sum and max |x|) agree within the tolerance: a cross-hardware
-comparison at the level of statistics, not of every element.
+when their summaries agree: same shape, NaN and Inf counts, and sum and max |x| within the
+tolerance (``|a - b| <= atol + rtol * |b|``): a cross-hardware comparison at the level of
+statistics, not of every element.
 """
 
 from __future__ import annotations
@@ -50,7 +53,26 @@ _FIELDS = (
 
 @dataclass(frozen=True)
 class Divergence:
-    """Where two traces first disagree, and why."""
+    """Where two traces first disagree, and why.
+
+    Attributes
+    ----------
+    seq, step
+        The event's position in run a's trace (in run b's when run a's has ended) and the
+        optimizer steps completed before it.
+    module, kind, event, op
+        The module path (or parameter name), module class, event kind (``batch``, ``forward``,
+        ``grad_input``, ``grad``, ``param``, ``op``) and aten op of that event.
+    cause, explanation
+        The cause's letter, a key of :data:`CAUSES` (``"a"`` to ``"d"``; see the module
+        docstring), and what happened, in words.
+    a, b
+        Each run's event: ``module``, ``event``, ``op``, ``fingerprint``, ``dtype``, ``shape``,
+        ``sum``, ``absmax``, ``nans``, ``infs`` (``{"event": None}`` when that trace has ended).
+    suspects
+        For cause ``c``: entries of seedlock's table of known nondeterministic ops that match
+        the module class or the op.
+    """
 
     seq: int
     step: int
@@ -66,12 +88,27 @@ class Divergence:
 
     @property
     def cause_name(self) -> str:
+        """The cause in words: ``CAUSES[cause]``, e.g. ``"random stream differs"``."""
         return CAUSES[self.cause]
 
 
 @dataclass(frozen=True)
 class Report:
-    """The verdict of a comparison: ``reproducible`` and, if not, the first :class:`Divergence`."""
+    """The verdict of a comparison: ``reproducible`` and, if not, the first :class:`Divergence`.
+
+    ``bool(report)`` is ``report.reproducible``; ``print(report)`` explains the verdict.
+
+    Attributes
+    ----------
+    reproducible
+        Whether every event matched and both traces have the same events.
+    events
+        How many events matched before the divergence (all of them when reproducible).
+    divergence
+        The first divergence, or ``None``.
+    a, b
+        The paths of the two traces.
+    """
 
     reproducible: bool
     events: int
@@ -80,6 +117,13 @@ class Report:
     b: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data.
+
+        Returns
+        -------
+        dict
+            The attributes, the divergence as a dict with its ``cause_name`` added.
+        """
         d = asdict(self)
         if self.divergence is not None:
             d["divergence"]["cause_name"] = self.divergence.cause_name
@@ -262,6 +306,30 @@ def compare(
 ) -> Report:
     """The first divergence between traces ``a`` and ``b`` (see the module docstring).
 
+    Streams both files: memory stays bounded however long the traces.
+
+    Parameters
+    ----------
+    a, b
+        The two trace files (:func:`seedlock.audit.trace`).
+    rtol, atol
+        Relative and absolute tolerance on the summaries of events whose fingerprints differ;
+        default 0: bit-identical or not (see the module docstring).
+
+    Returns
+    -------
+    Report
+        ``reproducible``, or the first divergence and its cause.
+
+    Raises
+    ------
+    ValueError
+        A file is missing or is not a valid seedlock trace; the traces have different format
+        versions, or were fingerprinted with different hashes (``xxhash`` installed on one
+        machine only).
+
+    Examples
+    --------
     >>> report = seedlock.audit.compare("machine1.trace", "machine2.trace", rtol=1e-5)
     >>> print(report)
     """

@@ -1,10 +1,11 @@
 """Tensor fingerprints: an order-sensitive hash of the exact bits, dtype and shape, plus a summary.
 
 On the CPU the fingerprint is xxh3-128 (when the ``xxhash`` package is installed:
-``pip install 'seedlock[audit]'``; about memory speed) or else SHA-256 (1-2 GB/s with the CPU's
-SHA extensions), over a header (dtype, shape) and the tensor's bytes, read in place: no copy for
-a contiguous tensor. Any single-bit flip, any swap of two different elements, another dtype or
-shape of the same bytes: all change it (up to hash collisions, ~2**-128).
+``pip install 'seedlock[audit]'``; about memory speed) or else SHA-256 (several times slower
+even with the CPU's SHA extensions: ``benchmarks/bench_audit.py`` measures both), over a header
+(dtype, shape) and the tensor's bytes, read in place: no copy for a contiguous tensor. Any
+single-bit flip, any swap of two different elements, another dtype or shape of the same bytes:
+all change it (up to hash collisions, ~2**-128).
 ``torch.hash_tensor`` XORs words together, so a swap of two elements leaves it unchanged; it is
 not used. The algorithm is recorded in every trace; traces made with different ones are not
 compared.
@@ -14,7 +15,8 @@ weighted by two position-dependent odd multipliers and summed modulo 2**64, and 
 integers come back to the host. Odd weights make every single-bit flip change the sum; distinct
 weights per position make swaps change it (except with probability ~2**-64 per swap).
 
-:func:`summary` gives the size of a divergence cheaply: float64 sum, max |x|, NaN and Inf counts.
+:func:`summary` gives the size of a divergence cheaply: sum, max |x|, NaN and Inf counts. The
+guide: ``docs/audit.md`` (fingerprints).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, NamedTuple
 import torch
 
 _xxhash: Any
-try:  # xxh3-128 hashes at memory speed (~20 GB/s); SHA-256 at ~1-2 GB/s with CPU support
+try:  # xxh3-128 hashes at memory speed, SHA-256 slower (benchmarks/bench_audit.py)
     import xxhash as _xxhash
 except ImportError:  # pragma: no cover - depends on the environment
     _xxhash = None
@@ -44,7 +46,17 @@ _CHUNK = 1 << 22  # words per on-device pass: bounds the temporary memory
 
 
 class Summary(NamedTuple):
-    """Cheap statistics of a tensor (floating point: NaN / Inf aware)."""
+    """Cheap statistics of a tensor (floating point: NaN / Inf aware), from :func:`summary`.
+
+    Attributes
+    ----------
+    sum
+        The sum of the finite elements, as a Python float.
+    absmax
+        The largest absolute value of the finite elements, as a Python float.
+    nans, infs
+        How many elements are NaN, and how many are +/-Inf.
+    """
 
     sum: float
     absmax: float
@@ -110,8 +122,22 @@ _NUMPY_DTYPES = frozenset(
 
 
 def fingerprint(t: Any) -> str:
-    """A 32-hex-digit fingerprint of ``t``'s exact bits, dtype and shape.
+    """A 32-hex-digit fingerprint of ``t``'s exact bits, dtype and shape (see the module docstring).
 
+    Parameters
+    ----------
+    t
+        A torch tensor of any dtype, on any device (hashed there; one small transfer). A sparse
+        or other non-strided tensor is made dense first.
+
+    Returns
+    -------
+    str
+        32 lowercase hex digits. Equal for equal bits, dtype and shape, on the same kind of
+        device and with the same :data:`ALGORITHM`.
+
+    Examples
+    --------
     >>> fingerprint(torch.tensor([1.0, 2.0])) == fingerprint(torch.tensor([2.0, 1.0]))
     False
     """
@@ -137,9 +163,20 @@ def summary(t: Any) -> Summary:
     device).
 
     Cheap on purpose: one pass for the sum (accumulated in the tensor's own dtype, float32 for
-    half types — a float64 accumulation costs a full float64 copy, ~20x more on the CPU) and one
-    for the extremes (``aminmax``). NaN and Inf are counted, in two more passes, only when the
-    sum or the extremes show there are some; the sum and max |x| then ignore them.
+    half types — a float64 accumulation costs a full float64 copy, many times more on the CPU:
+    ``benchmarks/bench_audit.py``) and one for the extremes (``aminmax``). NaN and Inf are
+    counted, in two more passes, only when the sum or the extremes show there are some; the sum
+    and max |x| then ignore them.
+
+    Parameters
+    ----------
+    t
+        A torch tensor: complex counts as its real and imaginary parts, bool as 0 / 1.
+
+    Returns
+    -------
+    Summary
+        All zeros for an empty tensor.
     """
     x = t.detach()
     if x.numel() == 0:
@@ -164,7 +201,7 @@ def _sum_absmax(x: Any) -> tuple[float, float]:
     total = x.sum()
     if x.device.type == "cpu":
         # Three .item() calls cost less than gathering the three scalars into one tensor and
-        # copying it (a 4-op detour, ~10 us): tracing calls this for every event.
+        # copying it (a 4-op detour): tracing calls this for every event.
         return float(total.item()), float(max(abs(low.item()), abs(high.item())))
     stats = torch.stack([total.to(torch.float64), low.to(torch.float64), high.to(torch.float64)])
     total_v, low_v, high_v = stats.cpu().tolist()  # one transfer from the device

@@ -1,5 +1,7 @@
-"""Are the replicas of a data-parallel job identical? ``check_replicas`` compares every rank's
-parameters and buffers by fingerprint and names the tensors and ranks that differ.
+"""Are the replicas of a data-parallel job identical? Compare every rank's tensors by fingerprint.
+
+``check_replicas`` compares every rank's parameters and buffers and names the tensors and ranks
+that differ.
 
 A collective: every rank of the group calls it and gets the same :class:`ReplicaReport`. Only
 16-byte fingerprints travel (:func:`seedlock.audit.fingerprint`), never the tensors. The guide:
@@ -24,7 +26,13 @@ _HEADER = 8 + _DIGEST  # tensor count + digest of (name, dtype, shape) of every 
 
 
 class ReplicaMismatchError(RuntimeError):
-    """:func:`check_replicas` with ``raise_on_mismatch=True`` found ranks that differ."""
+    """:func:`check_replicas` with ``raise_on_mismatch=True`` found ranks that differ.
+
+    Parameters
+    ----------
+    report
+        What was found; kept as the attribute ``report``, and the message.
+    """
 
     def __init__(self, report: ReplicaReport) -> None:
         self.report = report
@@ -33,12 +41,20 @@ class ReplicaMismatchError(RuntimeError):
 
 @dataclass(frozen=True)
 class TensorMismatch:
-    """One tensor whose bits are not the same on every rank."""
+    """One tensor whose bits are not the same on every rank.
+
+    Attributes
+    ----------
+    name
+        The tensor's name (``module.fc1.weight``, a mapping's key, or its position).
+    agree
+        Global ranks whose bits equal the reference rank's (the reference included).
+    differ
+        Global ranks whose bits differ from the reference rank's.
+    """
 
     name: str
-    #: Global ranks whose bits equal the reference rank's (the reference included).
     agree: tuple[int, ...]
-    #: Global ranks whose bits differ from the reference rank's.
     differ: tuple[int, ...]
 
 
@@ -46,18 +62,31 @@ class TensorMismatch:
 class ReplicaReport:
     """What :func:`check_replicas` found; the same report on every rank.
 
-    ``ok`` is true when every tensor has the same name, dtype, shape and bits on every rank.
-    ``mismatches`` lists the tensors that differ (in the order given), ``structure`` the
-    differences in names, dtypes or shapes, ``skipped`` the sharded tensors (DTensor with a
-    ``Shard`` or ``Partial`` placement), which are not replicas by design.
+    ``print(report)`` explains it.
+
+    Attributes
+    ----------
+    world_size
+        The number of ranks compared (1 without a process group: nothing to compare).
+    reference
+        The global rank every other rank is compared with (the group's first member).
+    tensors
+        How many tensors this rank compared (the sharded ones left out).
+    bytes_per_rank
+        Bytes this rank contributed to the all-gathers (a ring all-gather forwards them
+        ``world_size - 1`` times): 16 per tensor + 24, unless the structure differs.
+    mismatches
+        The tensors that differ, in the order given.
+    structure
+        The differences in names, dtypes or shapes (or in the fingerprint hash), in words.
+    skipped
+        The sharded tensors (DTensor with a ``Shard`` or ``Partial`` placement), which are not
+        replicas by design.
     """
 
     world_size: int
-    #: The global rank every other rank is compared with (the group's first member).
     reference: int
     tensors: int
-    #: Bytes this rank contributed to the all-gathers (a ring all-gather forwards them
-    #: ``world_size - 1`` times): 16 per tensor + 24, unless the structure differs.
     bytes_per_rank: int
     mismatches: tuple[TensorMismatch, ...] = ()
     structure: tuple[str, ...] = ()
@@ -65,6 +94,7 @@ class ReplicaReport:
 
     @property
     def ok(self) -> bool:
+        """Every tensor has the same name, dtype, shape and bits on every rank."""
         return not self.mismatches and not self.structure
 
     @property
@@ -73,6 +103,13 @@ class ReplicaReport:
         return tuple(sorted({r for m in self.mismatches for r in m.differ}))
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data.
+
+        Returns
+        -------
+        dict
+            ``ok`` and the attributes, with each mismatch as a dict.
+        """
         return {
             "ok": self.ok,
             "world_size": self.world_size,
@@ -170,18 +207,41 @@ def check_replicas(
 ) -> ReplicaReport:
     """Are the parameters and buffers bit-identical on every rank? Which tensors differ, where?
 
-    Every rank hashes each tensor locally (:func:`_fingerprint`: 16 bytes of xxh3-128, or
-    SHA-256 without ``xxhash``, over its dtype, shape and exact bits) and all-gathers the
-    fingerprints, never the tensors: each rank sends 16 bytes per tensor (+ 24), whatever the
-    model size. All ranks of ``group`` (default:
-    every rank) must call it; all get the same :class:`ReplicaReport`. With
-    ``raise_on_mismatch=True`` a difference raises :class:`ReplicaMismatchError` on every rank.
+    Every rank hashes each tensor locally (:func:`seedlock.audit.fingerprint`: 16 bytes of
+    xxh3-128, or SHA-256 without ``xxhash``, over its dtype, shape and exact bits) and
+    all-gathers the fingerprints, never the tensors: each rank sends 16 bytes per tensor (+ 24),
+    whatever the model size. A collective: all ranks of ``group`` must call it; all get the same
+    :class:`ReplicaReport`.
 
-    ``module_or_tensors``: an ``nn.Module`` (its ``named_parameters()`` then
-    ``named_buffers()``), a ``state_dict``-like mapping, a tensor, or an iterable of tensors or
-    ``(name, tensor)`` pairs. DTensors are compared through their local tensor when replicated
-    and skipped when sharded (FSDP shards differ by design).
+    Parameters
+    ----------
+    module_or_tensors
+        An ``nn.Module`` (its ``named_parameters()`` then ``named_buffers()``), a
+        ``state_dict``-like mapping, a tensor, or an iterable of tensors or ``(name, tensor)``
+        pairs. DTensors are compared through their local tensor when replicated and skipped
+        when sharded (FSDP shards differ by design).
+    group
+        The process group; default ``None``: every rank.
+    raise_on_mismatch
+        Raise :class:`ReplicaMismatchError` on every rank when they differ; default ``False``.
 
+    Returns
+    -------
+    ReplicaReport
+        The same on every rank. In a single process without a process group, a report of one
+        rank with nothing to compare.
+
+    Raises
+    ------
+    TypeError
+        ``module_or_tensors`` is none of the above, or holds something other than a tensor.
+    RuntimeError
+        ``WORLD_SIZE`` is above 1 but no process group is initialised.
+    ReplicaMismatchError
+        With ``raise_on_mismatch=True``, the replicas differ.
+
+    Examples
+    --------
     >>> report = seedlock.audit.check_replicas(ddp_model)
     >>> report.ok, [(m.name, m.differ) for m in report.mismatches]
     (False, [('module.fc1.weight', (1,))])

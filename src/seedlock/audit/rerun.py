@@ -1,5 +1,8 @@
-"""``seedlock.audit.check``: run one step twice from the same RNG state, traced, and say where the
-two runs diverge and why."""
+"""``seedlock.audit.check``: is one step reproducible? Run it twice from one snapshot, compare.
+
+Both runs start from the same model, optimizer and RNG state and are traced; the report says
+where they diverge and why. The guide: ``docs/audit.md`` (``check``).
+"""
 
 from __future__ import annotations
 
@@ -30,13 +33,41 @@ def check(
 ) -> Report:
     """Is ``step_fn`` reproducible? Run it ``runs`` times from one snapshot and compare.
 
-    Before the first run, the model's and optimizer's state and every RNG (:func:`seedlock
-    .capture`) are snapshotted; before each later run they are put back. Each run is traced;
-    run 1 is compared with every other run and the first report that is not reproducible is
-    returned (else the last one). Afterwards the model, optimizer and RNGs are as after one run.
-    ``ops=True`` records aten ops too (names the op inside the diverging module). ``keep`` is a
-    folder to keep the traces in (``run1.trace``, ...); by default they are deleted.
+    Before the first run, the model's and optimizer's state and every RNG
+    (:func:`seedlock.capture`) are snapshotted; before each later run they are put back. Each
+    run is traced; run 1 is compared with every other run. Afterwards the model, optimizer and
+    RNGs are as after one run.
 
+    Parameters
+    ----------
+    step_fn
+        The step, called with no argument (``lambda: train_step(batch)``).
+    model
+        The model the step trains: its state is snapshotted and its modules traced.
+    optimizer
+        The optimizer the step uses, snapshotted too; default ``None``.
+    runs
+        How many times to run the step, at least 2; default 2.
+    ops
+        Also record aten ops (names the op inside the diverging module); default ``False``.
+    keep
+        A folder to keep the traces in (``run1.trace``, ...), made if missing; default
+        ``None``: they are deleted.
+
+    Returns
+    -------
+    Report
+        The first comparison that is not reproducible, else the last one.
+
+    Raises
+    ------
+    ValueError
+        ``runs`` is less than 2.
+    FileExistsError
+        A ``run<i>.trace`` in ``keep`` exists and is not a seedlock trace.
+
+    Examples
+    --------
     >>> report = seedlock.audit.check(lambda: train_step(batch), model=model, optimizer=opt)
     >>> print(report)
     """

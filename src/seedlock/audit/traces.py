@@ -34,7 +34,7 @@ The file (format version 2: fingerprints use the trace's hash throughout)::
            rng TEXT, inputs TEXT)                  forward only: fingerprints before it ran
 
 Rows are buffered and written every ``flush_every`` events, so memory stays bounded however
-long the run.
+long the run. The guide: ``docs/audit.md`` (traces and ``compare``).
 """
 
 from __future__ import annotations
@@ -157,7 +157,15 @@ def rng_fingerprint() -> str:
 
 
 class Tracer:
-    """Records a trace to ``path``; use :func:`trace` (a context manager) to build one."""
+    """Records a trace to ``path``; use :func:`trace` (a context manager) to build one.
+
+    Parameters
+    ----------
+    path, model, optimizer, ops
+        As for :func:`trace`.
+    flush_every
+        Rows buffered before they are written; default 2000.
+    """
 
     def __init__(
         self,
@@ -191,6 +199,18 @@ class Tracer:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Tracer:
+        """Create the file and install the hooks (what entering ``with`` does).
+
+        Returns
+        -------
+        Tracer
+            ``self``.
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and is not a seedlock trace (a trace is replaced).
+        """
         if os.path.lexists(self.path):
             _replaceable(self.path)
             os.remove(self.path)
@@ -225,6 +245,8 @@ class Tracer:
         return self
 
     def stop(self) -> None:
+        """Remove the hooks, write what is buffered and close the file (what leaving ``with``
+        does); a no-op in a forked child."""
         if os.getpid() != self._pid:
             return
         if self._op_mode is not None:
@@ -255,6 +277,7 @@ class Tracer:
 
     # -- recording ---------------------------------------------------------------------------
     def flush(self) -> None:
+        """Write the buffered rows now."""
         if self._db is not None and self._rows:
             self._db.executemany(
                 f"INSERT INTO events VALUES ({', '.join('?' * _COLUMNS)})", self._rows
@@ -263,7 +286,13 @@ class Tracer:
             self._rows.clear()
 
     def meta(self, key: str, value: str) -> None:
-        """Add a ``meta`` entry (e.g. the command line) to the trace."""
+        """Add a ``meta`` entry (e.g. the command line) to the trace, while it is open.
+
+        Parameters
+        ----------
+        key, value
+            The entry; an existing ``key`` is replaced.
+        """
         if self._db is not None:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
@@ -278,6 +307,17 @@ class Tracer:
         rng: str | None = None,
         inputs: str | None = None,
     ) -> None:
+        """Record one event (what the hooks call); ignored in a forked child.
+
+        Parameters
+        ----------
+        event, module
+            The ``event`` and ``module`` columns (see the module docstring).
+        tensors
+            The event's tensors: fingerprinted and summarised together.
+        kind, op, rng, inputs
+            The optional columns of the same names; default ``None``.
+        """
         if os.getpid() != self._pid:
             return  # a forked child (a DataLoader worker) inherited the hooks: not ours
         busy, self.busy = self.busy, True
@@ -411,11 +451,31 @@ def trace(
 ) -> Tracer:
     """Record what ``model`` computes to the SQLite file ``path`` (see the module docstring).
 
-    ``model=None`` traces every module of the program (global mode). ``optimizer`` limits the
-    ``param`` events to that optimizer's steps (default: any optimizer stepping the model's
-    parameters). ``ops=True`` also records every aten op (slower; it names the op inside the
-    first diverging module).
+    Parameters
+    ----------
+    model
+        The model to trace; ``None``: every module of the program (global mode).
+    path
+        The trace file; an existing seedlock trace is replaced.
+    optimizer
+        Limits the ``param`` events to that optimizer's steps; default ``None``: any optimizer
+        stepping the model's parameters.
+    ops
+        Also record every aten op (slower; it names the op inside the first diverging module);
+        default ``False``.
 
+    Returns
+    -------
+    Tracer
+        Records from entering ``with`` (or :meth:`Tracer.start`) to leaving it.
+
+    Raises
+    ------
+    FileExistsError
+        On entering: ``path`` exists and is not a seedlock trace; it is left as it was.
+
+    Examples
+    --------
     >>> with seedlock.audit.trace(model, "a.trace", optimizer=opt):
     ...     train_step()
     """

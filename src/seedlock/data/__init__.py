@@ -1,5 +1,9 @@
 """The data pipeline: per-sample seeds, and a loader that resumes mid-epoch exactly (needs torch).
 
+Guarantees: a sample's randomness depends only on ``(root, epoch, index)``, not on the workers;
+an epoch's order only on ``(root, epoch)``; a resumed loader delivers exactly the batches an
+uninterrupted one would have.
+
 Modules: ``_samples`` (seeding each sample from ``(root, epoch, index)``), ``_sampler`` (the
 order of an epoch, and the one cursor in it), ``_loader`` (the DataLoader). The guide:
 ``docs/data.md``.

@@ -1,5 +1,6 @@
-"""``seedlock.data.loader``: a DataLoader with per-sample seeds, its own generator and an exact,
-O(1) resume that counts the batches delivered to the caller.
+"""``seedlock.data.loader``: a DataLoader with per-sample seeds, its own generator, exact resume.
+
+The resume is O(1) and counts the batches delivered to the caller. The guide: ``docs/data.md``.
 
 The loader is a ``torch.utils.data.DataLoader`` subclass. Its sampler is a
 :class:`~seedlock.data.ResumableSampler`; its dataset is wrapped in a
@@ -104,7 +105,57 @@ class _Delivered:
 
 
 class SeedlockDataLoader(DataLoader[Any]):
-    """A DataLoader with per-sample seeding and exact resume; build it with :func:`loader`."""
+    """A DataLoader with per-sample seeding and exact resume; build it with :func:`loader`.
+
+    ``iter()`` raises ``ValueError`` when the sampler's position was moved (through the
+    sampler's own ``load_state_dict``) to a sample that does not start a batch.
+
+    Parameters
+    ----------
+    dataset
+        A map-style dataset (``__getitem__`` and ``__len__``); an ``IterableDataset`` is
+        refused. It is wrapped in a :class:`~seedlock.data.SeededDataset`.
+    batch_size
+        Samples per batch; default 1. ``None``: no batching (samples one by one, as with
+        DataLoader).
+    shuffle
+        Shuffle each epoch from ``(seed, epoch)``; default ``False``. Set it on the sampler
+        instead when you pass one.
+    sampler
+        A :class:`~seedlock.data.ResumableSampler` giving the order; default ``None``: one made
+        from ``shuffle`` and ``seed``.
+    drop_last
+        Drop the short last batch of each epoch; default ``False``.
+    seed
+        The root of the per-sample seeds and the workers' base seed, and of the order when the
+        loader makes the sampler; default ``None``: the process's root seed
+        (:func:`seedlock.get_root`), read now.
+    strict
+        Refuse a dataset that holds generator objects (see
+        :func:`~seedlock.data.find_generators`); default ``False``: they are reseeded per sample.
+    **kwargs
+        DataLoader's other arguments (``num_workers``, ``collate_fn``, ``pin_memory``,
+        ``persistent_workers``, ``prefetch_factor``, ``worker_init_fn``, ...) except
+        ``batch_sampler`` and ``generator``, which it builds.
+
+    Attributes
+    ----------
+    root
+        The root seed in use.
+    resumable_sampler
+        The sampler; its cursor is the loader's position.
+
+    Raises
+    ------
+    TypeError
+        An ``IterableDataset``; ``batch_sampler`` or ``generator`` given; ``sampler`` that is not a
+        :class:`~seedlock.data.ResumableSampler`; ``seed`` not an int, str or bytes.
+    ValueError
+        ``shuffle=True`` with a ``sampler``; the dataset holds a random source no seed reaches
+        (``random.SystemRandom``), or, with ``strict=True``, any generator object.
+    LookupError
+        ``seed`` is ``None`` and the process has no root seed.
+    """
 
     def __init__(
         self,
@@ -198,7 +249,13 @@ class SeedlockDataLoader(DataLoader[Any]):
         return self.resumable_sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` start ``epoch`` from its first batch."""
+        """Make the next ``iter()`` start ``epoch`` from its first batch.
+
+        Parameters
+        ----------
+        epoch
+            The epoch, an int: its order is a function of ``(root, epoch)``.
+        """
         self.resumable_sampler.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
@@ -221,9 +278,23 @@ class SeedlockDataLoader(DataLoader[Any]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next ``iter()`` continue exactly after the last delivered batch.
 
-        A state that is not one :meth:`state_dict` returns raises
-        :class:`~seedlock.errors.CorruptStateError` (a newer one
-        :class:`~seedlock.errors.StateVersionError`) and changes nothing."""
+        Parameters
+        ----------
+        state
+            What :meth:`state_dict` returned, with any ``num_workers``, ``persistent_workers``
+            or ``prefetch_factor`` then and now.
+
+        Raises
+        ------
+        seedlock.errors.CorruptStateError
+            ``state`` is not one :meth:`state_dict` returns, or counts more batches than an
+            epoch has.
+        seedlock.errors.StateVersionError
+            A newer seedlock wrote it.
+        seedlock.errors.WorldSizeMismatchError
+            It was saved with the data split across another number of ranks. In every case
+            nothing changes.
+        """
         if not isinstance(state, dict) or type(state.get("version")) is not int:
             raise CorruptStateError("not a seedlock loader state (no int 'version')")
         check_version(state, "loader state", _STATE_VERSION)
@@ -261,12 +332,48 @@ def loader(
 ) -> SeedlockDataLoader:
     """A DataLoader over ``dataset`` with per-sample seeding and exact O(1) resume.
 
-    Takes DataLoader's arguments (``num_workers``, ``collate_fn``, ``pin_memory``,
-    ``persistent_workers``, ``prefetch_factor``, ``worker_init_fn``, ``drop_last``, ...) except
-    ``batch_sampler`` and ``generator``, which it builds; ``sampler=`` must be a
-    :class:`ResumableSampler`. ``seed`` defaults to the root seed; ``strict=True`` refuses a
-    dataset that holds generator objects.
+    Parameters
+    ----------
+    dataset
+        A map-style dataset (``__getitem__`` and ``__len__``); an ``IterableDataset`` is
+        refused. It is wrapped in a :class:`~seedlock.data.SeededDataset`.
+    batch_size
+        Samples per batch; default 1. ``None``: no batching (samples one by one, as with
+        DataLoader).
+    shuffle
+        Shuffle each epoch from ``(seed, epoch)``; default ``False``. Set it on the sampler
+        instead when you pass one.
+    seed
+        The root of the per-sample seeds and the workers' base seed, and of the order when the
+        loader makes the sampler; default ``None``: the process's root seed
+        (:func:`seedlock.get_root`), read now.
+    strict
+        Refuse a dataset that holds generator objects (see
+        :func:`~seedlock.data.find_generators`); default ``False``: they are reseeded per sample.
+    **kwargs
+        DataLoader's other arguments (``num_workers``, ``collate_fn``, ``pin_memory``,
+        ``persistent_workers``, ``prefetch_factor``, ``worker_init_fn``, ``drop_last``, ...)
+        except ``batch_sampler`` and ``generator``, which it builds; ``sampler=`` must be a
+        :class:`ResumableSampler`.
 
+    Returns
+    -------
+    SeedlockDataLoader
+        A ``torch.utils.data.DataLoader`` subclass.
+
+    Raises
+    ------
+    TypeError
+        An ``IterableDataset``; ``batch_sampler`` or ``generator`` given; ``sampler`` that is not a
+        :class:`~seedlock.data.ResumableSampler`; ``seed`` not an int, str or bytes.
+    ValueError
+        ``shuffle=True`` with a ``sampler``; the dataset holds a random source no seed reaches
+        (``random.SystemRandom``), or, with ``strict=True``, any generator object.
+    LookupError
+        ``seed`` is ``None`` and the process has no root seed.
+
+    Examples
+    --------
     >>> seedlock.seed_everything(0)
     >>> train = seedlock.data.loader(dataset, batch_size=32, shuffle=True, num_workers=4)
     >>> for batch in train: ...

@@ -1,5 +1,7 @@
 """A resumable, self-advancing, rank-aware sampler.
 
+The guide: ``docs/data.md`` (its own order; exact resume).
+
 The shuffle order of epoch ``e`` is a pure function of ``(root, e)``: a permutation drawn with a
 CPU ``torch.Generator`` seeded with ``derive("sampler", e, bits=32)``. Nothing is drawn from the
 global torch RNG (``RandomSampler(generator=None)`` draws from it every epoch), and resuming at
@@ -106,6 +108,38 @@ class ResumableSampler(Sampler[int]):
     (counting the batches its caller received, which is what makes its resume exact under
     worker prefetching), so ``set_epoch`` and ``load_state_dict`` on the sampler move the
     loader too.
+
+    Parameters
+    ----------
+    data_source
+        The dataset (anything with ``len()``) or its size, an int >= 0.
+    shuffle
+        Shuffle each epoch (see the module docstring); default ``True``. ``False``: index order.
+    seed
+        The root of the order; default ``None``: the process's root seed
+        (:func:`seedlock.get_root`), read at each epoch.
+    num_replicas
+        How many ranks share the data; default ``None``: :func:`seedlock.distributed.world_size`.
+    rank
+        This rank's share, in ``[0, num_replicas)``; default ``None``:
+        :func:`seedlock.distributed.rank`.
+    drop_last
+        Drop the tail of the order so that it splits evenly over the ranks; default ``False``:
+        pad it with its own first indices, as ``DistributedSampler`` does.
+    epoch
+        The epoch the first ``iter()`` uses; default 0.
+
+    Attributes
+    ----------
+    cursor
+        The :class:`Cursor`: the one position in the data order.
+
+    Raises
+    ------
+    ValueError
+        A negative size, ``num_replicas < 1`` or ``rank`` outside ``[0, num_replicas)``.
+    TypeError
+        ``seed`` is not an int, str or bytes.
     """
 
     def __init__(
@@ -142,7 +176,24 @@ class ResumableSampler(Sampler[int]):
         return math.ceil(self.size / self.num_replicas)
 
     def indices(self, epoch: int) -> list[int]:
-        """This rank's indices for ``epoch``, in order: a pure function of (root, epoch)."""
+        """This rank's indices for ``epoch``, in order.
+
+        Parameters
+        ----------
+        epoch
+            The epoch, an int.
+
+        Returns
+        -------
+        list of int
+            A pure function of ``(root, epoch)`` (and of the size, ``num_replicas``, ``rank``,
+            ``shuffle`` and ``drop_last``).
+
+        Raises
+        ------
+        LookupError
+            No ``seed`` was given and the process has no root seed.
+        """
         if self.shuffle:
             root = get_root() if self.seed is None else self.seed
             generator = torch.Generator().manual_seed(derive("sampler", epoch, root=root, bits=32))
@@ -175,8 +226,13 @@ class ResumableSampler(Sampler[int]):
         return self.cursor.next_epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` use ``epoch`` from its start (DistributedSampler
-        compatible)."""
+        """Make the next ``iter()`` use ``epoch`` from its start (as ``DistributedSampler``'s).
+
+        Parameters
+        ----------
+        epoch
+            The epoch, an int.
+        """
         self.cursor.seek(epoch, 0)
 
     # -- Stateful ---------------------------------------------------------------------------------

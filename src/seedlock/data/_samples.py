@@ -1,5 +1,7 @@
 """Per-sample seeding: a sample's randomness is a function of ``(root, epoch, index)`` only.
 
+The guide: ``docs/data.md`` (per-sample seeding; held generators).
+
 Right before sample ``index`` of epoch ``epoch`` is fetched, :class:`SeededDataset`:
 
 * seeds every loaded global generator (``random``, ``np.random``, torch's CPU generator, ...)
@@ -7,7 +9,8 @@ Right before sample ``index`` of epoch ``epoch`` is fetched, :class:`SeededDatas
 * reseeds every generator object the dataset holds (see *What is scanned*) with
   ``derive("data", epoch, index, "held", <path>)``;
 * makes :func:`sample_rng` / :func:`sample_generator` return generators seeded with
-  ``derive("data", epoch, index, "numpy")``-style keys for that sample.
+  ``derive("data", epoch, index, "sample_rng", bits=128)`` /
+  ``derive("data", epoch, index, "sample_generator", bits=32)``.
 
 So the augmentation a sample gets does not depend on which worker fetched it, how many workers
 there are, what was fetched before it, or whether the run was resumed.
@@ -85,12 +88,23 @@ def _require_sample(what: str) -> _Sample:
 def sample_rng() -> Any:
     """The current sample's ``numpy.random.Generator`` (PCG64, 128-bit seed).
 
-    Repeated calls while one sample is fetched return the same generator, continuing its
-    stream. Use it in ``__getitem__`` or a transform::
+    Use it in ``__getitem__`` or a transform::
 
         def __getitem__(self, i):
             rng = seedlock.data.sample_rng()
             return self.images[i] + rng.normal(0, 0.1, self.images[i].shape)
+
+    Returns
+    -------
+    numpy.random.Generator
+        Seeded from ``(root, epoch, index)`` of the sample being fetched (see the module
+        docstring). Repeated calls while one sample is fetched return the same generator,
+        continuing its stream.
+
+    Raises
+    ------
+    RuntimeError
+        Called outside the fetch of a sample by a seedlock loader (or :class:`SeededDataset`).
     """
     sample = _require_sample("sample_rng")
     if sample.rng is None:
@@ -101,7 +115,19 @@ def sample_rng() -> Any:
 
 
 def sample_generator() -> Any:
-    """The current sample's CPU ``torch.Generator`` (same rules as :func:`sample_rng`)."""
+    """The current sample's CPU ``torch.Generator`` (same rules as :func:`sample_rng`).
+
+    Returns
+    -------
+    torch.Generator
+        Seeded from ``(root, epoch, index)`` of the sample being fetched; the same generator
+        for repeated calls during one fetch.
+
+    Raises
+    ------
+    RuntimeError
+        Called outside the fetch of a sample by a seedlock loader (or :class:`SeededDataset`).
+    """
     sample = _require_sample("sample_generator")
     if sample.generator is None:
         import torch  # loaded already: this package needs torch
@@ -140,10 +166,23 @@ def _enterable(value: Any) -> bool:
 
 
 def find_generators(dataset: Any) -> list[tuple[str, Any, GeneratorOwner]]:
-    """Generator objects held by ``dataset``: ``(path, generator, owning backend)`` each.
+    """Generator objects held by ``dataset``, found as the module docstring describes.
 
-    See the module docstring for exactly what is scanned. A random source that no seed reaches
-    (``random.SystemRandom``) raises ``ValueError`` naming its path.
+    Parameters
+    ----------
+    dataset
+        Any object; its attributes are scanned, not the dataset's items.
+
+    Returns
+    -------
+    list of tuple
+        ``(path, generator, owning backend)`` for each, e.g. ``("dataset.transform.rng", rng,
+        <numpy backend>)``, in scan order.
+
+    Raises
+    ------
+    ValueError
+        A random source that no seed reaches (``random.SystemRandom``), naming its path.
     """
     found: list[tuple[str, Any, GeneratorOwner]] = []
     seen: set[int] = {id(dataset)}
@@ -175,7 +214,34 @@ class SeededDataset(Dataset[Any]):
     """Wraps a map-style dataset so that item ``(epoch, index)`` is fetched under per-sample
     seeds (see the module docstring). :func:`seedlock.data.loader` builds it for you.
 
-    ``strict=True`` refuses datasets that hold generator objects, naming each one.
+    ``wrapped[(epoch, index)]`` is ``dataset[index]``; ``len(wrapped)`` is ``len(dataset)``;
+    other attributes are the dataset's.
+
+    Parameters
+    ----------
+    dataset
+        A map-style dataset.
+    root
+        The root of the per-sample seeds; default ``None``: the process's root seed
+        (:func:`seedlock.get_root`), read now.
+    strict
+        Refuse a dataset that holds generator objects, naming each one; default ``False``:
+        they are reseeded per sample.
+
+    Attributes
+    ----------
+    held
+        What :func:`find_generators` found in ``dataset``.
+
+    Raises
+    ------
+    ValueError
+        With ``strict=True``, the dataset holds generator objects; in any case, it holds a
+        random source no seed reaches.
+    TypeError
+        ``root`` is not an int, str or bytes.
+    LookupError
+        ``root`` is ``None`` and the process has no root seed.
     """
 
     def __init__(self, dataset: Any, *, root: Seed | None = None, strict: bool = False) -> None:
