@@ -274,7 +274,7 @@ def measure_steps(
 PARTS = (
     ("summary() (float64 sum, max |x|, NaN / Inf counts)", FINGERPRINTS, "summary"),
     ("fingerprint() (hash of the bytes)", FINGERPRINTS, "fingerprint"),
-    ("rng_fingerprint() (torch RNG state)", TRACES, "rng_fingerprint"),
+    ("rng_fingerprint() (torch RNG state)", FINGERPRINTS, "rng_fingerprint"),
     ("Tracer.flush() (SQLite inserts)", TRACES, "flush"),
     ("every seedlock.audit hook, all in", TRACES, "record"),
 )

@@ -89,20 +89,20 @@ def test_fingerprint_reads_the_same_bytes_on_every_path(make):
 
 
 def test_trace_memo_is_exact_after_an_in_place_change(monkeypatch):
-    from seedlock.audit import traces
+    from seedlock.audit import fingerprints
 
     calls: list[str] = []
-    real_fp, real_summary = traces.fingerprint, traces.summary
-    monkeypatch.setattr(traces, "fingerprint", lambda t: calls.append("fp") or real_fp(t))
-    monkeypatch.setattr(traces, "summary", lambda t: calls.append("sum") or real_summary(t))
-    memo = traces._Memo()
+    real_fp, real_summary = fingerprints.fingerprint, fingerprints.summary
+    monkeypatch.setattr(fingerprints, "fingerprint", lambda t: calls.append("fp") or real_fp(t))
+    monkeypatch.setattr(fingerprints, "summary", lambda t: calls.append("sum") or real_summary(t))
+    memo = fingerprints.Memo()
     x = torch.randn(10)
     before = (memo(x), memo.summary(x))
     assert (memo(x), memo.summary(x)) == before
     assert calls == ["fp", "sum"]  # the second pair was a hit
     x.add_(1)  # bumps the version counter: both must be computed again
-    assert memo(x) == audit.fingerprint(x) != before[0]
-    assert memo.summary(x) == audit.summary(x) != before[1]
+    assert memo(x) == real_fp(x) != before[0]
+    assert memo.summary(x) == real_summary(x) != before[1]
     assert calls == ["fp", "sum", "fp", "sum"]
 
 

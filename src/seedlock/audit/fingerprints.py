@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -33,7 +35,18 @@ try:  # xxh3-128 hashes at memory speed, SHA-256 slower (benchmarks/bench_audit.
 except ImportError:  # pragma: no cover - depends on the environment
     _xxhash = None
 
-__all__ = ["ALGORITHM", "Summary", "fingerprint", "hash_bytes", "summary"]
+__all__ = [
+    "ALGORITHM",
+    "Memo",
+    "Summary",
+    "fingerprint",
+    "fingerprint_all",
+    "fingerprint_summary",
+    "hash_bytes",
+    "rng_fingerprint",
+    "summary",
+    "tensors_in",
+]
 
 #: The hash behind CPU fingerprints: traces made with different ones cannot be compared.
 ALGORITHM = "xxh3_128" if _xxhash is not None else "sha256"
@@ -206,3 +219,91 @@ def _sum_absmax(x: Any) -> tuple[float, float]:
     stats = torch.stack([total.to(torch.float64), low.to(torch.float64), high.to(torch.float64)])
     total_v, low_v, high_v = stats.cpu().tolist()  # one transfer from the device
     return float(total_v), float(max(abs(low_v), abs(high_v)))
+
+
+# -- what one trace event records ------------------------------------------------------------
+
+
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a nested structure of tuples, lists and dicts, in order."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from tensors_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from tensors_in(item)
+
+
+class Memo:
+    """Fingerprints and summaries of recently seen tensors: a module's input is usually the
+    previous module's output, hashed a moment ago, and a container's output is its last
+    child's. Keyed by identity, checked by weak reference and by the tensor's version counter
+    (bumped by every in-place change), so a hit is always exact."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.entries: dict[int, list[Any]] = {}  # id -> [ref, version, fingerprint, summary]
+
+    def _entry(self, t: torch.Tensor) -> list[Any]:
+        entry = self.entries.get(id(t))
+        if entry is not None and entry[0]() is t and entry[1] == t._version:
+            return entry
+        if len(self.entries) >= self.size:
+            self.entries.clear()
+        entry = self.entries[id(t)] = [weakref.ref(t), t._version, None, None]
+        return entry
+
+    def __call__(self, t: torch.Tensor) -> str:
+        entry = self._entry(t)
+        if entry[2] is None:
+            entry[2] = fingerprint(t)
+        return str(entry[2])
+
+    def summary(self, t: torch.Tensor) -> Summary:
+        entry = self._entry(t)
+        if entry[3] is None:
+            entry[3] = summary(t)
+        stats: Summary = entry[3]
+        return stats
+
+
+_memo = Memo()
+
+
+def fingerprint_all(tensors: list[torch.Tensor]) -> str:
+    """One fingerprint for one or more tensors ("none" for none)."""
+    if not tensors:
+        return "none"
+    prints = [_memo(t) for t in tensors]
+    if len(prints) == 1:
+        return prints[0]
+    return hash_bytes("".join(prints).encode())
+
+
+Stats = tuple[float, float, int, int]
+
+
+def fingerprint_summary(tensors: list[torch.Tensor]) -> tuple[str, str | None, str | None, Stats]:
+    """(fingerprint, dtype, shape, summary) of one or more tensors, as one trace event records
+    them."""
+    if not tensors:
+        return "none", None, None, (0.0, 0.0, 0, 0)
+    stats = [_memo.summary(t) for t in tensors]
+    fp = fingerprint_all(tensors)
+    total = (
+        sum(s.sum for s in stats),
+        max(s.absmax for s in stats),
+        sum(s.nans for s in stats),
+        sum(s.infs for s in stats),
+    )
+    return fp, str(tensors[0].dtype), str(tuple(tensors[0].shape)), total
+
+
+def rng_fingerprint() -> str:
+    """Fingerprint of torch's CPU generator state (and every CUDA device's, once started)."""
+    states = [torch.get_rng_state().numpy()]
+    if torch.cuda.is_initialized():
+        states += [state.numpy() for state in torch.cuda.get_rng_state_all()]
+    return hash_bytes(*states)

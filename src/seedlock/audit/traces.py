@@ -44,8 +44,6 @@ import os
 import sqlite3
 import sys
 import time
-import weakref
-from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -55,9 +53,15 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from seedlock._version import __version__
 from seedlock.audit.divergence import read_meta
-from seedlock.audit.fingerprints import ALGORITHM, Summary, fingerprint, hash_bytes, summary
+from seedlock.audit.fingerprints import (
+    ALGORITHM,
+    fingerprint_all,
+    fingerprint_summary,
+    rng_fingerprint,
+    tensors_in,
+)
 
-__all__ = ["FORMAT", "SCHEMA", "Tracer", "tensors_in", "trace"]
+__all__ = ["FORMAT", "SCHEMA", "Tracer", "trace"]
 
 FORMAT = "seedlock.trace"
 VERSION = 2  # 2: RNG and multi-tensor fingerprints use the trace's hash, not SHA-256
@@ -70,90 +74,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 _COLUMNS = 15
-
-
-def tensors_in(value: Any) -> Iterator[torch.Tensor]:
-    """Every tensor in a nested structure of tuples, lists and dicts, in order."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from tensors_in(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from tensors_in(item)
-
-
-class _Memo:
-    """Fingerprints and summaries of recently seen tensors: a module's input is usually the
-    previous module's output, hashed a moment ago, and a container's output is its last
-    child's. Keyed by identity, checked by weak reference and by the tensor's version counter
-    (bumped by every in-place change), so a hit is always exact."""
-
-    def __init__(self, size: int = 512) -> None:
-        self.size = size
-        self.entries: dict[int, list[Any]] = {}  # id -> [ref, version, fingerprint, summary]
-
-    def _entry(self, t: torch.Tensor) -> list[Any]:
-        entry = self.entries.get(id(t))
-        if entry is not None and entry[0]() is t and entry[1] == t._version:
-            return entry
-        if len(self.entries) >= self.size:
-            self.entries.clear()
-        entry = self.entries[id(t)] = [weakref.ref(t), t._version, None, None]
-        return entry
-
-    def __call__(self, t: torch.Tensor) -> str:
-        entry = self._entry(t)
-        if entry[2] is None:
-            entry[2] = fingerprint(t)
-        return str(entry[2])
-
-    def summary(self, t: torch.Tensor) -> Summary:
-        entry = self._entry(t)
-        if entry[3] is None:
-            entry[3] = summary(t)
-        stats: Summary = entry[3]
-        return stats
-
-
-_memo = _Memo()
-
-
-def _fingerprint_all(tensors: list[torch.Tensor]) -> str:
-    """One fingerprint for one or more tensors ("none" for none)."""
-    if not tensors:
-        return "none"
-    prints = [_memo(t) for t in tensors]
-    if len(prints) == 1:
-        return prints[0]
-    return hash_bytes("".join(prints).encode())
-
-
-_Stats = tuple[float, float, int, int]
-
-
-def _combined(tensors: list[torch.Tensor]) -> tuple[str, str | None, str | None, _Stats]:
-    """(fingerprint, dtype, shape, summary) of one or more tensors."""
-    if not tensors:
-        return "none", None, None, (0.0, 0.0, 0, 0)
-    stats = [_memo.summary(t) for t in tensors]
-    fp = _fingerprint_all(tensors)
-    total = (
-        sum(s.sum for s in stats),
-        max(s.absmax for s in stats),
-        sum(s.nans for s in stats),
-        sum(s.infs for s in stats),
-    )
-    return fp, str(tensors[0].dtype), str(tuple(tensors[0].shape)), total
-
-
-def rng_fingerprint() -> str:
-    """Fingerprint of torch's CPU generator state (and every CUDA device's, once started)."""
-    states = [torch.get_rng_state().numpy()]
-    if torch.cuda.is_initialized():
-        states += [state.numpy() for state in torch.cuda.get_rng_state_all()]
-    return hash_bytes(*states)
 
 
 class Tracer:
@@ -322,7 +242,7 @@ class Tracer:
             return  # a forked child (a DataLoader worker) inherited the hooks: not ours
         busy, self.busy = self.busy, True
         try:
-            fp, dtype, shape, stats = _combined(tensors)
+            fp, dtype, shape, stats = fingerprint_summary(tensors)
         finally:
             self.busy = busy
         self._rows.append(
@@ -363,7 +283,7 @@ class Tracer:
                     self.record("param", full, [param.detach()])
         busy, self.busy = self.busy, True
         try:
-            self._pending[id(module)] = (rng_fingerprint(), _fingerprint_all(inputs))
+            self._pending[id(module)] = (rng_fingerprint(), fingerprint_all(inputs))
         finally:
             self.busy = busy
         self._stack.append(name)
