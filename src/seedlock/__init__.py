@@ -24,15 +24,8 @@ if TYPE_CHECKING:
     from seedlock.determinism import DeterminismProfile, deterministic
     from seedlock.errors import StateError
     from seedlock.seeding import SeedReport, ensure_hash_seed, hash_seed, seed_everything
-    from seedlock.state import (
-        RNGState,
-        Stateful,
-        capture,
-        load_state_dict,
-        restore,
-        rng,
-        state_dict,
-    )
+    from seedlock.state import RNGState, capture, restore
+    from seedlock.stateful import Stateful, load_state_dict, rng, state_dict
     from seedlock.store import load, save
     from seedlock.streams import jax_key, numpy_rng, random_rng, torch_generator
 
@@ -54,12 +47,12 @@ _EXPORTS = {
     "deterministic": "seedlock.determinism",
     "DeterminismProfile": "seedlock.determinism",
     "RNGState": "seedlock.state",
-    "Stateful": "seedlock.state",
+    "Stateful": "seedlock.stateful",
     "capture": "seedlock.state",
     "restore": "seedlock.state",
-    "rng": "seedlock.state",
-    "state_dict": "seedlock.state",
-    "load_state_dict": "seedlock.state",
+    "rng": "seedlock.stateful",
+    "state_dict": "seedlock.stateful",
+    "load_state_dict": "seedlock.stateful",
     "fork": "seedlock._forking",
     "reseed_on_fork": "seedlock._forking",
     "register": "seedlock._registry",

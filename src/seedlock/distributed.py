@@ -64,7 +64,8 @@ from seedlock._forking import fork
 from seedlock._ranks import local_rank, rank, world_size
 from seedlock.derivation import Key
 from seedlock.errors import StateMismatchError, StateVersionError, WorldSizeMismatchError
-from seedlock.state import RNGState, capture, load_state_dict, restore, state_dict
+from seedlock.state import RNGState, capture, restore
+from seedlock.stateful import load_state_dict, state_dict
 
 __all__ = [
     "PerRankState",
