@@ -60,9 +60,7 @@ def world_size() -> int:
     2
     """
     dist = initialised_group()
-    if dist is not None:
-        return int(dist.get_world_size())
-    size = _env_int("WORLD_SIZE", 1)
+    size = _env_int("WORLD_SIZE", 1) if dist is None else int(dist.get_world_size())
     if size < 1:
         raise ValueError(f"WORLD_SIZE must be >= 1, got {size}")
     return size
@@ -90,9 +88,9 @@ def rank() -> int:
     if dist is not None:
         return int(dist.get_rank())
     here, size = _env_int("RANK", 0), world_size()
-    if not 0 <= here < size:
-        raise ValueError(f"RANK={here} is outside [0, WORLD_SIZE={size})")
-    return here
+    if 0 <= here < size:
+        return here
+    raise ValueError(f"RANK={here} is outside [0, WORLD_SIZE={size})")
 
 
 def local_rank() -> int:

@@ -63,7 +63,11 @@ from seedlock._collectives import collective_device, group_ranks, require_group
 from seedlock._forking import fork
 from seedlock._ranks import local_rank, rank, world_size
 from seedlock.derivation import Key
-from seedlock.errors import StateMismatchError, StateVersionError, WorldSizeMismatchError
+from seedlock.errors import (
+    StateMismatchError,
+    WorldSizeMismatchError,
+    check_version,
+)
 from seedlock.state import RNGState, capture, restore
 from seedlock.stateful import load_state_dict, state_dict
 
@@ -425,14 +429,7 @@ def _check_version(state: object) -> None:
     """
     if not isinstance(state, Mapping):
         raise StateMismatchError([f"not a PerRankState state dict: {_keys(state)}"])
-    version = state.get("version", 1)
-    if type(version) is not int or version < 1:
-        raise StateMismatchError([f"not a PerRankState state dict (version {version!r})"])
-    if version > _PER_RANK_VERSION:
-        raise StateVersionError(
-            f"PerRankState state version {version} was written by a newer seedlock; this one "
-            f"reads up to version {_PER_RANK_VERSION}: upgrade seedlock"
-        )
+    check_version(state.get("version", 1), _PER_RANK_VERSION, "PerRankState state")
 
 
 def _keys(value: object) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "StateTooLargeError",
     "StateVersionError",
     "WorldSizeMismatchError",
+    "check_version",
 ]
 
 
@@ -74,3 +75,38 @@ class WorldSizeMismatchError(StateError, ValueError):
     ``load_state_dict``: per-rank streams and each rank's share of the data cannot be
     redistributed exactly.
     """
+
+
+def check_version(version: object, newest: int, what: str) -> int:
+    """The ``version`` of a saved ``what`` (for example ``"sampler state"``), checked.
+
+    Parameters
+    ----------
+    version
+        The value the state holds under ``"version"``.
+    newest
+        The newest version this seedlock reads.
+    what
+        What the state is, for the messages.
+
+    Returns
+    -------
+    int
+        ``version``.
+
+    Raises
+    ------
+    CorruptStateError
+        ``version`` is not an int >= 1.
+    StateVersionError
+        ``version`` is above ``newest``: a newer seedlock wrote the state.
+    """
+    if type(version) is not int or version < 1:
+        shown = type(version).__name__ if type(version) is not int else version
+        raise CorruptStateError(f"invalid {what} version: {shown} (an int >= 1 is expected)")
+    if version > newest:
+        raise StateVersionError(
+            f"{what} version {version} was written by a newer seedlock; this one reads up to "
+            f"version {newest}: upgrade seedlock"
+        )
+    return version

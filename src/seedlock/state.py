@@ -27,7 +27,7 @@ from seedlock import _hooks, _registry
 from seedlock import backends as _backends
 from seedlock.backends.base import Backend, GeneratorOwner
 from seedlock.backends.checks import fields_problem, type_name
-from seedlock.errors import CorruptStateError, StateMismatchError, StateVersionError
+from seedlock.errors import CorruptStateError, StateMismatchError, check_version
 
 __all__ = [
     "MAX_DEPTH",
@@ -113,14 +113,7 @@ class RNGState:
                 f"not a seedlock RNG state: expected a dict with kind={_KIND!r}, "
                 f"got {_describe(plain)}"
             )
-        version = plain.get("version")
-        if type(version) is not int or version < 1:
-            raise CorruptStateError(f"invalid RNG state version: {type_name(version)}")
-        if version > STATE_VERSION:
-            raise StateVersionError(
-                f"RNG state version {version} was written by a newer seedlock; this one reads "
-                f"up to version {STATE_VERSION}: upgrade seedlock"
-            )
+        version = check_version(plain.get("version"), STATE_VERSION, "RNG state")
         problems = fields_problem(plain, _FIELDS, "the state")
         if problems:
             raise CorruptStateError("; ".join(problems))

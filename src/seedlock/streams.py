@@ -37,43 +37,56 @@ factory                seeded with
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
 
 from seedlock import _ranks, _registry
+from seedlock._docs import fill
 from seedlock.derivation import Key, Seed, derive
 
 __all__ = ["jax_key", "numpy_rng", "random_rng", "torch_generator"]
 
+_G = TypeVar("_G")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-def numpy_rng(name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = False) -> Any:
-    """A ``numpy.random.Generator`` (PCG64) for the stream ``(name, *keys)``.
-
-    Parameters
-    ----------
-    name
-        The stream's name, the first key of its path: an int, str or bytes.
-    *keys
-        More keys extending the path: ``numpy_rng("augment", worker_id)`` is a stream of its own.
-    root
+# The parameters and errors every factory shares, written once.
+_PATH = """name, *keys
+        The stream's key path: ``name`` then more keys, each an int, str or bytes;
+        ``("augment", worker_id)`` is a stream of its own beside ``("augment",)``."""
+_SCOPE = """root
         The root seed; default ``None``: the process's root seed (:func:`seedlock.get_root`).
     per_rank
         ``True`` makes the stream rank-local: the rank joins the key path (see the module
-        docstring). Default ``False``: shared, the same numbers on every rank.
-
-    Returns
-    -------
-    numpy.random.Generator
-        A new generator at the start of the stream, seeded with 128 bits, and registered.
-
-    Raises
+        docstring). Default ``False``: shared, the same numbers on every rank."""
+_RAISES = """Raises
     ------
     TypeError
         A key or ``root`` is not an int, str or bytes.
     LookupError
         ``root`` is ``None`` and the process has no root seed.
     ValueError
-        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid.
+        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid."""
+
+
+def _factory(returns: str, what: str, device: str = "") -> Callable[[_F], _F]:
+    """Put a factory's Parameters, Returns and Raises sections where its docstring says
+    ``{sections}``: the shared ones, its return value, and ``device`` when it takes one."""
+    device_entry = f"\n    device\n        {device}" if device else ""
+    return fill(
+        sections=f"Parameters\n    ----------\n    {_PATH}{device_entry}\n    {_SCOPE}\n\n"
+        f"    Returns\n    -------\n    {returns}\n        {what}\n\n    {_RAISES}"
+    )
+
+
+@_factory(
+    "numpy.random.Generator",
+    "A new generator at the start of the stream, seeded with 128 bits, and registered.",
+)
+def numpy_rng(name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = False) -> Any:
+    """A ``numpy.random.Generator`` (PCG64) for the stream ``(name, *keys)``.
+
+    {sections}
 
     Examples
     --------
@@ -89,36 +102,16 @@ def numpy_rng(name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = 
     return _register(rng, "numpy_rng", (name, *keys), root, per_rank)
 
 
+@_factory(
+    "random.Random",
+    "A new generator at the start of the stream, seeded with 128 bits, and registered.",
+)
 def random_rng(
     name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = False
 ) -> random.Random:
     """A ``random.Random`` for the stream ``(name, *keys)``.
 
-    Parameters
-    ----------
-    name
-        The stream's name, the first key of its path: an int, str or bytes.
-    *keys
-        More keys extending the path: ``random_rng("augment", worker_id)`` is a stream of its own.
-    root
-        The root seed; default ``None``: the process's root seed (:func:`seedlock.get_root`).
-    per_rank
-        ``True`` makes the stream rank-local: the rank joins the key path (see the module
-        docstring). Default ``False``: shared, the same numbers on every rank.
-
-    Returns
-    -------
-    random.Random
-        A new generator at the start of the stream, seeded with 128 bits, and registered.
-
-    Raises
-    ------
-    TypeError
-        A key or ``root`` is not an int, str or bytes.
-    LookupError
-        ``root`` is ``None`` and the process has no root seed.
-    ValueError
-        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid.
+    {sections}
 
     Examples
     --------
@@ -129,6 +122,12 @@ def random_rng(
     return _register(rng, "random_rng", (name, *keys), root, per_rank)
 
 
+@_factory(
+    "torch.Generator",
+    """A new generator at the start of the stream, and registered: seeded with 32 bits on the
+        CPU (MT19937 keeps 32), 64 on an accelerator (Philox keeps 64).""",
+    device="""Where the generator lives: anything ``torch.device`` accepts; default ``"cpu"``.""",
+)
 def torch_generator(
     name: Key, *keys: Key, device: Any = "cpu", root: Seed | None = None, per_rank: bool = False
 ) -> Any:
@@ -136,35 +135,7 @@ def torch_generator(
 
     Creating a generator on an accelerator initialises that device, as torch always does.
 
-    Parameters
-    ----------
-    name
-        The stream's name, the first key of its path: an int, str or bytes.
-    *keys
-        More keys extending the path: ``torch_generator("augment", worker_id)`` is a stream of
-        its own.
-    device
-        Where the generator lives: anything ``torch.device`` accepts; default ``"cpu"``.
-    root
-        The root seed; default ``None``: the process's root seed (:func:`seedlock.get_root`).
-    per_rank
-        ``True`` makes the stream rank-local: the rank joins the key path (see the module
-        docstring). Default ``False``: shared, the same numbers on every rank.
-
-    Returns
-    -------
-    torch.Generator
-        A new generator at the start of the stream, and registered: seeded with 32 bits on the
-        CPU (MT19937 keeps 32), 64 on an accelerator (Philox keeps 64).
-
-    Raises
-    ------
-    TypeError
-        A key or ``root`` is not an int, str or bytes.
-    LookupError
-        ``root`` is ``None`` and the process has no root seed.
-    ValueError
-        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid.
+    {sections}
 
     Examples
     --------
@@ -179,9 +150,6 @@ def torch_generator(
     generator = torch.Generator(device=dev)
     generator.manual_seed(derive(*_path(name, keys, per_rank), root=root, bits=bits))
     return _register(generator, "torch_generator", (name, *keys), root, per_rank)
-
-
-_G = TypeVar("_G")
 
 
 def _path(name: Key, keys: tuple[Key, ...], per_rank: bool) -> tuple[Key, ...]:
@@ -209,39 +177,19 @@ def _jax_key_words() -> int:
     return int(jax.random.key_data(jax.random.key(0)).size)
 
 
+@_factory(
+    "jax.Array",
+    """A typed key of JAX's default PRNG implementation, 32 bits of seed per word of key data
+        (not registered: a key is a value). ``jax.random.key_data(key)`` gives the raw
+        ``uint32`` form that old ``PRNGKey`` code expects.""",
+)
 def jax_key(name: Key, *keys: Key, root: Seed | None = None, per_rank: bool = False) -> Any:
     """A typed JAX PRNG key for the stream ``(name, *keys)``.
 
     Built from key data rather than ``jax.random.key(int)``, which without ``jax_enable_x64``
     silently drops the high 32 bits of the seed.
 
-    Parameters
-    ----------
-    name
-        The stream's name, the first key of its path: an int, str or bytes.
-    *keys
-        More keys extending the path: ``jax_key("augment", worker_id)`` is a stream of its own.
-    root
-        The root seed; default ``None``: the process's root seed (:func:`seedlock.get_root`).
-    per_rank
-        ``True`` makes the stream rank-local: the rank joins the key path (see the module
-        docstring). Default ``False``: shared, the same numbers on every rank.
-
-    Returns
-    -------
-    jax.Array
-        A typed key of JAX's default PRNG implementation, 32 bits of seed per word of key data
-        (not registered: a key is a value). ``jax.random.key_data(key)`` gives the raw
-        ``uint32`` form that old ``PRNGKey`` code expects.
-
-    Raises
-    ------
-    TypeError
-        A key or ``root`` is not an int, str or bytes.
-    LookupError
-        ``root`` is ``None`` and the process has no root seed.
-    ValueError
-        With ``per_rank=True``, ``RANK`` / ``WORLD_SIZE`` are not valid.
+    {sections}
     """
     import jax  # the framework: imported by the call that needs it
     import jax.numpy as jnp  # the framework: imported by the call that needs it

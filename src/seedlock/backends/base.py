@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
-from seedlock.backends.checks import blob_problem
+from seedlock.backends.checks import blob_problem, fields_problem
 
 __all__ = [
     "OPTIONAL_MEMBERS",
@@ -37,6 +37,7 @@ __all__ = [
     "BaseBackend",
     "Change",
     "DeterminismOptions",
+    "SeedOnlyBackend",
     "blob_problem",
     "flip",
     "low_bits",
@@ -229,8 +230,8 @@ class BaseBackend:
             # sys.modules[name] = None is Python's way to block an import.
             return sys.modules[self.module] is not None
         if self._installed is None:
-            # A path scan costs ~40 us per library; what is installed does not change while a
-            # program runs (seedlock asks on every seed_everything), so the answer is kept.
+            # A path scan per library on every seed_everything; what is installed does not
+            # change while a program runs, so the answer is kept.
             try:
                 self._installed = importlib.util.find_spec(self.module) is not None
             except (ImportError, ValueError):
@@ -280,3 +281,17 @@ class BaseBackend:
 def low_bits(material: int, bits: int) -> int:
     """The low ``bits`` bits of derived material (see ``GeneratorOwner.seed_generator``)."""
     return material & ((1 << bits) - 1)
+
+
+class SeedOnlyBackend(BaseBackend):
+    """Base of a library whose global seed can be set but whose generator state cannot be read
+    back: nothing is captured, so the only state is ``{}`` and restoring it does nothing."""
+
+    def capture(self) -> dict[str, Any]:
+        return {}
+
+    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
+        return fields_problem(state, ())
+
+    def restore(self, state: dict[str, Any]) -> None:
+        return None

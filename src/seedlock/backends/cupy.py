@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from seedlock.backends.base import BaseBackend
-from seedlock.backends.checks import fields_problem
+from seedlock.backends.base import SeedOnlyBackend
 
 __all__ = ["CupyBackend"]
 
 
-class CupyBackend(BaseBackend):
+class CupyBackend(SeedOnlyBackend):
+    """Seeds every device's global ``RandomState`` (through ``CUPY_SEED``, without starting a
+    device); CuPy offers no way to read a state back, so nothing is captured."""
+
     name: ClassVar[str] = "cupy"
     module: ClassVar[str] = "cupy"
-    seed_bits: ClassVar[int] = 32
 
     def seed(self, value: int) -> str:
         cupy = self._require_loaded()
@@ -26,12 +27,3 @@ class CupyBackend(BaseBackend):
         for state in list(existing.values()):
             state.seed(value)
         return f"cupy.random global RandomState (CUPY_SEED, {len(existing)} live)"
-
-    def capture(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
-        return fields_problem(state, ())  # nothing is captured, so only {} is a state
-
-    def restore(self, state: dict[str, Any]) -> None:
-        return None

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from seedlock.backends.base import BaseBackend, Change, DeterminismOptions, set_env
-from seedlock.backends.checks import fields_problem
+from seedlock.backends.base import Change, DeterminismOptions, SeedOnlyBackend, set_env
 
 __all__ = ["JaxBackend"]
 
@@ -22,22 +21,13 @@ def _jax_initialised() -> bool:
     return bool(getattr(bridge, "_backends", None))
 
 
-class JaxBackend(BaseBackend):
+class JaxBackend(SeedOnlyBackend):
     name: ClassVar[str] = "jax"
     module: ClassVar[str] = "jax"
     seed_bits: ClassVar[int] = 0
 
     def seed(self, value: int) -> str:
         raise TypeError("JAX has no global generator to seed: use seedlock.jax_key(name)")
-
-    def capture(self) -> dict[str, Any]:
-        return {}
-
-    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
-        return fields_problem(state, ())  # nothing is captured, so only {} is a state
-
-    def restore(self, state: dict[str, Any]) -> None:
-        return None
 
     def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
         flags = os.environ.get("XLA_FLAGS", "")

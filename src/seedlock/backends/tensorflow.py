@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from seedlock.backends.base import BaseBackend, Change, DeterminismOptions, flip
-from seedlock.backends.checks import fields_problem
+from seedlock.backends.base import Change, DeterminismOptions, SeedOnlyBackend, flip
 
 __all__ = ["TensorflowBackend"]
 
 
-class TensorflowBackend(BaseBackend):
+class TensorflowBackend(SeedOnlyBackend):
+    """``tf.random.set_seed`` and Keras' global seed; TensorFlow cannot read its global state
+    back, so nothing is captured. Its determinism flag is ``enable_op_determinism``."""
+
     name: ClassVar[str] = "tensorflow"
     module: ClassVar[str] = "tensorflow"
-    seed_bits: ClassVar[int] = 32
 
     def seed(self, value: int) -> str:
         tf = self._require_loaded()
@@ -29,17 +30,6 @@ class TensorflowBackend(BaseBackend):
             global_state.set_global_attribute("global_random_seed", value)
             seeded += ", keras global seed"
         return seeded
-
-    def capture(self) -> dict[str, Any]:
-        # TensorFlow exposes no way to read its global seed state back: capture treats
-        # TensorFlow as seed-only.
-        return {}
-
-    def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
-        return fields_problem(state, ())  # nothing is captured, so only {} is a state
-
-    def restore(self, state: dict[str, Any]) -> None:
-        return None
 
     def deterministic(self, on: bool, options: DeterminismOptions) -> list[Change]:
         if not self.loaded():

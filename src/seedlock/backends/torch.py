@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
 
+from seedlock.backends import checks
 from seedlock.backends.base import (
     BaseBackend,
     Change,
@@ -23,14 +24,6 @@ from seedlock.backends.base import (
     flip,
     low_bits,
     set_env,
-)
-from seedlock.backends.checks import (
-    blob_problem,
-    fields_problem,
-    float_problem,
-    int_problem,
-    mt19937_problem,
-    type_name,
 )
 
 __all__ = ["TorchBackend"]
@@ -56,7 +49,7 @@ _PHILOX = struct.Struct("<Qq")
 def cpu_state_problems(label: str, blob: object) -> list[str]:
     """Why ``blob`` is not a CPU generator state torch writes (torch itself checks only the size
     and three of the fields, and only once the generators before it were restored)."""
-    problems = blob_problem(label, blob, CPU_STATE_BYTES)
+    problems = checks.blob_problem(label, blob, CPU_STATE_BYTES)
     if problems:
         return problems
     assert isinstance(blob, bytes)
@@ -73,19 +66,19 @@ def cpu_state_problems(label: str, blob: object) -> list[str]:
     )
     for name, value, low, high in fields:
         if not low <= value <= high:
-            problems += int_problem(f"{label} {name}", value, low, high)
+            problems += checks.int_problem(f"{label} {name}", value, low, high)
     if normal_valid == 1 and not math.isfinite(normal):
-        problems += float_problem(f"{label} cached normal sample", normal)
+        problems += checks.float_problem(f"{label} cached normal sample", normal)
     if float_valid == 1 and not math.isfinite(float_normal):
-        problems += float_problem(f"{label} cached float normal sample", float_normal)
+        problems += checks.float_problem(f"{label} cached float normal sample", float_normal)
     # Each word sits in a 64-bit slot whose upper half torch discards on restore: whatever is
     # there, the generator gets the same state, so only the words themselves are checked.
-    return problems + mt19937_problem(label, blob[_WORDS[0] : _WORDS[1]], stride=8)
+    return problems + checks.mt19937_problem(label, blob[_WORDS[0] : _WORDS[1]], stride=8)
 
 
 def philox_state_problems(label: str, blob: object) -> list[str]:
     """Why ``blob`` is not a CUDA / XPU generator state (seed, offset) torch writes."""
-    problems = blob_problem(label, blob, _PHILOX.size)
+    problems = checks.blob_problem(label, blob, _PHILOX.size)
     if problems:
         return problems
     assert isinstance(blob, bytes)
@@ -182,8 +175,8 @@ class TorchBackend(BaseBackend):
 
     def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
         if not isinstance(state, dict) or "cpu" not in state:
-            return fields_problem(state, ("cpu",))
-        problems = fields_problem(state, ["cpu", *(k for k in state if k in _DEVICE_KINDS)])
+            return checks.fields_problem(state, ("cpu",))
+        problems = checks.fields_problem(state, ["cpu", *(k for k in state if k in _DEVICE_KINDS)])
         problems += cpu_state_problems("cpu", state["cpu"])
         for kind in _PER_DEVICE:
             if kind not in state:
@@ -191,14 +184,14 @@ class TorchBackend(BaseBackend):
             saved = state[kind]
             if not isinstance(saved, list):
                 problems.append(
-                    f"{kind} must be a list of per-device states, got {type_name(saved)}"
+                    f"{kind} must be a list of per-device states, got {checks.type_name(saved)}"
                 )
                 continue
             for i, blob in enumerate(saved):
                 problems += philox_state_problems(f"{kind}[{i}]", blob)
             problems += self._device_count_problem(kind, len(saved), devices)
         if "mps" in state:
-            problems += blob_problem("mps", state["mps"])
+            problems += checks.blob_problem("mps", state["mps"])
             if self.loaded():
                 mps = getattr(self._require_loaded().backends, "mps", None)
                 if mps is None or not mps.is_available():
@@ -252,19 +245,19 @@ class TorchBackend(BaseBackend):
         return {"device": str(obj.device), "state": _blob(obj.get_state())}
 
     def check_generator(self, obj: Any, state: dict[str, Any]) -> list[str]:
-        problems = fields_problem(state, _GENERATOR_FIELDS)
+        problems = checks.fields_problem(state, _GENERATOR_FIELDS)
         if problems:
             return problems
         device = obj.device
         if state["device"] != str(device):
             saved = state["device"]
-            shown = repr(saved[:40]) if isinstance(saved, str) else type_name(saved)
+            shown = repr(saved[:40]) if isinstance(saved, str) else checks.type_name(saved)
             return [f"generator is on {device}, the state is for {shown}"]
         if device.type == "cpu":
             return cpu_state_problems("state", state["state"])
         if device.type in _PER_DEVICE:
             return philox_state_problems("state", state["state"])
-        return blob_problem("state", state["state"], obj.get_state().numel())
+        return checks.blob_problem("state", state["state"], obj.get_state().numel())
 
     def snapshot_generator(self, obj: Any) -> Callable[[], object]:
         return partial(obj.set_state, obj.get_state())

@@ -32,13 +32,43 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
+from seedlock._docs import fill
 from seedlock.backends.checks import fields_problem, int_problem
-from seedlock.data._sampler import ResumableSampler, check_version
+from seedlock.data._sampler import ResumableSampler, check_state_version
 from seedlock.data._samples import SeededDataset
 from seedlock.derivation import Seed, check_seed, derive, get_root
 from seedlock.errors import CorruptStateError, WorldSizeMismatchError
 
 __all__ = ["SeedlockDataLoader", "loader"]
+
+# What the loader class and its builder function share in their docstrings.
+_documented = fill(
+    data="""dataset
+        A map-style dataset (``__getitem__`` and ``__len__``); an ``IterableDataset`` is
+        refused. It is wrapped in a :class:`~seedlock.data.SeededDataset`.
+    batch_size
+        Samples per batch; default 1. ``None``: no batching (samples one by one, as with
+        DataLoader).
+    shuffle
+        Shuffle each epoch from ``(seed, epoch)``; default ``False``. Set it on the sampler
+        instead when you pass one.""",
+    seeds="""seed
+        The root of the per-sample seeds and the workers' base seed, and of the order when the
+        loader makes the sampler; default ``None``: the process's root seed
+        (:func:`seedlock.get_root`), read now.
+    strict
+        Refuse a dataset that holds generator objects (see
+        :func:`~seedlock.data.find_generators`); default ``False``: they are reseeded per
+        sample.""",
+    raises="""TypeError
+        An ``IterableDataset``; ``batch_sampler`` or ``generator`` given; ``sampler`` that is not a
+        :class:`~seedlock.data.ResumableSampler`; ``seed`` not an int, str or bytes.
+    ValueError
+        ``shuffle=True`` with a ``sampler``; the dataset holds a random source no seed reaches
+        (``random.SystemRandom``), or, with ``strict=True``, any generator object.
+    LookupError
+        ``seed`` is ``None`` and the process has no root seed.""",
+)
 
 _STATE_VERSION = 1
 
@@ -104,6 +134,7 @@ class _Delivered:
         return getattr(self._inner, name)
 
 
+@_documented
 class SeedlockDataLoader(DataLoader[Any]):
     """A DataLoader with per-sample seeding and exact resume; build it with :func:`loader`.
 
@@ -112,27 +143,13 @@ class SeedlockDataLoader(DataLoader[Any]):
 
     Parameters
     ----------
-    dataset
-        A map-style dataset (``__getitem__`` and ``__len__``); an ``IterableDataset`` is
-        refused. It is wrapped in a :class:`~seedlock.data.SeededDataset`.
-    batch_size
-        Samples per batch; default 1. ``None``: no batching (samples one by one, as with
-        DataLoader).
-    shuffle
-        Shuffle each epoch from ``(seed, epoch)``; default ``False``. Set it on the sampler
-        instead when you pass one.
+    {data}
     sampler
         A :class:`~seedlock.data.ResumableSampler` giving the order; default ``None``: one made
         from ``shuffle`` and ``seed``.
     drop_last
         Drop the short last batch of each epoch; default ``False``.
-    seed
-        The root of the per-sample seeds and the workers' base seed, and of the order when the
-        loader makes the sampler; default ``None``: the process's root seed
-        (:func:`seedlock.get_root`), read now.
-    strict
-        Refuse a dataset that holds generator objects (see
-        :func:`~seedlock.data.find_generators`); default ``False``: they are reseeded per sample.
+    {seeds}
     **kwargs
         DataLoader's other arguments (``num_workers``, ``collate_fn``, ``pin_memory``,
         ``persistent_workers``, ``prefetch_factor``, ``worker_init_fn``, ...) except
@@ -147,14 +164,7 @@ class SeedlockDataLoader(DataLoader[Any]):
 
     Raises
     ------
-    TypeError
-        An ``IterableDataset``; ``batch_sampler`` or ``generator`` given; ``sampler`` that is not a
-        :class:`~seedlock.data.ResumableSampler`; ``seed`` not an int, str or bytes.
-    ValueError
-        ``shuffle=True`` with a ``sampler``; the dataset holds a random source no seed reaches
-        (``random.SystemRandom``), or, with ``strict=True``, any generator object.
-    LookupError
-        ``seed`` is ``None`` and the process has no root seed.
+    {raises}
     """
 
     def __init__(
@@ -249,12 +259,13 @@ class SeedlockDataLoader(DataLoader[Any]):
         return self.resumable_sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` start ``epoch`` from its first batch.
+        """Make the next ``iter()`` start ``epoch`` (an int) from its first batch: the same as
+        ``loader.resumable_sampler.set_epoch(epoch)``.
 
         Parameters
         ----------
         epoch
-            The epoch, an int: its order is a function of ``(root, epoch)``.
+            Its order is a function of ``(root, epoch)``.
         """
         self.resumable_sampler.set_epoch(epoch)
 
@@ -297,7 +308,7 @@ class SeedlockDataLoader(DataLoader[Any]):
         """
         if not isinstance(state, dict) or type(state.get("version")) is not int:
             raise CorruptStateError("not a seedlock loader state (no int 'version')")
-        check_version(state, "loader state", _STATE_VERSION)
+        check_state_version(state, "loader state", _STATE_VERSION)
         keys = ("version", "epoch", "batches", *(["world_size"] if "world_size" in state else []))
         problems = fields_problem(state, keys, "loader state")
         if not problems:
@@ -321,6 +332,7 @@ class SeedlockDataLoader(DataLoader[Any]):
         self.resumable_sampler.cursor.seek(state["epoch"], position)
 
 
+@_documented
 def loader(
     dataset: Any,
     batch_size: int | None = 1,
@@ -334,22 +346,8 @@ def loader(
 
     Parameters
     ----------
-    dataset
-        A map-style dataset (``__getitem__`` and ``__len__``); an ``IterableDataset`` is
-        refused. It is wrapped in a :class:`~seedlock.data.SeededDataset`.
-    batch_size
-        Samples per batch; default 1. ``None``: no batching (samples one by one, as with
-        DataLoader).
-    shuffle
-        Shuffle each epoch from ``(seed, epoch)``; default ``False``. Set it on the sampler
-        instead when you pass one.
-    seed
-        The root of the per-sample seeds and the workers' base seed, and of the order when the
-        loader makes the sampler; default ``None``: the process's root seed
-        (:func:`seedlock.get_root`), read now.
-    strict
-        Refuse a dataset that holds generator objects (see
-        :func:`~seedlock.data.find_generators`); default ``False``: they are reseeded per sample.
+    {data}
+    {seeds}
     **kwargs
         DataLoader's other arguments (``num_workers``, ``collate_fn``, ``pin_memory``,
         ``persistent_workers``, ``prefetch_factor``, ``worker_init_fn``, ``drop_last``, ...)
@@ -363,14 +361,7 @@ def loader(
 
     Raises
     ------
-    TypeError
-        An ``IterableDataset``; ``batch_sampler`` or ``generator`` given; ``sampler`` that is not a
-        :class:`~seedlock.data.ResumableSampler`; ``seed`` not an int, str or bytes.
-    ValueError
-        ``shuffle=True`` with a ``sampler``; the dataset holds a random source no seed reaches
-        (``random.SystemRandom``), or, with ``strict=True``, any generator object.
-    LookupError
-        ``seed`` is ``None`` and the process has no root seed.
+    {raises}
 
     Examples
     --------

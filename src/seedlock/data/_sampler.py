@@ -27,9 +27,9 @@ from torch.utils.data import Sampler
 from seedlock import _ranks
 from seedlock.backends.checks import fields_problem, int_problem
 from seedlock.derivation import Seed, check_seed, derive, get_root
-from seedlock.errors import CorruptStateError, StateVersionError
+from seedlock.errors import CorruptStateError, check_version
 
-__all__ = ["Cursor", "ResumableSampler", "check_version"]
+__all__ = ["Cursor", "ResumableSampler", "check_state_version"]
 
 #: Version of :meth:`ResumableSampler.state_dict`'s layout.
 _STATE_VERSION = 1
@@ -82,21 +82,14 @@ class Cursor:
         return self.next_epoch, self.start
 
 
-def check_version(state: object, what: str, newest: int) -> None:
+def check_state_version(state: object, what: str, newest: int) -> None:
     """Refuse a state that is not a dict or that a newer seedlock wrote (its ``version``).
 
     A state without ``"version"`` is version 1, what seedlock wrote before it had one.
     """
     if not isinstance(state, dict):
         raise CorruptStateError(f"not a seedlock {what} (a {type(state).__name__})")
-    version = state.get("version", 1)
-    if type(version) is not int or version < 1:
-        raise CorruptStateError(f"not a seedlock {what}: 'version' must be an int >= 1")
-    if version > newest:
-        raise StateVersionError(
-            f"{what} version {version} was written by a newer seedlock; this one reads up to "
-            f"version {newest}: upgrade seedlock"
-        )
+    check_version(state.get("version", 1), newest, what)
 
 
 class ResumableSampler(Sampler[int]):
@@ -264,7 +257,7 @@ class ResumableSampler(Sampler[int]):
         seedlock.errors.StateVersionError
             A newer seedlock wrote it. In every case nothing changes.
         """
-        check_version(state, "sampler state", _STATE_VERSION)
+        check_state_version(state, "sampler state", _STATE_VERSION)
         keys = ("version", "epoch", "position") if "version" in state else ("epoch", "position")
         problems = fields_problem(state, keys, "sampler state")
         if not problems:

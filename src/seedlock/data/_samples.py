@@ -126,7 +126,7 @@ def sample_generator() -> Any:
     Raises
     ------
     RuntimeError
-        Called outside the fetch of a sample by a seedlock loader (or :class:`SeededDataset`).
+        Outside the fetch of a sample, as for :func:`sample_rng`.
     """
     sample = _require_sample("sample_generator")
     if sample.generator is None:
