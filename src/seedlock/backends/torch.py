@@ -107,7 +107,7 @@ class TorchBackend(BaseBackend):
     _found_with_cuda: bool = False
 
     def _accelerators_now(self, torch: Any) -> list[str]:
-        # Devices do not come and go while a program runs; asking costs ~2 us. Asked again once,
+        # Devices do not come and go while a program runs, so the answer is kept. Asked again once,
         # when CUDA has started (the report then drops "applied when CUDA starts").
         started = torch.cuda.is_initialized()
         if self._found is None or started != self._found_with_cuda:
@@ -131,8 +131,8 @@ class TorchBackend(BaseBackend):
             torch.manual_seed(value)
         else:
             # No accelerator: seed the CPU generator alone. torch.manual_seed would also queue
-            # lazy seeds for CUDA/XPU/MTIA, formatting a stack trace each time (~100 us), which
-            # matters when seeding per sample.
+            # lazy seeds for CUDA/XPU/MTIA, formatting a stack trace each time, which matters
+            # when seeding per sample (benchmarks/bench_data.py measures per-sample seeding).
             torch.default_generator.manual_seed(value)
         return ", ".join(["cpu", *accelerators])
 
