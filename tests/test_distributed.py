@@ -458,7 +458,7 @@ def test_checkpoint_holds_one_state_per_rank(checkpoint):
         saved = torch.load(sd.rank_path(checkpoint / "plain.pt", r), weights_only=True)
         assert saved["step"] == STOP_AT
         state = saved["seedlock"]
-        assert set(state) == {"world_size", f"rank{r}"}
+        assert set(state) == {"version", "world_size", f"rank{r}"}
         assert state["world_size"] == 2
         assert state[f"rank{r}"]["loader"] == {
             "version": 1, "epoch": 1, "batches": STOP_AT - 8, "world_size": 2

@@ -17,7 +17,7 @@ from typing import Any
 
 from seedlock._collectives import all_gather_bytes, collective_device, group_ranks, require_group
 from seedlock._ranks import initialised_group, rank, world_size
-from seedlock.audit.fingerprints import ALGORITHM, fingerprint
+from seedlock.audit import fingerprints
 
 __all__ = ["ReplicaMismatchError", "ReplicaReport", "TensorMismatch", "check_replicas"]
 
@@ -190,13 +190,13 @@ def _fingerprint(t: Any) -> bytes:
     """16 bytes: :func:`seedlock.audit.fingerprint` of the tensor's exact bits, dtype and shape
     (xxh3-128 at memory speed with the ``xxhash`` package, else SHA-256; on an accelerator,
     computed on the device with one small transfer)."""
-    return bytes.fromhex(fingerprint(t))
+    return bytes.fromhex(fingerprints.fingerprint(t))
 
 
 def _structure(entries: list[tuple[str, str, tuple[int, ...]]]) -> bytes:
     # The hash is part of the structure: a rank without xxhash fingerprints with SHA-256, and
     # its tensors would otherwise all look different instead of the setups.
-    h = hashlib.sha256(ALGORITHM.encode() + b"\n")
+    h = hashlib.sha256(fingerprints.ALGORITHM.encode() + b"\n")
     for name, dtype, shape in entries:
         h.update(f"{name}\0{dtype}\0{shape}\n".encode())
     return len(entries).to_bytes(8, "little") + h.digest()[:_DIGEST]
@@ -319,7 +319,7 @@ def _structure_report(
     travel as objects, and the tensors every rank has are still compared."""
     mine = [(*entry, fp) for entry, fp in zip(entries, prints, strict=True)]
     gathered: list[Any] = [None] * len(ranks)
-    dist.all_gather_object(gathered, (ALGORITHM, mine), group=group)
+    dist.all_gather_object(gathered, (fingerprints.ALGORITHM, mine), group=group)
     hashes = [h for h, _ in gathered]
     if len(set(hashes)) > 1:  # the fingerprints cannot be compared at all
         first = hashes[0]
