@@ -92,3 +92,12 @@ def test_a_module_named_like_a_public_function_does_not_shadow_it():
 
     assert callable(seedlock.data.loader)  # the function, not a module
     assert callable(seedlock.audit.check)
+
+
+def test_a_name_that_moved_says_where_it_went():
+    import pytest
+
+    import seedlock.distributed
+
+    with pytest.raises(AttributeError, match=r"is now seedlock\.audit\.check_replicas"):
+        _ = seedlock.distributed.check_replicas

@@ -436,3 +436,13 @@ def _keys(value: object) -> str:
     if isinstance(value, Mapping):
         return f"keys {sorted(map(str, value))[:6]}"
     return type(value).__name__
+
+
+# Names that moved to the audit: an old import gets the new place in its error.
+_MOVED = ("check_replicas", "ReplicaReport", "TensorMismatch", "ReplicaMismatchError")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        raise AttributeError(f"seedlock.distributed.{name} is now seedlock.audit.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
