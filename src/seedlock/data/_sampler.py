@@ -1,4 +1,4 @@
-"""A resumable, self-advancing, rank-aware sampler.
+"""The order of each epoch (a resumable, rank-aware sampler) and the one cursor in it.
 
 The guide: ``docs/data.md`` (its own order; exact resume).
 
