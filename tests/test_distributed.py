@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -42,7 +43,7 @@ TRAIN = textwrap.dedent(
     """
     # A small DDP job: dropout, the seedlock loader (shuffle + per-sample augmentation) and a
     # rank-local noise stream. Each rank writes <out>/<stop|run>-rank<r>.json.
-    import argparse, json, os
+    import argparse, json, os, random
     from pathlib import Path
 
     import numpy as np
@@ -171,6 +172,7 @@ TRAIN = textwrap.dedent(
         # Shared and rank-local streams, then sync_state after rank 1 drew more than the others.
         shared = seedlock.numpy_rng("probe")
         local = seedlock.numpy_rng("probe", per_rank=True)
+        jitter = seedlock.register(random.Random(rank), "jitter", per_rank=True)
         result["shared"] = shared.random(3).tolist()
         result["local"] = local.random(3).tolist()
         with sd.shared_globals("probe"):
@@ -183,6 +185,8 @@ TRAIN = textwrap.dedent(
                           "kept": list(sync.kept)}
         result["shared_after_sync"] = shared.random(3).tolist()
         result["local_after_sync"] = local.random(3).tolist()
+        result["jitter_after_sync"] = jitter.random()
+        seedlock.unregister("jitter")
 
         # Shared globals (the default): a rank that drew more is brought back by sync_state.
         seedlock.seed_everything(root)
@@ -403,10 +407,16 @@ def test_sync_state_copies_shared_streams_and_keeps_rank_local_ones(runs):
     assert first["sync"] == {
         "globals": [],  # seed_everything(per_rank=True): the globals are rank-local
         "generators": ["numpy_rng('probe')"],
-        "kept": ["numpy_rng('probe', per_rank=True)", "torch_generator('noise', per_rank=True)"],
+        "kept": [
+            "jitter",  # seedlock.register(..., per_rank=True): rank-local without exclude=
+            "numpy_rng('probe', per_rank=True)",
+            "torch_generator('noise', per_rank=True)",
+        ],
     }
     assert first["shared_after_sync"] == second["shared_after_sync"]
     assert first["local_after_sync"] != second["local_after_sync"]
+    assert first["jitter_after_sync"] == random.Random(0).random()
+    assert second["jitter_after_sync"] == random.Random(1).random()
 
 
 @pytest.mark.slow
