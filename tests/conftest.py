@@ -74,6 +74,15 @@ def empty_registry():
     _registry._entries.clear()
 
 
+def register_all(**generators: object) -> dict[str, object]:
+    """Register each generator under its keyword's name (for tests of capture and restore)."""
+    import seedlock
+
+    for name, generator in generators.items():
+        seedlock.register(generator, name)
+    return generators
+
+
 def run_python(code: str, *, env: dict[str, str] | None = None, check: bool = True):
     """Run ``code`` in a fresh interpreter; returns the CompletedProcess (text mode)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOCK_")}

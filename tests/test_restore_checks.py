@@ -7,13 +7,14 @@ import copy
 import math
 import random
 import struct
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 import seedlock
-from conftest import run_python
+from conftest import register_all, run_python
 from seedlock import backends
 from seedlock._registry import registered
 from seedlock.errors import CorruptStateError, StateMismatchError
@@ -23,15 +24,13 @@ pytestmark = pytest.mark.usefixtures("empty_registry")
 
 @pytest.fixture
 def generators():
-    gens = {
-        "pcg": np.random.default_rng(1),
-        "philox": np.random.Generator(np.random.Philox(2)),
-        "legacy": np.random.RandomState(3),
-        "py": random.Random(4),
-        "torch": torch.Generator().manual_seed(5),
-    }
-    for name, g in gens.items():
-        seedlock.register(g, name)
+    gens: dict[str, Any] = register_all(
+        pcg=np.random.default_rng(1),
+        philox=np.random.Generator(np.random.Philox(2)),
+        legacy=np.random.RandomState(3),
+        py=random.Random(4),
+        torch=torch.Generator().manual_seed(5),
+    )
     gens["legacy"].standard_normal(3)  # leave a cached Gaussian behind
     return gens
 

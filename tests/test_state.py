@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seedlock
-from conftest import run_python
+from conftest import register_all, run_python
 from seedlock._registry import registered
 from seedlock.errors import CorruptStateError, StateMismatchError, StateVersionError
 from seedlock.state import RNGState
@@ -21,16 +21,13 @@ pytestmark = pytest.mark.usefixtures("empty_registry")
 
 
 def make_generators() -> dict[str, object]:
-    gens = {
-        "np_pcg": np.random.default_rng(1),
-        "np_mt": np.random.Generator(np.random.MT19937(2)),
-        "np_legacy": np.random.RandomState(3),
-        "py": random.Random(4),
-        "torch": torch.Generator().manual_seed(5),
-    }
-    for name, g in gens.items():
-        seedlock.register(g, name)
-    return gens
+    return register_all(
+        np_pcg=np.random.default_rng(1),
+        np_mt=np.random.Generator(np.random.MT19937(2)),
+        np_legacy=np.random.RandomState(3),
+        py=random.Random(4),
+        torch=torch.Generator().manual_seed(5),
+    )
 
 
 def draw(source: str, gens: dict[str, object]) -> bytes:
