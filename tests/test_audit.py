@@ -357,7 +357,7 @@ def test_seedlock_check_finds_a_script_that_seeds_nothing_reproducible_under_see
     (tmp_path / "train.py").write_text(UNSEEDED)
     proc = seedlock_check("--", sys.executable, "train.py", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("reproducible: 2 runs agree bit for bit")
+    assert proc.stdout.startswith("reproducible: 2 runs agree\ntraces: ")
     assert "run 2/2 (seed 0) ... exit 0" in proc.stderr
 
 

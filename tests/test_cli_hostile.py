@@ -77,7 +77,7 @@ def test_check_outputs_dot_keeps_the_users_files_and_each_run_starts_from_them(t
     proc = seedlock_cli("check", "--outputs", ".", "--", sys.executable, "train.py", cwd=tmp_path)
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
-    assert "2 output file(s)" in out  # result-41.txt and ckpt.txt, the same bytes in both runs
+    assert "files: 2 same" in out  # result-41.txt and ckpt.txt, the same bytes in both runs
     after = tree(tmp_path)
     assert {k: v for k, v in after.items() if k in before and k != "ckpt.txt"} == {
         k: v for k, v in before.items() if k != "ckpt.txt"
