@@ -308,8 +308,9 @@ def profile_steps(w: Workload, steps: int, plain_s: float, tmp: Path) -> list[st
 
 def traffic(w: Workload, tmp: Path) -> list[str]:
     """How much one traced step fingerprints and summarises (counted by wrapping the two
-    functions inside the traces module for one step, then putting them back)."""
-    module = TRACES
+    functions of the fingerprints module, which the tracer calls, for one step, then putting
+    them back)."""
+    module = FINGERPRINTS
     real_fp, real_summary = module.fingerprint, module.summary
     hashed: list[tuple[int, int, tuple[int, ...], int]] = []
     summarised: list[int] = []

@@ -9,7 +9,8 @@ and the first one in execution order is reported with its cause.
 >>> seedlock.audit.check_replicas(ddp_model)          # under torchrun: are the replicas equal?
 
 Modules: ``fingerprints`` (hashes of tensors' exact bits), ``traces`` (a run's record),
-``divergence`` (comparing two records: the first divergence and its cause), ``rerun`` (``check``:
+``divergence`` (comparing two records: the first divergence and its cause), ``entropy`` (where
+randomness no seed reaches entered a traced run), ``rerun`` (``check``:
 one step run twice), ``replicas`` (``check_replicas``). Names load on first use: comparing two
 stored traces (``seedlock diff``, ``seedlock check``'s parent) needs SQLite only, not torch.
 The guide: ``docs/audit.md``.
@@ -22,6 +23,7 @@ from seedlock import _lazy
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from seedlock.audit.divergence import CAUSES, Divergence, Report, compare
+    from seedlock.audit.entropy import EntropySource
     from seedlock.audit.fingerprints import Summary, fingerprint, summary
     from seedlock.audit.replicas import (
         ReplicaMismatchError,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "CAUSES": "seedlock.audit.divergence",
     "Divergence": "seedlock.audit.divergence",
+    "EntropySource": "seedlock.audit.entropy",
     "Report": "seedlock.audit.divergence",
     "ReplicaMismatchError": "seedlock.audit.replicas",
     "ReplicaReport": "seedlock.audit.replicas",
@@ -51,6 +54,7 @@ _EXPORTS = {
 __all__ = [  # the keys of _EXPORTS (tests/test_imports.py checks)
     "CAUSES",
     "Divergence",
+    "EntropySource",
     "ReplicaMismatchError",
     "ReplicaReport",
     "Report",

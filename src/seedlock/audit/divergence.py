@@ -23,6 +23,10 @@ With ``rtol`` / ``atol`` above zero, two events whose fingerprints differ still 
 when their summaries agree: same shape, NaN and Inf counts, and sum and max |x| within the
 tolerance (``|a - b| <= atol + rtol * |b|``): a cross-hardware comparison at the level of
 statistics, not of every element.
+
+Where the traces recorded entropy that no seed reaches (an unseeded generator, ``os.urandom``, a
+seed read from the clock: :mod:`seedlock.audit.entropy`) at or before the divergent event, the
+report names each place (``Report.entropy``), those inside the diverging module's call first.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from seedlock._text import printable
+from seedlock.audit.entropy import EntropySource, describe, implicated, read
 
 __all__ = ["CAUSES", "Divergence", "Report", "compare", "read_meta"]
 
@@ -108,6 +113,10 @@ class Report:
         The first divergence, or ``None``.
     a, b
         The paths of the two traces.
+    entropy
+        The places where entropy that no seed reaches entered at or before the divergent
+        event, one per place, the implicated ones (inside the diverging module's call, or for
+        other events anywhere before it) first; empty when reproducible.
     """
 
     reproducible: bool
@@ -115,6 +124,7 @@ class Report:
     divergence: Divergence | None
     a: str
     b: str
+    entropy: tuple[EntropySource, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data.
@@ -127,6 +137,9 @@ class Report:
         d = asdict(self)
         if self.divergence is not None:
             d["divergence"]["cause_name"] = self.divergence.cause_name
+        d["entropy"] = [
+            {**vars(s), "description": s.description, "fix": s.fix} for s in self.entropy
+        ]
         return d
 
     def __bool__(self) -> bool:
@@ -158,7 +171,7 @@ class Report:
         if d.suspects:
             lines.append("  suspects (seedlock's table of known nondeterministic ops):")
             lines += [f"    - {printable(s)}" for s in d.suspects]
-        return "\n".join(lines)
+        return "\n".join(lines + describe(self.entropy))
 
 
 def _difference_size(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -384,7 +397,27 @@ def compare(
             b=_side(rb),
             suspects=suspects,
         )
-        return Report(False, count, divergence, pa, pb)
+        where = pa if ra is not None else pb
+        return Report(False, count, divergence, pa, pb, _entropy(where, divergence))
+
+
+def _entropy(path: str, d: Divergence) -> tuple[EntropySource, ...]:
+    """The entropy sources recorded in trace ``path`` up to ``d``: for a module's output or op
+    that computed differently (cause c), those inside that call of the module are implicated."""
+    db = _connect(path)
+    try:
+        sources = read(db, d.seq)
+        if not sources:
+            return ()
+        if d.cause != "c" or d.event not in ("forward", "op"):
+            return implicated(sources, None, -1)
+        (start,) = db.execute(
+            "SELECT max(seq) FROM events WHERE module = ? AND event = 'forward' AND seq < ?",
+            (d.module, d.seq),
+        ).fetchone()
+    finally:
+        db.close()
+    return implicated(sources, d.module, -1 if start is None else int(start))
 
 
 def _position(row: dict[str, Any]) -> tuple[str, str, str | None]:

@@ -15,12 +15,17 @@ event          recorded
 ``op``         with ``ops=True``: every aten op's output, with the module it ran in
 =============  =========================================================================
 
+and, in the ``entropy`` table, each place where randomness that no seed reaches entered (an
+unseeded generator made, ``os.urandom`` called, a seed read from the clock: see
+:mod:`seedlock.audit.entropy`), with its file, line, function and the module then running.
+
 Without a model (``trace(None, path)``, what ``seedlock check`` uses for unmodified scripts)
 every module is traced through torch's global module hooks; a module called with no traced
 module around it is a root, and names come from its ``named_modules()``. Names start with the
 root's class: ``Net``, ``Net.encoder.0``, ``Net.encoder.0.weight``.
 
-The file (format version 2: fingerprints use the trace's hash throughout)::
+The file (format version 3: fingerprints use the trace's hash throughout; version 2 had no
+``entropy`` table, and is still read)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)         format, version, torch, argv, ...
     events(seq INTEGER PRIMARY KEY,                execution order, from 0
@@ -32,6 +37,10 @@ The file (format version 2: fingerprints use the trace's hash throughout)::
            fingerprint TEXT, dtype TEXT, shape TEXT,
            sum REAL, absmax REAL, nans INTEGER, infs INTEGER,
            rng TEXT, inputs TEXT)                  forward only: fingerprints before it ran
+    entropy(seq INTEGER,                           events recorded before it
+            kind TEXT,                             what drew it: numpy, os.urandom, clock, ...
+            file TEXT, line INTEGER, function TEXT first frame outside the libraries
+            module TEXT)                           module path running then, or NULL
 
 Rows are buffered and written every ``flush_every`` events, so memory stays bounded however
 long the run. The guide: ``docs/audit.md`` (traces and ``compare``).
@@ -52,6 +61,7 @@ from torch.nn.modules import module as nn_module
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from seedlock._version import __version__
+from seedlock.audit import entropy
 from seedlock.audit.divergence import read_meta
 from seedlock.audit.fingerprints import (
     ALGORITHM,
@@ -64,13 +74,18 @@ from seedlock.audit.fingerprints import (
 __all__ = ["FORMAT", "SCHEMA", "Tracer", "trace"]
 
 FORMAT = "seedlock.trace"
-VERSION = 2  # 2: RNG and multi-tensor fingerprints use the trace's hash, not SHA-256
+# 2: RNG and multi-tensor fingerprints use the trace's hash, not SHA-256; 3: entropy table
+VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, module TEXT NOT NULL, kind TEXT,
     event TEXT NOT NULL, op TEXT, fingerprint TEXT NOT NULL, dtype TEXT, shape TEXT,
     sum REAL, absmax REAL, nans INTEGER, infs INTEGER, rng TEXT, inputs TEXT
+);
+CREATE TABLE IF NOT EXISTS entropy (
+    seq INTEGER NOT NULL, kind TEXT NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL,
+    function TEXT NOT NULL, module TEXT
 );
 """
 _COLUMNS = 15
@@ -104,6 +119,7 @@ class Tracer:
         self.step = 0
         self.events = 0
         self._rows: list[tuple[Any, ...]] = []
+        self._entropy: list[tuple[Any, ...]] = []
         self._names: dict[int, str] = {}
         self._params: dict[int, str] = {}
         self._stack: list[str] = []
@@ -162,6 +178,7 @@ class Tracer:
         if self.ops:
             self._op_mode = _OpRecorder(self)
             self._op_mode.__enter__()
+        entropy.activate(self._note_entropy)
         return self
 
     def stop(self) -> None:
@@ -169,6 +186,7 @@ class Tracer:
         does); a no-op in a forked child."""
         if os.getpid() != self._pid:
             return
+        entropy.deactivate(self._note_entropy)
         if self._op_mode is not None:
             self._op_mode.__exit__(None, None, None)
             self._op_mode = None
@@ -198,12 +216,14 @@ class Tracer:
     # -- recording ---------------------------------------------------------------------------
     def flush(self) -> None:
         """Write the buffered rows now."""
-        if self._db is not None and self._rows:
+        if self._db is not None and (self._rows or self._entropy):
             self._db.executemany(
                 f"INSERT INTO events VALUES ({', '.join('?' * _COLUMNS)})", self._rows
             )
+            self._db.executemany("INSERT INTO entropy VALUES (?, ?, ?, ?, ?, ?)", self._entropy)
             self._db.commit()
             self._rows.clear()
+            self._entropy.clear()
 
     def meta(self, key: str, value: str) -> None:
         """Add a ``meta`` entry (e.g. the command line) to the trace, while it is open.
@@ -251,6 +271,12 @@ class Tracer:
         self.events += 1
         if len(self._rows) >= self.flush_every:
             self.flush()
+
+    def _note_entropy(self, kind: str, file: str, line: int, function: str) -> None:
+        """Record a place where entropy entered (what :mod:`seedlock.audit.entropy` calls)."""
+        if os.getpid() == self._pid:
+            module = self._stack[-1] if self._stack else None
+            self._entropy.append((self.events, kind, file, line, function, module))
 
     def _adopt(self, root: torch.nn.Module) -> None:
         """Name ``root``'s modules and parameters: ``Net``, ``Net.fc1``, ``Net.fc1.weight``."""
