@@ -11,7 +11,8 @@ and the first one in execution order is reported with its cause.
 Modules: ``fingerprints`` (hashes of tensors' exact bits), ``traces`` (a run's record),
 ``divergence`` (comparing two records: the first divergence and its cause), ``entropy`` (where
 randomness no seed reaches entered a traced run), ``rerun`` (``check``:
-one step run twice), ``replicas`` (``check_replicas``). Names load on first use: comparing two
+one step run twice), ``opfinding`` (the first divergent op ``check``'s op re-run finds),
+``replicas`` (``check_replicas``). Names load on first use: comparing two
 stored traces (``seedlock diff``, ``seedlock check``'s parent) needs SQLite only, not torch.
 The guide: ``docs/audit.md``.
 """
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from seedlock.audit.divergence import CAUSES, Divergence, Report, compare
     from seedlock.audit.entropy import EntropySource
     from seedlock.audit.fingerprints import Summary, fingerprint, summary
+    from seedlock.audit.opfinding import OpFinding
     from seedlock.audit.replicas import (
         ReplicaMismatchError,
         ReplicaReport,
@@ -38,6 +40,7 @@ _EXPORTS = {
     "CAUSES": "seedlock.audit.divergence",
     "Divergence": "seedlock.audit.divergence",
     "EntropySource": "seedlock.audit.entropy",
+    "OpFinding": "seedlock.audit.opfinding",
     "Report": "seedlock.audit.divergence",
     "ReplicaMismatchError": "seedlock.audit.replicas",
     "ReplicaReport": "seedlock.audit.replicas",
@@ -55,6 +58,7 @@ __all__ = [  # the keys of _EXPORTS (tests/test_imports.py checks)
     "CAUSES",
     "Divergence",
     "EntropySource",
+    "OpFinding",
     "ReplicaMismatchError",
     "ReplicaReport",
     "Report",

@@ -42,6 +42,10 @@ from typing import Any
 from seedlock._text import printable
 from seedlock.audit.entropy import EntropySource, describe, implicated, read
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from seedlock.audit.opfinding import OpFinding
+
 __all__ = ["CAUSES", "Divergence", "Report", "compare", "read_meta"]
 
 CAUSES = {
@@ -117,6 +121,9 @@ class Report:
         The places where entropy that no seed reaches entered at or before the divergent
         event, one per place, the implicated ones (inside the diverging module's call, or for
         other events anywhere before it) first; empty when reproducible.
+    op
+        From :func:`seedlock.audit.check` for a module-level cause ``c``: the first aten op
+        in that module that differed in a re-run (:class:`~seedlock.audit.opfinding.OpFinding`).
     """
 
     reproducible: bool
@@ -125,6 +132,7 @@ class Report:
     a: str
     b: str
     entropy: tuple[EntropySource, ...] = ()
+    op: OpFinding | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data.
@@ -171,6 +179,8 @@ class Report:
         if d.suspects:
             lines.append("  suspects (seedlock's table of known nondeterministic ops):")
             lines += [f"    - {printable(s)}" for s in d.suspects]
+        if self.op is not None:
+            lines += self.op.lines()
         return "\n".join(lines + describe(self.entropy))
 
 

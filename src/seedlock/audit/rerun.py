@@ -10,12 +10,14 @@ import copy
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from seedlock._forking import fork
 from seedlock.audit.divergence import Report, compare
+from seedlock.audit.opfinding import find_op, thread_counts
 from seedlock.audit.traces import trace
 from seedlock.state import capture, restore
 
@@ -38,6 +40,13 @@ def check(
     run is traced; run 1 is compared with every other run. Afterwards the model, optimizer and
     RNGs are as after one run.
 
+    When ``ops`` is false and the first divergence is a module's output that differs with the
+    same inputs and RNG state (cause ``c``, event ``forward``), the step runs twice more from
+    the snapshot with the aten ops inside that module recorded (``ops1.trace``,
+    ``ops2.trace``), and ``Report.op`` names the first op whose output differed, the op
+    table's verdict on it, the table's entries for the ops that ran there, and the two first
+    runs' thread counts.
+
     Parameters
     ----------
     step_fn
@@ -49,10 +58,11 @@ def check(
     runs
         How many times to run the step, at least 2; default 2.
     ops
-        Also record aten ops (names the op inside the diverging module); default ``False``.
+        Record every aten op in every run (the divergence itself is then the op); default
+        ``False``: ops are recorded only in the re-run described above.
     keep
-        A folder to keep the traces in (``run1.trace``, ...), made if missing; default
-        ``None``: they are deleted.
+        A folder to keep the traces in (``run1.trace``, ..., ``ops1.trace``), made if missing;
+        default ``None``: they are deleted.
 
     Returns
     -------
@@ -64,7 +74,7 @@ def check(
     ValueError
         ``runs`` is less than 2.
     FileExistsError
-        A ``run<i>.trace`` in ``keep`` exists and is not a seedlock trace.
+        A ``run<i>.trace`` or ``ops<i>.trace`` in ``keep`` exists and is not a seedlock trace.
 
     Examples
     --------
@@ -81,14 +91,18 @@ def check(
     paths = [os.path.join(folder, f"run{i + 1}.trace") for i in range(runs)]
     after: tuple[dict[str, Any], dict[str, Any] | None] | None = None
     report: Report | None = None
+
+    def run(path: str, ops_in: str | None = None) -> None:
+        model.load_state_dict(model_state)
+        if optimizer is not None and optimizer_state is not None:
+            optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+        restore(rng)
+        with trace(model, path, optimizer=optimizer, ops=ops, ops_in=ops_in):
+            step_fn()
+
     try:
         for index, path in enumerate(paths):
-            model.load_state_dict(model_state)
-            if optimizer is not None and optimizer_state is not None:
-                optimizer.load_state_dict(copy.deepcopy(optimizer_state))
-            restore(rng)
-            with trace(model, path, optimizer=optimizer, ops=ops):
-                step_fn()
+            run(path)
             if index == 0:
                 with fork():  # keep the RNGs as run 1 left them
                     after = (
@@ -100,6 +114,15 @@ def check(
                 report = compare(paths[0], path)
                 if not report.reproducible:
                     break
+        assert report is not None
+        d = report.divergence
+        if not ops and d is not None and d.cause == "c" and d.event == "forward":
+            threads = thread_counts(paths[0], report.b)
+            extra = [os.path.join(folder, f"ops{i + 1}.trace") for i in range(2)]
+            paths += extra
+            for path in extra:
+                run(path, ops_in=d.module)
+            report = replace(report, op=find_op(extra[0], extra[1], d.module, threads))
     finally:
         if after is not None:
             model.load_state_dict(after[0])

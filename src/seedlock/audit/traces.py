@@ -12,7 +12,8 @@ event          recorded
 ``grad``       each parameter's gradient once accumulated
 ``param``      every parameter when its root module first runs, and after each optimizer
                step (``step`` counts those steps)
-``op``         with ``ops=True``: every aten op's output, with the module it ran in
+``op``         with ``ops=True``: every aten op's output, with the module it ran in; with
+               ``ops_in=NAME``: those run inside module ``NAME`` only
 =============  =========================================================================
 
 and, in the ``entropy`` table, each place where randomness that no seed reaches entered (an
@@ -62,6 +63,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from seedlock._version import __version__
 from seedlock.audit import entropy
+from seedlock.audit._ops import OpRecorder
 from seedlock.audit.divergence import read_meta
 from seedlock.audit.fingerprints import (
     ALGORITHM,
@@ -96,7 +98,7 @@ class Tracer:
 
     Parameters
     ----------
-    path, model, optimizer, ops
+    path, model, optimizer, ops, ops_in
         As for :func:`trace`.
     flush_every
         Rows buffered before they are written; default 2000.
@@ -109,12 +111,14 @@ class Tracer:
         *,
         optimizer: torch.optim.Optimizer | None = None,
         ops: bool = False,
+        ops_in: str | None = None,
         flush_every: int = 2000,
     ) -> None:
         self.path = os.fspath(path)
         self.model = model
         self.optimizer = optimizer
         self.ops = ops
+        self.ops_in = ops_in
         self.flush_every = flush_every
         self.step = 0
         self.events = 0
@@ -175,8 +179,8 @@ class Tracer:
             self._handles.append(self.optimizer.register_step_post_hook(self._after_step))
         else:
             self._handles.append(register_optimizer_step_post_hook(self._after_step))
-        if self.ops:
-            self._op_mode = _OpRecorder(self)
+        if self.ops or self.ops_in is not None:
+            self._op_mode = OpRecorder(self, None if self.ops else self.ops_in)
             self._op_mode.__enter__()
         entropy.activate(self._note_entropy)
         return self
@@ -367,33 +371,13 @@ def _replaceable(path: str) -> None:
         ) from None
 
 
-class _OpRecorder(torch.utils._python_dispatch.TorchDispatchMode):
-    """Records every aten op's output, named by the module it runs in."""
-
-    def __init__(self, tracer: Tracer) -> None:
-        super().__init__()
-        self.tracer = tracer
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        name = str(func._schema.name)
-        # empty / empty_like / new_empty / empty_strided return uninitialised memory: their
-        # bits are garbage by definition and would look like nondeterminism.
-        if "empty" in name or self.tracer.busy:
-            return out
-        tensors = list(tensors_in(out))
-        if tensors:
-            module = self.tracer._stack[-1] if self.tracer._stack else "<outside modules>"
-            self.tracer.record("op", module, tensors, op=name)
-        return out
-
-
 def trace(
     model: torch.nn.Module | None,
     path: str | os.PathLike[str],
     *,
     optimizer: torch.optim.Optimizer | None = None,
     ops: bool = False,
+    ops_in: str | None = None,
 ) -> Tracer:
     """Record what ``model`` computes to the SQLite file ``path`` (see the module docstring).
 
@@ -409,6 +393,9 @@ def trace(
     ops
         Also record every aten op (slower; it names the op inside the first diverging module);
         default ``False``.
+    ops_in
+        Record aten ops only while the module of this name (``"Net.encoder"``), or a module
+        under it, is running; default ``None``. ``ops=True`` records every op regardless.
 
     Returns
     -------
@@ -425,4 +412,4 @@ def trace(
     >>> with seedlock.audit.trace(model, "a.trace", optimizer=opt):
     ...     train_step()
     """
-    return Tracer(path, model, optimizer=optimizer, ops=ops)
+    return Tracer(path, model, optimizer=optimizer, ops=ops, ops_in=ops_in)
