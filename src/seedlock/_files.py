@@ -10,6 +10,9 @@ A process killed between creating and renaming its temporary file leaves it behi
 records the host and the process id, so the next write of the same target removes those of
 processes on this host that no longer run.
 
+:func:`refuse_to_replace` is the check every command runs before it writes an output the user
+named: a file that exists and is not one seedlock wrote is never replaced.
+
 Imports only ``os`` and ``contextlib``: ``seedlock run`` writes its last seed through this at
 every start.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["write_atomic"]
+__all__ = ["refuse_to_replace", "write_atomic"]
 
 
 def _host() -> str:
@@ -92,3 +95,19 @@ def _fsync_directory(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def refuse_to_replace(path: str, option: str, marker: bytes, what: str) -> None:
+    """Refuse, with one line (``ValueError``), an output ``path`` given as ``option`` that is a
+    folder, or an existing file whose first 4 KiB lack ``marker`` (it is not ``what``)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path!r} is a folder: name a file")
+    if not os.path.lexists(path):
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise ValueError(f"{option} {path!r}: cannot read it ({exc.strerror or exc})") from None
+    if marker not in head:
+        raise ValueError(f"{option} {path!r} exists and is not {what}: refusing to overwrite it")

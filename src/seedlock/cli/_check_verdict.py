@@ -10,6 +10,7 @@ the same non-zero status and nothing else differs, ``the command failed (exit N)
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,13 @@ def _traces(first: Run, other: Run, index: int, compare: Callable[[str, str], An
             details.setdefault("events", {})[name] = report.events
             events += report.events
         else:
+            # Reads both traces again (sqlite3): only for traces that differ.
+            from seedlock.audit.html import divergence_line
+
+            line = divergence_line(report, sys.stdout.encoding)
             problems.append(f"trace {name} (run 1 vs run {index}):\n{report}")
+            if line:
+                problems[-1] += f"\n{line}"
     if problems:
         return f"traces: differ (run 1 vs run {index})", problems
     return f"traces: {events:,} events bit-identical ({_names(names)})", []

@@ -32,19 +32,7 @@ __all__ = ["build", "check_path", "collect_environment", "discard", "make_record
 def check_path(path: str) -> None:
     """Refuse, before the command runs, a --manifest that cannot be written or would replace
     a file that is not a seedlock manifest."""
-    if os.path.isdir(path):
-        raise ValueError(f"--manifest {path!r} is a folder: name a file")
-    if os.path.lexists(path):
-        try:
-            with open(path, "rb") as f:
-                head = f.read(4096)
-        except OSError as exc:
-            raise ValueError(f"--manifest {path!r}: cannot read it ({reason(exc)})") from None
-        if b'"seedlock.manifest"' not in head:
-            raise ValueError(
-                f"--manifest {path!r} exists and is not a seedlock manifest: refusing to "
-                "overwrite it"
-            )
+    _files.refuse_to_replace(path, "--manifest", b'"seedlock.manifest"', "a seedlock manifest")
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.isdir(folder):
         folder = os.path.dirname(folder)

@@ -17,6 +17,8 @@ trace per process: ``main.trace`` or ``<RANK>.trace``). Then, against run 1, cha
 
 Each run's stdout and stderr are kept in the check's working folder (``--keep DIR`` keeps it);
 ``--show`` also copies them to stderr as they come (:mod:`seedlock.cli._check_stream`).
+``--report PATH`` writes run 1's traces against those of the first run that differs (run 2 when
+all agree) as one HTML file (:mod:`seedlock.audit.html`).
 
 Exit status 0 reproducible, 1 not reproducible (or the command failed, even alike in every run),
 2 usage error (one line on stderr), 130 when interrupted.
@@ -32,7 +34,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from seedlock._bootstrap import TRACE_DIR_VAR
 from seedlock._text import printable, reason
@@ -78,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep", metavar="DIR", help="keep each run's traces and output here")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    parser.add_argument(
+        "--report",
+        metavar="PATH",
+        help="also write the trace comparison as one HTML file (run 1 against the first run "
+        "that differs)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ...")
 
 
@@ -128,9 +138,35 @@ def _patterns(texts: list[str]) -> list[re.Pattern[str]]:
     return patterns
 
 
-def run(args: argparse.Namespace) -> int:
-    # The trace comparison loads sqlite3: not needed for --help or a usage error.
-    from seedlock.audit import compare
+def _report(path: str, runs: list[Run], compare: Callable[[str, str], Any]) -> None:
+    """Write the HTML report of run 1 against the first run whose traces differ (run 2 when
+    every run agrees); one line on stderr when no run wrote a trace."""
+    # Rendering loads sqlite3: only when a report is asked for.
+    from seedlock.audit import html
+
+    chosen = None
+    for index, other in enumerate(runs[1:], 2):
+        for name in sorted(set(runs[0].traces) & set(other.traces)):
+            report = compare(runs[0].traces[name], other.traces[name])
+            if not report.reproducible or chosen is None:
+                chosen = (report, index, name)
+            if not report.reproducible:
+                break
+        if chosen is not None and not chosen[0].reproducible:
+            break
+    if chosen is None:
+        print("seedlock check: no report: no trace to compare (torch not used)", file=sys.stderr)
+        return
+    report, index, name = chosen
+    title = f"seedlock check: run 1 vs run {index}, {name}"
+    html.write(path, report, report.a, report.b, title=title)
+    print(f"seedlock check: report written to {printable(path)}", file=sys.stderr)
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The command to run, once every option is checked (a refusal before any run)."""
+    # Loads sqlite3: not needed for --help.
+    from seedlock.audit import html
 
     command = command_of(args)
     if not command:
@@ -141,6 +177,16 @@ def run(args: argparse.Namespace) -> int:
         args.resolved_seed = resolve_seed(args.seed, Path(CACHE_DIR))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.report:
+        html.check_path(args.report)
+    return command
+
+
+def run(args: argparse.Namespace) -> int:
+    # The trace comparison loads sqlite3: not needed for --help or a usage error.
+    from seedlock.audit import compare
+
+    command = _command(args)
     ignore = _patterns(args.ignore)
     work = args.keep or tempfile.mkdtemp(prefix="seedlock-check-")
     os.makedirs(work, exist_ok=True)
@@ -173,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
                 return 128 + received[0]
         found = verdict(runs, compare, ignore=ignore, outputs=outputs is not None,
                         backup_limit=BACKUP_LIMIT)  # fmt: skip
+        if args.report:
+            _report(args.report, runs, compare)
     finally:
         if outputs is not None and runs:
             outputs.put_back(os.path.join(work, f"run{len(runs)}", "outputs"), copy=bool(args.keep))

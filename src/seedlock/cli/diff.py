@@ -1,12 +1,15 @@
 """``seedlock diff A B``: two manifests, every difference ranked by how likely it is to change
 results (exit 0 when no difference is high-risk, 1 otherwise), or two traces (exit 0 when
-bit-identical within the tolerances, 1 otherwise, with the first divergence and its cause).
+bit-identical within the tolerances, 1 otherwise, with the first divergence, its cause and the
+divergence along the run as a line of text; ``--report PATH`` also writes it as one HTML file:
+:mod:`seedlock.audit.html`).
 Exit status 2 for unreadable input, or a manifest given with a trace (one line on stderr)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from seedlock import manifest as mf
@@ -25,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rtol", type=float, default=0.0, help="traces: relative tolerance")
     parser.add_argument("--atol", type=float, default=0.0, help="traces: absolute tolerance")
+    parser.add_argument(
+        "--report", metavar="PATH", help="traces: also write the comparison as one HTML file"
+    )
 
 
 def _kind(path: str) -> str:
@@ -34,10 +40,22 @@ def _kind(path: str) -> str:
 
 
 def _diff_traces(args: argparse.Namespace) -> int:
-    from seedlock.audit import compare  # loads sqlite3: two manifests do not need it
+    # Both load sqlite3: two manifests do not need it.
+    from seedlock.audit import compare, html
 
+    if args.report:
+        html.check_path(args.report)  # before the comparison: a refusal costs nothing
     report = compare(args.a, args.b, rtol=args.rtol, atol=args.atol)
-    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report)
+        line = html.divergence_line(report, sys.stdout.encoding)
+        if line:
+            print(line)
+    if args.report:
+        html.write(args.report, report, args.a, args.b)
+        print(f"report written to {printable(args.report)}", file=sys.stderr)
     return 0 if report.reproducible else 1
 
 
@@ -54,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if kinds[0] == "trace":
         return _diff_traces(args)
+    if args.report:
+        raise UsageError("--report draws two traces: give two trace files, not manifests")
     a, b = mf.read(args.a), mf.read(args.b)
     found = mf.diff(a, b)
     high = [d for d in found if d["risk"] == "high"]
