@@ -18,6 +18,9 @@ first event where they disagree is classified:
 ``(d) different execution path``
     the sequence of modules, events or ops differs (e.g. a loop over a ``set`` of str with
     another hash seed).
+``(e) environment differs``
+    the traces come from other library versions, CPU, GPU or thread count
+    (:mod:`seedlock.audit.environment`): those facts, then the first divergent event.
 
 With ``rtol`` / ``atol`` above zero, two events whose fingerprints differ still count as equal
 when their summaries agree: same shape, NaN and Inf counts, and sum and max |x| within the
@@ -41,6 +44,8 @@ from typing import Any
 
 from seedlock._text import printable
 from seedlock.audit.entropy import EntropySource, describe, implicated, read
+from seedlock.audit.environment import Diffs, blame
+from seedlock.audit.environment import lines as environment_lines
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,6 +58,7 @@ CAUSES = {
     "b": "random stream differs",
     "c": "nondeterministic computation",
     "d": "different execution path",
+    "e": "environment differs",
 }
 _FIELDS = (
     "seq, step, module, kind, event, op, fingerprint, dtype, shape, sum, absmax, nans, infs, "
@@ -73,7 +79,7 @@ class Divergence:
         The module path (or parameter name), module class, event kind (``batch``, ``forward``,
         ``grad_input``, ``grad``, ``param``, ``op``) and aten op of that event.
     cause, explanation
-        The cause's letter, a key of :data:`CAUSES` (``"a"`` to ``"d"``; see the module
+        The cause's letter, a key of :data:`CAUSES` (``"a"`` to ``"e"``; see the module
         docstring), and what happened, in words.
     a, b
         Each run's event: ``module``, ``event``, ``op``, ``fingerprint``, ``dtype``, ``shape``,
@@ -124,6 +130,8 @@ class Report:
     op
         From :func:`seedlock.audit.check` for a module-level cause ``c``: the first aten op
         in that module that differed in a re-run (:class:`~seedlock.audit.opfinding.OpFinding`).
+    environment
+        For cause ``e``: the environment facts that differ, most likely cause first.
     """
 
     reproducible: bool
@@ -133,6 +141,7 @@ class Report:
     b: str
     entropy: tuple[EntropySource, ...] = ()
     op: OpFinding | None = None
+    environment: Diffs = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data.
@@ -145,6 +154,7 @@ class Report:
         d = asdict(self)
         if self.divergence is not None:
             d["divergence"]["cause_name"] = self.divergence.cause_name
+        d["environment"] = list(d["environment"])
         d["entropy"] = [
             {**vars(s), "description": s.description, "fix": s.fix} for s in self.entropy
         ]
@@ -165,8 +175,9 @@ class Report:
         lines = [
             f"NOT reproducible: first divergence at event {d.seq} of step {d.step}",
             f"  where   {where}, {printable(d.event, 40)}{op}",
-            f"  cause   ({d.cause}) {d.cause_name}: {printable(d.explanation, 400)}",
+            f"  cause   ({d.cause}) {d.cause_name}: {printable(d.explanation, 600)}",
         ]
+        lines[1:1] = environment_lines(self.environment)
         for label, side in (("run a", d.a), ("run b", d.b)):
             if side.get("sum") is not None:
                 lines.append(
@@ -378,14 +389,9 @@ def compare(
         if ra is None and rb is None:
             return Report(True, count, None, pa, pb)
         if ra is None or rb is None or _position(ra) != _position(rb):
-            cause, explanation, suspects = (
-                "d",
-                (
-                    "the runs executed different sequences of modules or ops here "
-                    f"(run a: {_describe(ra)}; run b: {_describe(rb)})"
-                ),
-                [],
-            )
+            cause, suspects = "d", []
+            explanation = ("the runs executed different sequences of modules or ops here "
+                           f"(run a: {_describe(ra)}; run b: {_describe(rb)})")  # fmt: skip
         elif not _same(ra, rb, rtol, atol):
             cause, explanation = _classify(ra, rb)
             suspects = _suspects(ra["kind"], ra["op"]) if cause == "c" else []
@@ -407,8 +413,9 @@ def compare(
             b=_side(rb),
             suspects=suspects,
         )
-        where = pa if ra is not None else pb
-        return Report(False, count, divergence, pa, pb, _entropy(where, divergence))
+        entropy = _entropy(pa if ra is not None else pb, divergence)
+        divergence, env = blame(divergence, meta_a, meta_b)
+        return Report(False, count, divergence, pa, pb, entropy, environment=env)
 
 
 def _entropy(path: str, d: Divergence) -> tuple[EntropySource, ...]:

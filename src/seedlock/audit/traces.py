@@ -28,7 +28,8 @@ root's class: ``Net``, ``Net.encoder.0``, ``Net.encoder.0.weight``.
 The file (format version 3: fingerprints use the trace's hash throughout; version 2 had no
 ``entropy`` table, and is still read)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)         format, version, torch, argv, ...
+    meta(key TEXT PRIMARY KEY, value TEXT)         format, version, torch, argv, the
+                                                   environment (seedlock.audit.environment)
     events(seq INTEGER PRIMARY KEY,                execution order, from 0
            step INTEGER,                           optimizer steps completed before it
            module TEXT,                            module path (root: its class name),
@@ -62,7 +63,7 @@ from torch.nn.modules import module as nn_module
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from seedlock._version import __version__
-from seedlock.audit import entropy
+from seedlock.audit import entropy, environment
 from seedlock.audit._ops import OpRecorder
 from seedlock.audit.divergence import read_meta
 from seedlock.audit.fingerprints import (
@@ -165,6 +166,7 @@ class Tracer:
             "argv": json.dumps(sys.argv),
             "threads": str(torch.get_num_threads()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **environment.facts(),
         }
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
         if self.model is not None:
