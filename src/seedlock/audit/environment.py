@@ -126,18 +126,8 @@ def lines(diffs: Diffs) -> list[str]:
 
 
 def summary(diffs: Diffs) -> str:
-    """The differences in one phrase.
-
-    Parameters
-    ----------
-    diffs
-        From :func:`differences`.
-
-    Returns
-    -------
-    str
-        E.g. ``"torch 2.4.0 vs 2.5.1, cpu_capability AVX2 vs AVX512"``.
-    """
+    """The differences of :func:`differences` in one phrase, e.g. ``"torch 2.4.0 vs 2.5.1,
+    cpu_capability AVX2 vs AVX512"``."""
     return ", ".join(f"{d.key} {d.a} vs {d.b}" for d in diffs)
 
 
