@@ -13,7 +13,9 @@ compared.
 On an accelerator the fingerprint is computed on the device: the tensor's 32-bit words are
 weighted by two position-dependent odd multipliers and summed modulo 2**64, and only those two
 integers come back to the host. Odd weights make every single-bit flip change the sum; distinct
-weights per position make swaps change it (except with probability ~2**-64 per swap).
+weights per position make swaps change it (except with probability ~2**-64 per swap). A trace
+does not wait even for those: its :class:`Memo` hands out a :class:`Pending` per tensor, and
+:func:`resolve` brings the sums of many back in one transfer, when the rows are written.
 
 :func:`summary` gives the size of a divergence cheaply: sum, max |x|, NaN and Inf counts. The
 guide: ``docs/audit.md`` (fingerprints).
@@ -38,11 +40,13 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = [
     "ALGORITHM",
     "Memo",
+    "Pending",
     "Summary",
     "fingerprint",
     "fingerprint_all",
     "fingerprint_summary",
     "hash_bytes",
+    "resolve",
     "rng_fingerprint",
     "summary",
     "tensors_in",
@@ -52,6 +56,7 @@ __all__ = [
 ALGORITHM = "xxh3_128" if _xxhash is not None else "sha256"
 
 _DIGEST_BYTES = 16
+_HEX = 2 * _DIGEST_BYTES
 # Odd 64-bit multipliers for the on-device hash (fixed: fingerprints are compared across runs).
 _K1 = 0x9E3779B97F4A7C15
 _K2 = 0xC2B2AE3D27D4EB4F
@@ -77,8 +82,21 @@ class Summary(NamedTuple):
     infs: int
 
 
-def _header(t: Any) -> bytes:
-    return f"{t.dtype}|{tuple(t.shape)}|".encode()
+# (dtype, shape) -> (header, dtype text, shape text): formatting them costs more than hashing a
+# small tensor, and a training step meets the same few over and over.
+_DESCRIPTIONS: dict[tuple[Any, Any], tuple[bytes, str, str]] = {}
+
+
+def _describe(t: Any) -> tuple[bytes, str, str]:
+    """(the fingerprint's header, ``str(t.dtype)``, ``str(tuple(t.shape))``) of ``t``."""
+    key = (t.dtype, t.shape)
+    found = _DESCRIPTIONS.get(key)
+    if found is None:
+        if len(_DESCRIPTIONS) >= 4096:
+            _DESCRIPTIONS.clear()
+        dtype, shape = str(t.dtype), str(tuple(t.shape))
+        found = _DESCRIPTIONS[key] = (f"{dtype}|{shape}|".encode(), dtype, shape)
+    return found
 
 
 def _as_bytes(t: Any) -> Any:
@@ -95,8 +113,9 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _device_hash(t: Any) -> bytes:
-    """The on-device fingerprint's two 64-bit sums (see the module docstring)."""
+def _device_sums(t: Any) -> torch.Tensor:
+    """The on-device fingerprint's two 64-bit sums (see the module docstring), still on the
+    device: an int64 tensor of two elements."""
     data = _as_bytes(t)
     pad = (-data.numel()) % 4
     if pad:
@@ -111,8 +130,21 @@ def _device_hash(t: Any) -> bytes:
         # int64 arithmetic wraps around: the sums are taken modulo 2**64.
         h1 += (chunk * ((position * k1) | 1)).sum()
         h2 += (chunk * (((position + 1) * k2) | 1)).sum()
-    both = torch.stack([h1, h2]).cpu().tolist()  # the one transfer
-    return b"".join(int(v).to_bytes(8, "little", signed=True) for v in both)
+    return torch.stack([h1, h2])
+
+
+def _sums_bytes(sums: list[int]) -> bytes:
+    return b"".join(int(v).to_bytes(8, "little", signed=True) for v in sums)
+
+
+def _device_hash(t: Any) -> bytes:
+    """The on-device fingerprint's two 64-bit sums, as 16 bytes (one transfer)."""
+    return _sums_bytes(_device_sums(t).cpu().tolist())
+
+
+# Private switch for tests: CPU tensors take the on-device path (in fingerprint() and in a
+# deferring Memo), so that path runs on a machine without an accelerator.
+_CPU_AS_DEVICE = False
 
 
 def _new_hash(header: bytes) -> Any:
@@ -156,19 +188,36 @@ def fingerprint(t: Any) -> str:
     """
     if t.layout != torch.strided:
         t = t.to_dense()
-    h = _new_hash(_header(t))
-    if t.device.type != "cpu":
+    h = _new_hash(_describe(t)[0])
+    if not t.is_cpu or _CPU_AS_DEVICE:
         h.update(_device_hash(t))
-        return str(h.hexdigest())[: 2 * _DIGEST_BYTES]
-    if t.dtype in _NUMPY_DTYPES and t.is_contiguous() and not t.is_conj() and not t.is_neg():
+        return str(h.hexdigest())[:_HEX]
+    if t.dtype in _NUMPY_DTYPES and not t.is_conj() and not t.is_neg():
         # The common case, with the fewest calls (tracing fingerprints every event): the same
-        # bytes as _as_bytes reads, through a NumPy view of the tensor.
-        h.update(t.detach().numpy())
-        return str(h.hexdigest())[: 2 * _DIGEST_BYTES]
+        # bytes as _as_bytes reads, through a NumPy view of the tensor (of a copy in logical
+        # order, in a reused buffer, when it is not contiguous).
+        if t.is_contiguous():
+            h.update((t.detach() if t.requires_grad else t).numpy())
+            return str(h.hexdigest())[:_HEX]
+        if t.nbytes <= _SCRATCH_BYTES:
+            buf = _scratch.pop() if _scratch else torch.empty(0, dtype=torch.uint8)
+            if buf.numel() < t.nbytes:
+                buf = torch.empty(t.nbytes, dtype=torch.uint8)
+            copy = buf[: t.nbytes].view(t.dtype).view(t.shape).copy_(t.detach())
+            h.update(copy.numpy())
+            _scratch.append(buf)
+            return str(h.hexdigest())[:_HEX]
     data = _as_bytes(t)
     if data.numel():
         h.update(memoryview(data.numpy()))
-    return str(h.hexdigest())[: 2 * _DIGEST_BYTES]
+    return str(h.hexdigest())[:_HEX]
+
+
+# Buffers for the copy of a non-contiguous tensor: a fresh allocation of that size costs page
+# faults each time (malloc maps large blocks anew), more than the copy. A list, so that two
+# threads fingerprinting at once each take their own.
+_scratch: list[torch.Tensor] = []
+_SCRATCH_BYTES = 1 << 24  # larger tensors are copied into a fresh allocation
 
 
 def summary(t: Any) -> Summary:
@@ -236,14 +285,70 @@ def tensors_in(value: Any) -> Iterator[torch.Tensor]:
             yield from tensors_in(item)
 
 
+class Pending:
+    """A fingerprint of a tensor on an accelerator whose two sums are still on the device
+    (leaf: ``header`` and ``sums``), or of several tensors some of which are (``parts``): a
+    deferring :class:`Memo` hands these out so that tracing never waits for the device, and
+    :func:`resolve` brings many to the host in one transfer. ``str()`` once resolved: the same
+    string :func:`fingerprint` / :func:`fingerprint_all` give."""
+
+    __slots__ = ("header", "parts", "sums", "value")
+
+    def __init__(
+        self,
+        header: bytes = b"",
+        sums: torch.Tensor | None = None,
+        parts: list[str | Pending] | None = None,
+    ) -> None:
+        self.header, self.sums, self.parts = header, sums, parts
+        self.value: str | None = None
+
+    def __str__(self) -> str:
+        if self.value is None:
+            resolve([self])
+        return str(self.value)
+
+
+def resolve(pending: list[Pending]) -> None:
+    """Fill in ``value`` of every one of ``pending``: one transfer from each device."""
+    leaves: dict[int, Pending] = {}
+    combined: list[Pending] = []
+    for p in pending:
+        if p.value is not None:
+            continue
+        if p.parts is None:
+            leaves[id(p)] = p
+            continue
+        combined.append(p)
+        for q in p.parts:
+            if isinstance(q, Pending) and q.value is None:
+                leaves[id(q)] = q
+    by_device: dict[Any, list[Pending]] = {}
+    for leaf in leaves.values():
+        assert leaf.sums is not None  # an unresolved leaf holds its sums
+        by_device.setdefault(leaf.sums.device, []).append(leaf)
+    for group in by_device.values():
+        sums = torch.stack([leaf.sums for leaf in group]).cpu().tolist()  # type: ignore[misc]
+        for leaf, pair in zip(group, sums, strict=True):
+            h = _new_hash(leaf.header)
+            h.update(_sums_bytes(pair))
+            leaf.value, leaf.sums = str(h.hexdigest())[: 2 * _DIGEST_BYTES], None
+    for p in combined:
+        p.value = hash_bytes("".join(str(q) for q in p.parts or ()).encode())
+
+
 class Memo:
     """Fingerprints and summaries of recently seen tensors: a module's input is usually the
     previous module's output, hashed a moment ago, and a container's output is its last
     child's. Keyed by identity, checked by weak reference and by the tensor's version counter
-    (bumped by every in-place change), so a hit is always exact."""
+    (bumped by every in-place change), so a hit is always exact.
 
-    def __init__(self, size: int = 512) -> None:
+    With ``defer=True`` (what a trace uses), a tensor on an accelerator is fingerprinted on the
+    device without waiting for it: :meth:`defer` and :meth:`event` give a :class:`Pending`."""
+
+    def __init__(self, size: int = 512, defer: bool = False) -> None:
         self.size = size
+        self.deferring = defer
         self.entries: dict[int, list[Any]] = {}  # id -> [ref, version, fingerprint, summary]
 
     def _entry(self, t: torch.Tensor) -> list[Any]:
@@ -256,10 +361,33 @@ class Memo:
         return entry
 
     def __call__(self, t: torch.Tensor) -> str:
-        entry = self._entry(t)
-        if entry[2] is None:
-            entry[2] = fingerprint(t)
-        return str(entry[2])
+        return str(self.defer(t))
+
+    def defer(self, t: torch.Tensor) -> str | Pending:
+        """``t``'s fingerprint, or (deferring, ``t`` on an accelerator) a :class:`Pending`."""
+        entry = self.entries.get(id(t))
+        if entry is None or entry[1] != t._version or entry[0]() is not t:
+            entry = self._entry(t)
+        fp: str | Pending | None = entry[2]
+        if fp is None:
+            if self.deferring and (not t.is_cpu or _CPU_AS_DEVICE):
+                d = t.to_dense() if t.layout != torch.strided else t
+                fp = entry[2] = Pending(_describe(d)[0], _device_sums(d))
+            else:
+                fp = entry[2] = fingerprint(t)
+            return fp
+        return fp.value if isinstance(fp, Pending) and fp.value is not None else fp
+
+    def all(self, tensors: list[torch.Tensor]) -> str | Pending:
+        """:func:`fingerprint_all` of ``tensors``, deferred as :meth:`defer` is."""
+        if not tensors:
+            return "none"
+        if len(tensors) == 1:
+            return self.defer(tensors[0])
+        prints = [self.defer(t) for t in tensors]
+        if any(isinstance(p, Pending) for p in prints):
+            return Pending(parts=prints)
+        return hash_bytes("".join(prints).encode())  # type: ignore[arg-type]
 
     def summary(self, t: torch.Tensor) -> Summary:
         entry = self._entry(t)
@@ -268,18 +396,38 @@ class Memo:
         stats: Summary = entry[3]
         return stats
 
+    def event(self, tensors: list[torch.Tensor], summaries: bool = True) -> Event:
+        """(fingerprint, dtype, shape, sum, absmax, nans, infs) of one or more tensors, as one
+        trace event records them; without ``summaries`` the last four are ``None``."""
+        if len(tensors) == 1 and not summaries:  # the common case, in the fewest calls
+            _, dtype, shape = _describe(tensors[0])
+            return (self.defer(tensors[0]), dtype, shape, None, None, None, None)
+        if not tensors:
+            return ("none", None, None, *((0.0, 0.0, 0, 0) if summaries else _NO_STATS))
+        _, dtype, shape = _describe(tensors[0])
+        stats = [self.summary(t) for t in tensors] if summaries else []
+        fp = self.all(tensors)
+        if not summaries:
+            return (fp, dtype, shape, *_NO_STATS)
+        return (
+            fp,
+            dtype,
+            shape,
+            sum(s.sum for s in stats),
+            max(s.absmax for s in stats),
+            sum(s.nans for s in stats),
+            sum(s.infs for s in stats),
+        )
+
 
 _memo = Memo()
+_NO_STATS = (None, None, None, None)
+Event = tuple[Any, str | None, str | None, Any, Any, Any, Any]
 
 
 def fingerprint_all(tensors: list[torch.Tensor]) -> str:
     """One fingerprint for one or more tensors ("none" for none)."""
-    if not tensors:
-        return "none"
-    prints = [_memo(t) for t in tensors]
-    if len(prints) == 1:
-        return prints[0]
-    return hash_bytes("".join(prints).encode())
+    return str(_memo.all(tensors))
 
 
 Stats = tuple[float, float, int, int]
@@ -288,22 +436,13 @@ Stats = tuple[float, float, int, int]
 def fingerprint_summary(tensors: list[torch.Tensor]) -> tuple[str, str | None, str | None, Stats]:
     """(fingerprint, dtype, shape, summary) of one or more tensors, as one trace event records
     them."""
-    if not tensors:
-        return "none", None, None, (0.0, 0.0, 0, 0)
-    stats = [_memo.summary(t) for t in tensors]
-    fp = fingerprint_all(tensors)
-    total = (
-        sum(s.sum for s in stats),
-        max(s.absmax for s in stats),
-        sum(s.nans for s in stats),
-        sum(s.infs for s in stats),
-    )
-    return fp, str(tensors[0].dtype), str(tuple(tensors[0].shape)), total
+    fp, dtype, shape, *stats = _memo.event(tensors)
+    return str(fp), dtype, shape, tuple(stats)
 
 
 def rng_fingerprint() -> str:
     """Fingerprint of torch's CPU generator state (and every CUDA device's, once started)."""
-    states = [torch.get_rng_state().numpy()]
+    states = [torch.default_generator.get_state().numpy()]  # what torch.get_rng_state() gives
     if torch.cuda.is_initialized():
         states += [state.numpy() for state in torch.cuda.get_rng_state_all()]
     return hash_bytes(*states)

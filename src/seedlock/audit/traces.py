@@ -28,8 +28,8 @@ root's class: ``Net``, ``Net.encoder.0``, ``Net.encoder.0.weight``.
 The file (format version 3: fingerprints use the trace's hash throughout; version 2 had no
 ``entropy`` table, and is still read)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)         format, version, torch, argv, the
-                                                   environment (seedlock.audit.environment)
+    meta(key TEXT PRIMARY KEY, value TEXT)         format, version, torch, argv, summaries
+                                                   ("1"/"0"), environment (audit.environment)
     events(seq INTEGER PRIMARY KEY,                execution order, from 0
            step INTEGER,                           optimizer steps completed before it
            module TEXT,                            module path (root: its class name),
@@ -37,15 +37,19 @@ The file (format version 3: fingerprints use the trace's hash throughout; versio
            kind TEXT,                              module class (forward, grad_input)
            event TEXT, op TEXT,                    see above; op: aten::name for op events
            fingerprint TEXT, dtype TEXT, shape TEXT,
-           sum REAL, absmax REAL, nans INTEGER, infs INTEGER,
+           sum REAL, absmax REAL,                  the summary: NULL in every row when
+           nans INTEGER, infs INTEGER,             traced with summaries=False
            rng TEXT, inputs TEXT)                  forward only: fingerprints before it ran
     entropy(seq INTEGER,                           events recorded before it
             kind TEXT,                             what drew it: numpy, os.urandom, clock, ...
             file TEXT, line INTEGER, function TEXT first frame outside the libraries
             module TEXT)                           module path running then, or NULL
 
-Rows are buffered and written every ``flush_every`` events, so memory stays bounded however
-long the run. The guide: ``docs/audit.md`` (traces and ``compare``).
+``summaries=False`` records fingerprints only (the summary columns NULL): the cheapest trace,
+which still finds every divergence and its cause. Rows are buffered and written every
+``flush_every`` events, so memory stays bounded however long the run; fingerprints of tensors
+on an accelerator are computed there and come to the host with the rows, in one transfer. The
+guide: ``docs/audit.md`` (traces and ``compare``).
 """
 
 from __future__ import annotations
@@ -65,33 +69,24 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from seedlock._version import __version__
 from seedlock.audit import entropy, environment
 from seedlock.audit._ops import OpRecorder
-from seedlock.audit.divergence import read_meta
+from seedlock.audit._tracefile import COLUMNS, FORMAT, SCHEMA, VERSION, replaceable
 from seedlock.audit.fingerprints import (
     ALGORITHM,
-    fingerprint_all,
-    fingerprint_summary,
+    Memo,
+    Pending,
+    resolve,
     rng_fingerprint,
     tensors_in,
 )
 
 __all__ = ["FORMAT", "SCHEMA", "Tracer", "trace"]
 
-FORMAT = "seedlock.trace"
-# 2: RNG and multi-tensor fingerprints use the trace's hash, not SHA-256; 3: entropy table
-VERSION = 3
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY, step INTEGER NOT NULL, module TEXT NOT NULL, kind TEXT,
-    event TEXT NOT NULL, op TEXT, fingerprint TEXT NOT NULL, dtype TEXT, shape TEXT,
-    sum REAL, absmax REAL, nans INTEGER, infs INTEGER, rng TEXT, inputs TEXT
-);
-CREATE TABLE IF NOT EXISTS entropy (
-    seq INTEGER NOT NULL, kind TEXT NOT NULL, file TEXT NOT NULL, line INTEGER NOT NULL,
-    function TEXT NOT NULL, module TEXT
-);
-"""
-_COLUMNS = 15
+
+# Forks this process has come from: a tracer records only where it was made (os.getpid() per
+# event costs a system call). POSIX; without fork() there is no child to tell apart.
+_forks = [0]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _forks.append(_forks.pop() + 1))
 
 
 class Tracer:
@@ -99,8 +94,8 @@ class Tracer:
 
     Parameters
     ----------
-    path, model, optimizer, ops, ops_in
-        As for :func:`trace`.
+    path, model, optimizer, ops, ops_in, summaries, until_step
+        As for :func:`trace` (``summaries`` defaults to ``True`` here).
     flush_every
         Rows buffered before they are written; default 2000.
     """
@@ -113,30 +108,36 @@ class Tracer:
         optimizer: torch.optim.Optimizer | None = None,
         ops: bool = False,
         ops_in: str | None = None,
+        summaries: bool = True,
+        until_step: int | None = None,
         flush_every: int = 2000,
     ) -> None:
-        self.path = os.fspath(path)
-        self.model = model
-        self.optimizer = optimizer
-        self.ops = ops
-        self.ops_in = ops_in
-        self.flush_every = flush_every
-        self.step = 0
-        self.events = 0
+        self.path, self.model, self.optimizer = os.fspath(path), model, optimizer
+        self.ops, self.ops_in, self.summaries = ops, ops_in, summaries
+        self.flush_every, self.step, self.events = flush_every, 0, 0
+        self.until_step = until_step
+        self._recording = True  # False once step until_step is over
+        self._threads: set[int] = set()  # the thread counts root modules were called with
         self._rows: list[tuple[Any, ...]] = []
         self._entropy: list[tuple[Any, ...]] = []
         self._names: dict[int, str] = {}
         self._params: dict[int, str] = {}
         self._stack: list[str] = []
-        self._pending: dict[int, tuple[str, str]] = {}
+        self._pending: dict[int, tuple[str, str | Pending]] = {}
         self._handles: list[Any] = []
+        self._grad_hooks: dict[tuple[str, str], Any] = {}
         self._op_mode: Any = None
         self._initial: set[int] = set()
         self._db: sqlite3.Connection | None = None
+        # Fingerprints of recent tensors; on an accelerator a row holds a Pending (also in
+        # _unresolved) until flush() brings them all to the host in one transfer.
+        self._memo = Memo(defer=True)
+        self._unresolved: list[Pending] = []
         # Set while seedlock's own hooks compute fingerprints, so that op-level recording
         # does not record seedlock's ops.
         self.busy = False
         self._pid = os.getpid()
+        self._forks = _forks[0]
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Tracer:
@@ -153,7 +154,7 @@ class Tracer:
             ``path`` exists and is not a seedlock trace (a trace is replaced).
         """
         if os.path.lexists(self.path):
-            _replaceable(self.path)
+            replaceable(self.path)
             os.remove(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + SCHEMA)
@@ -165,6 +166,7 @@ class Tracer:
             "hash": ALGORITHM,
             "argv": json.dumps(sys.argv),
             "threads": str(torch.get_num_threads()),
+            "summaries": "1" if self.summaries else "0",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **environment.facts(),
         }
@@ -201,8 +203,10 @@ class Tracer:
         self._handles.clear()
         if self._db is not None:
             self.flush()
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('events', ?)", (str(self.events),)
+            seen = ",".join(map(str, sorted(self._threads or {torch.get_num_threads()})))
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [("events", str(self.events)), ("threads_seen", seen)],
             )
             self._db.commit()
             self._db.close()
@@ -223,8 +227,17 @@ class Tracer:
     def flush(self) -> None:
         """Write the buffered rows now."""
         if self._db is not None and (self._rows or self._entropy):
+            if self._unresolved:  # fingerprints still on an accelerator: one transfer for all
+                busy, self.busy = self.busy, True
+                try:
+                    resolve(self._unresolved)
+                finally:
+                    self.busy = busy
+                self._unresolved.clear()
+                self._rows = [tuple(str(v) if isinstance(v, Pending) else v for v in row)
+                              for row in self._rows]  # fmt: skip
             self._db.executemany(
-                f"INSERT INTO events VALUES ({', '.join('?' * _COLUMNS)})", self._rows
+                f"INSERT INTO events VALUES ({', '.join('?' * COLUMNS)})", self._rows
             )
             self._db.executemany("INSERT INTO entropy VALUES (?, ?, ?, ?, ?, ?)", self._entropy)
             self._db.commit()
@@ -251,7 +264,7 @@ class Tracer:
         kind: str | None = None,
         op: str | None = None,
         rng: str | None = None,
-        inputs: str | None = None,
+        inputs: str | Pending | None = None,
     ) -> None:
         """Record one event (what the hooks call); ignored in a forked child.
 
@@ -260,20 +273,20 @@ class Tracer:
         event, module
             The ``event`` and ``module`` columns (see the module docstring).
         tensors
-            The event's tensors: fingerprinted and summarised together.
+            The event's tensors: fingerprinted and (with ``summaries``) summarised together.
         kind, op, rng, inputs
             The optional columns of the same names; default ``None``.
         """
-        if os.getpid() != self._pid:
+        if _forks[0] != self._forks or not self._recording:
             return  # a forked child (a DataLoader worker) inherited the hooks: not ours
         busy, self.busy = self.busy, True
         try:
-            fp, dtype, shape, stats = fingerprint_summary(tensors)
+            fp = self._memo.event(tensors, self.summaries)  # fingerprint, dtype, ..., infs
         finally:
             self.busy = busy
-        self._rows.append(
-            (self.events, self.step, module, kind, event, op, fp, dtype, shape, *stats, rng, inputs)
-        )
+        self._rows.append((self.events, self.step, module, kind, event, op, *fp, rng, inputs))
+        if isinstance(fp[0], Pending) or isinstance(inputs, Pending):
+            self._unresolved += [v for v in (fp[0], inputs) if isinstance(v, Pending)]
         self.events += 1
         if len(self._rows) >= self.flush_every:
             self.flush()
@@ -303,9 +316,11 @@ class Tracer:
         return name
 
     def _pre(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
-        inputs = list(tensors_in((args, kwargs)))
+        one = not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor)
+        inputs = [args[0]] if one else list(tensors_in((args, kwargs)))  # one: the common case
         name = self._name(module)
         if not self._stack:
+            self._threads.add(torch.get_num_threads())
             self.record("batch", name, inputs, kind=type(module).__name__)
             if self.step == 0 and id(module) not in self._initial:
                 # The parameters a root starts from: a divergence here is initialisation.
@@ -315,7 +330,7 @@ class Tracer:
                     self.record("param", full, [param.detach()])
         busy, self.busy = self.busy, True
         try:
-            self._pending[id(module)] = (rng_fingerprint(), fingerprint_all(inputs))
+            self._pending[id(module)] = (rng_fingerprint(), self._memo.all(inputs))
         finally:
             self.busy = busy
         self._stack.append(name)
@@ -328,15 +343,18 @@ class Tracer:
         if self._stack:
             self._stack.pop()
         rng, inputs = self._pending.pop(id(module), (None, None))
-        self.record(
-            "forward", name, list(tensors_in(output)), kind=type(module).__name__,
-            rng=rng, inputs=inputs,
-        )  # fmt: skip
+        outputs = [output] if isinstance(output, torch.Tensor) else list(tensors_in(output))
+        self.record("forward", name, outputs, kind=type(module).__name__, rng=rng, inputs=inputs)
 
     def _grad_input_hook(self, name: str, kind: str) -> Any:
-        def hook(grad: torch.Tensor) -> None:
-            self.record("grad_input", name, [grad], kind=kind)
+        """The hook recording the gradient of module ``name``'s input (made once per name)."""
+        hook = self._grad_hooks.get((name, kind))
+        if hook is None:
 
+            def hook(grad: torch.Tensor) -> None:
+                self.record("grad_input", name, [grad], kind=kind)
+
+            self._grad_hooks[name, kind] = hook
         return hook
 
     def _grad(self, param: torch.Tensor) -> None:
@@ -350,6 +368,8 @@ class Tracer:
                 name = self._params.get(id(param))
                 if name is not None:
                     self.record("param", name, [param.detach()])
+        if self.until_step is not None and self.step > self.until_step:
+            self._recording = False  # the step of interest and the parameters it left: done
 
     # -- global mode -------------------------------------------------------------------------
     def _global_pre(self, module: torch.nn.Module, args: Any) -> None:
@@ -361,18 +381,6 @@ class Tracer:
         self._post(module, args, {}, output)
 
 
-def _replaceable(path: str) -> None:
-    """An existing file may be replaced only when it is a seedlock trace (a rerun of the same
-    tracing); ``FileExistsError`` for anything else, which stays as it was."""
-    try:
-        read_meta(path)
-    except ValueError:
-        raise FileExistsError(
-            f"{path} exists and is not a seedlock trace: refusing to replace it "
-            "(remove it or choose another path)"
-        ) from None
-
-
 def trace(
     model: torch.nn.Module | None,
     path: str | os.PathLike[str],
@@ -380,6 +388,8 @@ def trace(
     optimizer: torch.optim.Optimizer | None = None,
     ops: bool = False,
     ops_in: str | None = None,
+    summaries: bool = False,
+    until_step: int | None = None,
 ) -> Tracer:
     """Record what ``model`` computes to the SQLite file ``path`` (see the module docstring).
 
@@ -398,6 +408,15 @@ def trace(
     ops_in
         Record aten ops only while the module of this name (``"Net.encoder"``), or a module
         under it, is running; default ``None``. ``ops=True`` records every op regardless.
+    summaries
+        Also record each event's summary (sum, max |x|, NaN and Inf counts: the size of a
+        divergence, and what ``compare``'s tolerances need); default ``False``: fingerprints
+        only, the cheapest trace (meta ``summaries`` is ``"0"`` and the events' ``sum`` ..
+        ``infs`` are NULL); every divergence is still found, with its cause.
+    until_step
+        Record the events of the optimizer steps up to this one (their ``step`` column at most
+        ``until_step``) and the parameters the next step leaves, then nothing more; default
+        ``None``: everything.
 
     Returns
     -------
@@ -414,4 +433,5 @@ def trace(
     >>> with seedlock.audit.trace(model, "a.trace", optimizer=opt):
     ...     train_step()
     """
-    return Tracer(path, model, optimizer=optimizer, ops=ops, ops_in=ops_in)
+    return Tracer(path, model, optimizer=optimizer, ops=ops, ops_in=ops_in, summaries=summaries,
+                  until_step=until_step)  # fmt: skip
