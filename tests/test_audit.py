@@ -280,8 +280,11 @@ def test_compare_with_tolerance_accepts_tiny_differences(tmp_path):
     step, opt = step_for(model)
     report = audit.check(step, model=model, optimizer=opt, keep=tmp_path)
     assert not report.reproducible
-    loose = audit.compare(tmp_path / "run1.trace", tmp_path / "run2.trace", rtol=1e-3)
+    # The targeted re-run's traces hold the summaries tolerances compare; the first pass not.
+    loose = audit.compare(tmp_path / "rerun1.trace", tmp_path / "rerun2.trace", rtol=1e-3)
     assert loose.reproducible
+    with pytest.raises(ValueError, match="record both with trace"):
+        audit.compare(tmp_path / "run1.trace", tmp_path / "run2.trace", rtol=1e-3)
 
 
 # -- execution path, across processes (hash seeds) --------------------------------------------

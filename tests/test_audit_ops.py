@@ -96,7 +96,7 @@ def test_op_rerun_records_only_the_ops_inside_that_module(tmp_path):
     model, opt, step = net(IndexAdd())
     report = audit.check(step, model=model, optimizer=opt, keep=tmp_path)
     assert report.divergence.module == "Sequential.1"
-    db = sqlite3.connect(tmp_path / "ops1.trace")
+    db = sqlite3.connect(tmp_path / "rerun1.trace")
     rows = db.execute("SELECT DISTINCT module, op FROM events WHERE event = 'op'").fetchall()
     db.close()
     modules = {m for m, _ in rows}

@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from seedlock._text import printable
+from seedlock.audit._tracefile import connect as _connect
+from seedlock.audit._tracefile import read_meta
+from seedlock.audit._tracefile import rows as _rows
 from seedlock.audit.entropy import EntropySource, describe, implicated, read
 from seedlock.audit.environment import Diffs, blame
 from seedlock.audit.environment import lines as environment_lines
@@ -60,10 +61,6 @@ CAUSES = {
     "d": "different execution path",
     "e": "environment differs",
 }
-_FIELDS = (
-    "seq, step, module, kind, event, op, fingerprint, dtype, shape, sum, absmax, nans, infs, "
-    "rng, inputs"
-)
 
 
 @dataclass(frozen=True)
@@ -87,6 +84,9 @@ class Divergence:
     suspects
         For cause ``c``: entries of seedlock's table of known nondeterministic ops that match
         the module class or the op.
+    also
+        Other causes seen right after this event that this one would hide: ``("b",)`` when
+        the batch differs (cause ``a``) and the parameters differ before the first step too.
     """
 
     seq: int
@@ -100,6 +100,7 @@ class Divergence:
     a: dict[str, Any]
     b: dict[str, Any]
     suspects: list[str] = field(default_factory=list)
+    also: tuple[str, ...] = ()
 
     @property
     def cause_name(self) -> str:
@@ -132,6 +133,9 @@ class Report:
         in that module that differed in a re-run (:class:`~seedlock.audit.opfinding.OpFinding`).
     environment
         For cause ``e``: the environment facts that differ, most likely cause first.
+    rerun
+        From a targeted re-run (:mod:`seedlock.audit.targeted`): whether it diverged again
+        at the same event; empty when there was none.
     """
 
     reproducible: bool
@@ -142,6 +146,7 @@ class Report:
     entropy: tuple[EntropySource, ...] = ()
     op: OpFinding | None = None
     environment: Diffs = ()
+    rerun: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data.
@@ -192,6 +197,8 @@ class Report:
             lines += [f"    - {printable(s)}" for s in d.suspects]
         if self.op is not None:
             lines += self.op.lines()
+        if self.rerun:
+            lines.append(f"  re-run  {self.rerun}")
         return "\n".join(lines + describe(self.entropy))
 
 
@@ -201,65 +208,6 @@ def _difference_size(a: dict[str, Any], b: dict[str, Any]) -> str:
     diff = abs(a["sum"] - b["sum"])
     scale = max(abs(a["sum"]), abs(b["sum"]), 1e-300)
     return f"sums differ by {diff:.3g} ({diff / scale:.3g} relative)"
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    """Open a trace read-only. The path goes into a ``file:`` URI percent-encoded, so that a
-    ``?`` or ``%`` in a file name is part of the name."""
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    return sqlite3.connect(uri, uri=True)
-
-
-# The type SQLite stores in each column of a valid trace (it does not enforce declared types).
-_TYPES = {
-    "seq": ("integer",), "step": ("integer",), "module": ("text",), "kind": ("text", "null"),
-    "event": ("text",), "op": ("text", "null"), "fingerprint": ("text",),
-    "dtype": ("text", "null"), "shape": ("text", "null"), "sum": ("real", "integer", "null"),
-    "absmax": ("real", "integer", "null"), "nans": ("integer", "null"),
-    "infs": ("integer", "null"), "rng": ("text", "null"), "inputs": ("text", "null"),
-}  # fmt: skip
-_BAD_ROW = "SELECT seq FROM events WHERE " + " OR ".join(
-    f"typeof({column}) NOT IN ({', '.join(repr(t) for t in types)})"
-    for column, types in _TYPES.items()
-)
-
-
-def _rows(path: str) -> Iterator[dict[str, Any]]:
-    db = _connect(path)
-    try:
-        cursor = db.execute(f"SELECT {_FIELDS} FROM events ORDER BY seq")
-        names = [c.strip() for c in _FIELDS.split(",")]
-        while True:
-            chunk = cursor.fetchmany(1000)
-            if not chunk:
-                return
-            for row in chunk:
-                yield dict(zip(names, row, strict=True))
-    finally:
-        db.close()
-
-
-def read_meta(path: str | os.PathLike[str]) -> dict[str, str]:
-    """A trace's meta table, once the file is checked to be a seedlock trace whose every event
-    has the types seedlock writes (``ValueError`` if not)."""
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise ValueError(f"{p}: no such trace file")
-    try:
-        db = _connect(p)
-        try:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            if meta.get("format") != "seedlock.trace":
-                raise ValueError(f"{p}: not a seedlock trace")
-            bad = db.execute(_BAD_ROW + " LIMIT 1").fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise ValueError(f"{p}: not a seedlock trace ({exc})") from None
-    if bad is not None:
-        raise ValueError(f"{p}: not a valid seedlock trace: event {bad[0]!r} holds a value of "
-                         "a type seedlock never writes")  # fmt: skip
-    return {str(k): str(v) for k, v in meta.items()}
 
 
 def _close(a: float | None, b: float | None, rtol: float, atol: float) -> bool:
@@ -273,7 +221,7 @@ def _close(a: float | None, b: float | None, rtol: float, atol: float) -> bool:
 def _same(a: dict[str, Any], b: dict[str, Any], rtol: float, atol: float) -> bool:
     if a["fingerprint"] == b["fingerprint"]:
         return True
-    if rtol == 0 and atol == 0:
+    if (rtol == 0 and atol == 0) or a["sum"] is None or b["sum"] is None:
         return False
     return (
         a["shape"] == b["shape"]
@@ -360,7 +308,7 @@ def compare(
     ValueError
         A file is missing or is not a valid seedlock trace; the traces have different format
         versions, or were fingerprinted with different hashes (``xxhash`` installed on one
-        machine only).
+        machine only); ``rtol`` or ``atol`` is given and a trace holds no summaries.
 
     Examples
     --------
@@ -382,6 +330,11 @@ def compare(
             f"{printable(hash_b, 20)}): install the same seedlock extras (xxhash) on both "
             "machines"
         )
+    if (rtol or atol) and "0" in (meta_a.get("summaries"), meta_b.get("summaries")):
+        raise ValueError(
+            "rtol / atol compare the events' summaries, and a trace was recorded without them: "
+            "record both with trace(..., summaries=True)"
+        )
     ia, ib = _rows(pa), _rows(pb)
     count = 0
     while True:
@@ -400,6 +353,16 @@ def compare(
             continue
         first = ra or rb
         assert first is not None
+        also: tuple[str, ...] = ()
+        if cause == "a" and first["step"] == 0:
+            initial = _initial_params(ia, ib)
+            if initial:
+                also = ("b",)
+                shown = ", ".join(initial[:3]) + (", ..." if len(initial) > 3 else "")
+                explanation += (
+                    f"; the parameters differ too before the first step ({shown}): the model "
+                    "was also initialised differently (cause b)"
+                )
         divergence = Divergence(
             seq=first["seq"],
             step=first["step"],
@@ -412,10 +375,23 @@ def compare(
             a=_side(ra),
             b=_side(rb),
             suspects=suspects,
+            also=also,
         )
         entropy = _entropy(pa if ra is not None else pb, divergence)
         divergence, env = blame(divergence, meta_a, meta_b)
         return Report(False, count, divergence, pa, pb, entropy, environment=env)
+
+
+def _initial_params(ia: Iterator[dict[str, Any]], ib: Iterator[dict[str, Any]]) -> list[str]:
+    """The parameters whose fingerprints differ among the ``param`` events of step 0 that come
+    next in both traces (a root module records them right after its first batch)."""
+    differ = []
+    for ra, rb in zip(ia, ib, strict=False):
+        if ra["event"] != "param" or ra["step"] != 0 or _position(ra) != _position(rb):
+            break
+        if ra["fingerprint"] != rb["fingerprint"]:
+            differ.append(ra["module"])
+    return differ
 
 
 def _entropy(path: str, d: Divergence) -> tuple[EntropySource, ...]:

@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass, field
 
 from seedlock._text import printable
-from seedlock.audit.divergence import _connect, _suspects, compare, read_meta
+from seedlock.audit._tracefile import connect as _connect
+from seedlock.audit._tracefile import read_meta
+from seedlock.audit.divergence import _suspects, compare
 
 __all__ = ["OpFinding", "find_op", "thread_counts"]
 
@@ -113,7 +115,7 @@ def find_op(
 
 
 def thread_counts(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> tuple[str, str] | None:
-    """The ``threads`` meta of traces ``a`` and ``b``, or ``None`` when either lacks it.
+    """The thread counts traces ``a`` and ``b`` ran with, or ``None`` when either lacks them.
 
     Parameters
     ----------
@@ -123,7 +125,13 @@ def thread_counts(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> tuple
     Returns
     -------
     tuple of str or None
-        ``(threads of a, threads of b)``.
+        ``(threads of a, threads of b)``: every count each run's root modules were called with
+        (meta ``threads_seen``, ``"1,2"`` when a run changed it), else the count when the trace
+        started (meta ``threads``).
     """
-    ta, tb = read_meta(a).get("threads"), read_meta(b).get("threads")
+    counts = []
+    for path in (a, b):
+        meta = read_meta(path)
+        counts.append(meta.get("threads_seen") or meta.get("threads"))
+    ta, tb = counts
     return None if ta is None or tb is None else (ta, tb)

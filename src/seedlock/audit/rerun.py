@@ -10,14 +10,15 @@ import copy
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import torch
 
+from seedlock import _registry
 from seedlock._forking import fork
+from seedlock.audit import targeted
 from seedlock.audit.divergence import Report, compare
-from seedlock.audit.opfinding import find_op, thread_counts
+from seedlock.audit.targeted import Plan
 from seedlock.audit.traces import trace
 from seedlock.state import capture, restore
 
@@ -40,12 +41,13 @@ def check(
     run is traced; run 1 is compared with every other run. Afterwards the model, optimizer and
     RNGs are as after one run.
 
-    When ``ops`` is false and the first divergence is a module's output that differs with the
-    same inputs and RNG state (cause ``c``, event ``forward``), the step runs twice more from
-    the snapshot with the aten ops inside that module recorded (``ops1.trace``,
-    ``ops2.trace``), and ``Report.op`` names the first op whose output differed, the op
-    table's verdict on it, the table's entries for the ops that ran there, and the two first
-    runs' thread counts.
+    Each run records fingerprints only (the cheap first pass). When two runs diverge, the step
+    runs twice more from the snapshot (``rerun1.trace``, ``rerun2.trace``: the targeted re-run,
+    :mod:`seedlock.audit.targeted`) recording the summaries of every event, and, when a
+    module's output differed with the same inputs and RNG state (cause ``c``), the aten ops
+    inside that module: ``Report.op`` names the first op whose output differed, the op table's
+    verdict on it, the table's entries for the ops that ran there, and the two first runs'
+    thread counts; ``Report.rerun`` says whether the re-run diverged again at that event.
 
     Parameters
     ----------
@@ -58,10 +60,10 @@ def check(
     runs
         How many times to run the step, at least 2; default 2.
     ops
-        Record every aten op in every run (the divergence itself is then the op); default
-        ``False``: ops are recorded only in the re-run described above.
+        Record every aten op and every summary in every run (the divergence itself is then
+        the op); default ``False``: they are recorded only in the re-run described above.
     keep
-        A folder to keep the traces in (``run1.trace``, ..., ``ops1.trace``), made if missing;
+        A folder to keep the traces in (``run1.trace``, ..., ``rerun1.trace``), made if missing;
         default ``None``: they are deleted.
 
     Returns
@@ -74,7 +76,7 @@ def check(
     ValueError
         ``runs`` is less than 2.
     FileExistsError
-        A ``run<i>.trace`` or ``ops<i>.trace`` in ``keep`` exists and is not a seedlock trace.
+        A ``run<i>.trace`` or ``rerun<i>.trace`` in ``keep`` exists and is not a seedlock trace.
 
     Examples
     --------
@@ -83,21 +85,19 @@ def check(
     """
     if runs < 2:
         raise ValueError(f"runs must be at least 2, got {runs}")
-    model_state = copy.deepcopy(model.state_dict())
-    optimizer_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
-    rng = capture()
+    start = _Snapshot(model, optimizer)
     folder = os.fspath(keep) if keep is not None else tempfile.mkdtemp(prefix="seedlock-check-")
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, f"run{i + 1}.trace") for i in range(runs)]
-    after: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+    end: _Snapshot | None = None
     report: Report | None = None
 
-    def run(path: str, ops_in: str | None = None) -> None:
-        model.load_state_dict(model_state)
-        if optimizer is not None and optimizer_state is not None:
-            optimizer.load_state_dict(copy.deepcopy(optimizer_state))
-        restore(rng)
-        with trace(model, path, optimizer=optimizer, ops=ops, ops_in=ops_in):
+    def run(path: str, steps: Plan | None = None) -> None:
+        start.put_back()
+        options: dict[str, Any] = {"ops": ops, "summaries": ops}
+        if steps is not None:
+            options = {"summaries": True, "ops_in": steps.ops_in, "until_step": steps.until_step}
+        with trace(model, path, optimizer=optimizer, **options):
             step_fn()
 
     try:
@@ -105,30 +105,22 @@ def check(
             run(path)
             if index == 0:
                 with fork():  # keep the RNGs as run 1 left them
-                    after = (
-                        copy.deepcopy(model.state_dict()),
-                        copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None,
-                    )
-                    after_rng = capture()
+                    end = _Snapshot(model, optimizer)
             else:
                 report = compare(paths[0], path)
                 if not report.reproducible:
                     break
         assert report is not None
-        d = report.divergence
-        if not ops and d is not None and d.cause == "c" and d.event == "forward":
-            threads = thread_counts(paths[0], report.b)
-            extra = [os.path.join(folder, f"ops{i + 1}.trace") for i in range(2)]
+        steps = targeted.plan(report)
+        if steps is not None:
+            extra = [os.path.join(folder, f"rerun{i + 1}.trace") for i in range(2)]
             paths += extra
             for path in extra:
-                run(path, ops_in=d.module)
-            report = replace(report, op=find_op(extra[0], extra[1], d.module, threads))
+                run(path, steps)
+            report = targeted.finish(report, extra[0], extra[1], steps)
     finally:
-        if after is not None:
-            model.load_state_dict(after[0])
-            if optimizer is not None and after[1] is not None:
-                optimizer.load_state_dict(after[1])
-            restore(after_rng)
+        if end is not None:
+            end.put_back()
         if keep is None:
             for path in paths:
                 if os.path.exists(path):
@@ -136,3 +128,25 @@ def check(
             os.rmdir(folder)
     assert report is not None
     return report
+
+
+class _Snapshot:
+    """A model's, an optimizer's and every RNG's state, to put back."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.model_state = copy.deepcopy(model.state_dict())
+        self.optimizer_state = (
+            copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+        )
+        self.rng = capture()
+
+    def put_back(self) -> None:
+        self.model.load_state_dict(self.model_state)
+        if self.optimizer is not None and self.optimizer_state is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(self.optimizer_state))
+        # A generator the step registered (a seedlock stream made on first use) is made again
+        # by the step, at the start of its stream: a snapshot taken before does not hold it.
+        for name in set(_registry.entries()) - set(self.rng.generators):
+            _registry.unregister(name)
+        restore(self.rng)
