@@ -20,6 +20,11 @@ from seedlock.derivation import ENV_VAR, parse_seed
 DETERMINISTIC_VAR = "SEEDLOCK_DETERMINISTIC"
 RECORD_DIR_VAR = "SEEDLOCK_RECORD_DIR"
 TRACE_DIR_VAR = "SEEDLOCK_TRACE_DIR"
+#: What a targeted re-run of ``seedlock check`` records besides fingerprints: summaries ("1"),
+#: the aten ops inside one module (its name), up to the end of one optimizer step (a number).
+TRACE_SUMMARIES_VAR = "SEEDLOCK_TRACE_SUMMARIES"
+TRACE_OPS_IN_VAR = "SEEDLOCK_TRACE_OPS_IN"
+TRACE_UNTIL_STEP_VAR = "SEEDLOCK_TRACE_UNTIL_STEP"
 
 #: The modules of the built-in backends that have a global generator (tests/test_cli_run.py
 #: checks the list against the registry).
@@ -37,7 +42,10 @@ def start() -> None:
     trace_dir = os.environ.get(TRACE_DIR_VAR)
     if trace_dir:
         from seedlock import _hooks  # every import here runs at interpreter start-up: only if used
+        from seedlock.audit import entropylog  # only in a process seedlock check runs
 
+        name = os.environ.get("RANK", "main")
+        entropylog.start(os.path.join(trace_dir, f"{name}.entropy"), _hooks.on_import)
         _hooks.on_import("torch", "seedlock.check", lambda: _start_trace(trace_dir))
     text = os.environ.get(ENV_VAR)
     if not text:
@@ -138,12 +146,25 @@ def _start_trace(trace_dir: str) -> None:
     if multiprocessing.current_process().name != "MainProcess":
         return
     path = os.path.join(trace_dir, f"{os.environ.get('RANK', 'main')}.trace")
+    from seedlock.audit import entropylog  # imported at start-up already
+
     try:
         os.close(os.open(path + ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except OSError:
+        entropylog.hand_over()  # another process of the program traces under this name
         return
     from seedlock.audit.traces import Tracer  # torch: imported by now, traces need it
 
-    tracer = Tracer(path).start()
+    until = os.environ.get(TRACE_UNTIL_STEP_VAR, "")
+    tracer = Tracer(
+        path,
+        summaries=os.environ.get(TRACE_SUMMARIES_VAR) == "1",
+        ops_in=os.environ.get(TRACE_OPS_IN_VAR) or None,
+        until_step=int(until) if until.isdigit() else None,
+    )
+    noted = entropylog.hand_over()
+    tracer.start()
+    for place in noted:
+        tracer._note_entropy(*place)
     tracer.meta("argv", repr(sys.argv))
     atexit.register(tracer.stop)

@@ -29,7 +29,9 @@ libraries imported only after it started. A call made by the standard library's 
 process-wide: a call from another thread is noted with the module the tracing thread is in.
 
 Each place is noted with the first stack frame outside seedlock, numpy, torch and the standard
-library (file, line, function) and the module being traced then. The hooks call the functions
+library (file, line, function) and the module being traced then. Entropy torch draws for itself
+(through its own code, or a library it calls: sympy's symbols, a compiler cache's ``uuid4``) is
+not noted. The hooks call the functions
 they wrap with the same arguments and return what they return: no drawn number changes. They
 are installed when the first tracer starts and removed when the last one stops.
 """
@@ -124,6 +126,8 @@ _STDLIB = tuple(
     {os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")}
 )
 _libraries: tuple[str, ...] = (_SEEDLOCK,)
+_torch = ""  # torch's folder, once it is imported
+_PACKAGES = "-packages" + os.sep  # site-packages, dist-packages
 
 
 def _is_stdlib(name: str) -> bool:
@@ -144,14 +148,28 @@ def _from_clock(value: Any) -> bool:
     return any(now - 86400 <= seconds / scale <= now + 60 for scale in (1, 1e3, 1e6, 1e9))
 
 
+def _on_behalf_of_torch(frame: FrameType | None) -> bool:
+    """Whether torch's code comes between the call and the program's own code (frames outside
+    every installed package and the standard library): torch drew it for itself (a compiler
+    cache key, sympy's symbols), not for a result."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if _torch and name.startswith(_torch):
+            return True
+        if not (name.startswith(_libraries) or _is_stdlib(name) or _PACKAGES in name):
+            return False
+        frame = frame.f_back
+    return False
+
+
 def _note(kind: str, caller: FrameType | None, home: str) -> None:
     while caller is not None and caller.f_code.co_filename == home:
         caller = caller.f_back  # random.Random.__init__ calling the hooked seed: not the caller
     if caller is None:
         return
     direct = caller.f_code.co_filename
-    if direct.startswith(_SEEDLOCK) or _is_stdlib(direct):
-        return  # the standard library's or seedlock's own use: not the program's
+    if direct.startswith(_SEEDLOCK) or _is_stdlib(direct) or _on_behalf_of_torch(caller):
+        return  # the standard library's, seedlock's or torch's own use: not the program's
     frame: FrameType | None = caller
     while frame is not None and not _outside(frame.f_code.co_filename):
         frame = frame.f_back
@@ -211,12 +229,13 @@ def _patch(owner: Any, name: str, judge: Callable[..., str | None]) -> None:
 
 
 def _install() -> None:
-    global _libraries
+    global _libraries, _torch
     found = [_SEEDLOCK]
     for package in ("numpy", "torch"):
         module: ModuleType | None = sys.modules.get(package)
         if module is not None and module.__file__:
             found.append(os.path.dirname(os.path.abspath(module.__file__)) + os.sep)
+            _torch = found[-1] if package == "torch" else _torch
     _libraries = tuple(found)
     _patch(random.Random, "seed", _seed(1, "a", "random.Random"))
     _patch(random, "seed", _seed(0, "a", "random.Random"))

@@ -9,10 +9,12 @@ the same non-zero status and nothing else differs, ``the command failed (exit N)
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from seedlock._text import printable
@@ -33,6 +35,8 @@ class Run:
     outputs: dict[str, str] = field(default_factory=dict)  # relative path -> digest
     changed: list[str] = field(default_factory=list)  # changed in place, not put back
     created: list[str] = field(default_factory=list)
+    folder: str = ""  # the run's folder: its traces, .entropy files and process records
+    failed_traces: list[str] = field(default_factory=list)  # started, never written
 
 
 def _names(paths: list[str]) -> str:
@@ -43,6 +47,13 @@ def _traces(first: Run, other: Run, index: int, compare: Callable[[str, str], An
             details: dict[str, Any]) -> tuple[str, list[str]]:  # fmt: skip
     """The traces line and the problems, run 1 against run ``index``."""
     names = sorted(set(first.traces) | set(other.traces))
+    failed = [(i, name) for i, run in ((1, first), (index, other)) for name in run.failed_traces]
+    if failed:
+        which = ", ".join(f"{printable(name, 80)} in run {i}" for i, name in failed)
+        return f"traces: tracing failed ({which})", [
+            f"tracing failed ({which}): the runs cannot be compared event by event; the "
+            "warning on the run's stderr says why"
+        ]
     if not names:
         return "traces: none written (torch not used)", []
     problems: list[str] = []
@@ -103,6 +114,37 @@ def _files_line(result: FilesResult, index: int) -> tuple[str, list[str]]:
     return line, [f"output files differ (run 1 vs run {index}): {_names(result.differ)}"]
 
 
+def _untraced(first: Run, other: Run, index: int, seeded: bool) -> list[str]:
+    # Only when untraced runs differ: reads their .entropy files and process records.
+    from seedlock.cli._check_untraced import likely_cause, records
+
+    files = [str(p) for run in (first, other) if run.folder
+             for p in sorted(Path(run.folder).glob("*.entropy"))]  # fmt: skip
+    mine, theirs = (records(os.path.join(r.folder, "records")) if r.folder else []
+                    for r in (first, other))  # fmt: skip
+    return likely_cause(files, mine, theirs, seeded=seeded, index=index)
+
+
+def _exit_status(runs: list[Run], lines: dict[str, str], problems: list[str]) -> bool:
+    """Add the exit status line and its problems; whether every run failed alike."""
+    codes = [r.returncode for r in runs]
+    if len(set(codes)) == 1:
+        lines["exit status"] = f"exit status: {runs[0].returncode} in every run"
+    else:
+        lines["exit status"] = "exit status: " + ", ".join(
+            f"run {i} {c}" for i, c in enumerate(codes, 1)
+        )
+        problems.insert(0, "exit status differs: " + lines["exit status"][len("exit status: ") :])
+    failed = next(((i, r) for i, r in enumerate(runs, 1) if r.returncode != 0), None)
+    same_failure = failed is not None and not problems
+    if failed is not None:
+        index, bad = failed
+        tail = "\n".join(printable(line, 300) for line in bad.stderr.strip().splitlines()[-8:])
+        said = f"the command failed in run {index} (exit {bad.returncode})"
+        problems.append(f"{said}; its stderr ends:\n{tail}" if tail else said)
+    return same_failure
+
+
 def verdict(
     runs: list[Run],
     compare: Callable[[str, str], Any],
@@ -110,6 +152,7 @@ def verdict(
     ignore: list[re.Pattern[str]],
     outputs: bool,
     backup_limit: int,
+    seeded: bool = True,
 ) -> dict[str, Any]:
     """The verdict on ``runs`` (``compare``: the audit's trace comparison): text and data."""
     first = runs[0]
@@ -133,25 +176,15 @@ def verdict(
             files = compare_files(mine, theirs, set(first.created), set(other.created))
             lines["files"], more = _files_line(files, index)
             found += more
+        if found and not (first.traces or other.traces or first.failed_traces
+                          or other.failed_traces):  # fmt: skip
+            found.append("\n".join(_untraced(first, other, index, seeded)))
         problems += found
         if found:
             break
     if not outputs:
         lines["files"] = "files: not compared (no --outputs DIR)"
-    if len(set(codes)) == 1:
-        lines["exit status"] = f"exit status: {first.returncode} in every run"
-    else:
-        lines["exit status"] = "exit status: " + ", ".join(
-            f"run {i} {c}" for i, c in enumerate(codes, 1)
-        )
-        problems.insert(0, "exit status differs: " + lines["exit status"][len("exit status: ") :])
-    failed = next(((i, r) for i, r in enumerate(runs, 1) if r.returncode != 0), None)
-    same_failure = failed is not None and not problems
-    if failed is not None:
-        index, bad = failed
-        tail = "\n".join(printable(line, 300) for line in bad.stderr.strip().splitlines()[-8:])
-        said = f"the command failed in run {index} (exit {bad.returncode})"
-        problems.append(f"{said}; its stderr ends:\n{tail}" if tail else said)
+    same_failure = _exit_status(runs, lines, problems)
     if same_failure:
         headline = f"the command failed (exit {first.returncode}) in every run"
     elif problems:

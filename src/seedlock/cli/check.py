@@ -34,14 +34,15 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from seedlock._bootstrap import TRACE_DIR_VAR
 from seedlock._text import printable, reason
 from seedlock.cli import UsageError, _child
+from seedlock.cli import _check_kept as kept
 from seedlock.cli._check_outputs import Outputs
+from seedlock.cli._check_progress import Progress
+from seedlock.cli._check_rerun import Comparisons, targeted_rerun
 from seedlock.cli._check_stream import Streams
 from seedlock.cli._check_verdict import Run, verdict
 from seedlock.cli.run import CACHE_DIR, child_environment, command_of, resolve_seed
@@ -81,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="copy each run's stdout and stderr to stderr as it runs",
     )
     parser.add_argument("--keep", metavar="DIR", help="keep each run's traces and output here")
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        help="use run 1 kept in DIR by --keep (on another machine, say) as run 1 here",
+    )
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     parser.add_argument(
         "--report",
@@ -100,32 +106,53 @@ def _read(path: str) -> str:
         return f.read().decode("utf-8", errors="replace")  # any bytes a command prints
 
 
-def _once(
-    args: argparse.Namespace, command: list[str], index: int, work: str, outputs: Outputs | None
-) -> tuple[Run, list[int]]:
-    run_dir = os.path.join(work, f"run{index + 1}")
+def _execute(
+    args: argparse.Namespace, command: list[str], run_dir: str, extra: dict[str, str] | None,
+    prefix: str,
+) -> tuple[Run, list[int]]:  # fmt: skip
+    """Run the command once, traced into ``run_dir`` (its files not collected yet), after the
+    progress line ``prefix``."""
     os.makedirs(run_dir, exist_ok=True)
     seed = None if args.no_seed else args.resolved_seed
-    env = child_environment(seed, deterministic=args.deterministic, record_dir=None)
+    records = os.path.join(run_dir, "records")
+    os.makedirs(records, exist_ok=True)
+    env = child_environment(seed, deterministic=args.deterministic, record_dir=records)
     env[TRACE_DIR_VAR] = run_dir
+    env.update(extra or {})
     out_path, err_path = os.path.join(run_dir, "stdout"), os.path.join(run_dir, "stderr")
-    with Streams(out_path, err_path, show=args.show) as streams:
+    live = not args.show and sys.stderr.isatty()
+    _progress(prefix, args.show)
+    with (
+        Streams(out_path, err_path, show=args.show) as streams,
+        Progress(run_dir, prefix, live=live) as progress,
+    ):
         start = time.perf_counter()
         out, err = streams.fds()
+
+        def started() -> None:
+            streams.started()
+            progress.begin()
+
         try:
             returncode, received = _child.run(
-                command, env, stdout=out, stderr=err, while_running=streams.started
+                command, env, stdout=out, stderr=err, while_running=started
             )
         except OSError as exc:
             raise UsageError(f"cannot start {command[0]!r}: {reason(exc)}") from None
         seconds = time.perf_counter() - start
     traces = {p.name: str(p) for p in sorted(Path(run_dir).glob("*.trace"))}
-    last = index == args.runs - 1
-    aside = os.path.join(run_dir, "outputs")
-    digests, changed, created = outputs.collect(aside, last=last) if outputs else ({}, [], [])
-    result = Run(returncode, _read(out_path), _read(err_path), seconds, traces, digests, changed,
-                 created)  # fmt: skip
+    claimed = [p.name.removesuffix(".claim") for p in sorted(Path(run_dir).glob("*.trace.claim"))]
+    result = Run(returncode, _read(out_path), _read(err_path), seconds, traces, folder=run_dir,
+                 failed_traces=[name for name in claimed if name not in traces])  # fmt: skip
     return result, received
+
+
+def _collect(result: Run, run_dir: str, outputs: Outputs | None, *, last: bool) -> None:
+    """Move the files the run wrote under --outputs aside, recording their digests."""
+    if outputs is not None:
+        aside = os.path.join(run_dir, "outputs")
+        result.outputs, result.changed, result.created = outputs.collect(aside, last=last)
+    kept.save(run_dir, result)
 
 
 def _patterns(texts: list[str]) -> list[re.Pattern[str]]:
@@ -138,28 +165,26 @@ def _patterns(texts: list[str]) -> list[re.Pattern[str]]:
     return patterns
 
 
-def _report(path: str, runs: list[Run], compare: Callable[[str, str], Any]) -> None:
+def _report(path: str, runs: list[Run], comparisons: Comparisons) -> None:
     """Write the HTML report of run 1 against the first run whose traces differ (run 2 when
     every run agrees); one line on stderr when no run wrote a trace."""
     # Rendering loads sqlite3: only when a report is asked for.
     from seedlock.audit import html
 
-    chosen = None
-    for index, other in enumerate(runs[1:], 2):
-        for name in sorted(set(runs[0].traces) & set(other.traces)):
-            report = compare(runs[0].traces[name], other.traces[name])
-            if not report.reproducible or chosen is None:
-                chosen = (report, index, name)
-            if not report.reproducible:
-                break
-        if chosen is not None and not chosen[0].reproducible:
-            break
-    if chosen is None:
-        print("seedlock check: no report: no trace to compare (torch not used)", file=sys.stderr)
-        return
-    report, index, name = chosen
-    title = f"seedlock check: run 1 vs run {index}, {name}"
-    html.write(path, report, report.a, report.b, title=title)
+    found = comparisons.first_divergence(runs)
+    index = 2
+    if found is None:
+        names = sorted(set(runs[0].traces) & set(runs[1].traces))
+        if not names:
+            print("seedlock check: no report: no trace to compare (torch not used)",
+                  file=sys.stderr)  # fmt: skip
+            return
+        found = names[0], comparisons(runs[0].traces[names[0]], runs[1].traces[names[0]])
+    else:
+        index = next(i for i, r in enumerate(runs[1:], 2) if found[1].b in r.traces.values())
+    name, report = found
+    plot = comparisons.plots.get((report.a, report.b), (report.a, report.b))
+    html.write(path, report, *plot, title=f"seedlock check: run 1 vs run {index}, {name}")
     print(f"seedlock check: report written to {printable(path)}", file=sys.stderr)
 
 
@@ -182,6 +207,72 @@ def _command(args: argparse.Namespace) -> list[str]:
     return command
 
 
+def _progress(text: str, show: bool) -> None:
+    print(text, end="\n" if show else "", file=sys.stderr, flush=True)
+
+
+class _Runs:
+    """The runs of one check: run 1 (kept, with --against), the runs here, the re-runs."""
+
+    def __init__(self, args: argparse.Namespace, command: list[str], work: str,
+                 outputs: Outputs | None, comparisons: Comparisons) -> None:  # fmt: skip
+        self.args, self.command, self.work = args, command, work
+        self.outputs, self.comparisons = outputs, comparisons
+        self.runs: list[Run] = [kept.load(args.against)] if args.against else []
+        self.last_dir: str | None = None
+        self.interrupted: int | None = None
+
+    def once(self, label: str, folder: str, extra: dict[str, str] | None, last: bool | None,
+             what: str) -> Run | None:  # fmt: skip
+        """One run, ``None`` when interrupted; ``last=None``: the last unless its traces call
+        for a targeted re-run (which must start from --outputs as it was)."""
+        # The plan reads two traces (sqlite3): loaded by the comparisons already.
+        from seedlock.audit import targeted
+
+        args, run_dir = self.args, os.path.join(self.work, folder)
+        try:
+            prefix = f"seedlock check: {label} ({printable(what, 200)}) ..."
+            result, received = _execute(args, self.command, run_dir, extra, prefix)
+        except UsageError:
+            if not args.show:
+                print(file=sys.stderr)  # end the progress line
+            raise
+        traces = ", ".join(result.traces) or "no trace (torch not used)"
+        done = f"exit {result.returncode} in {result.seconds:.1f} s; {traces}"
+        print(f"seedlock check: {label}: {done}" if args.show else f" {done}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        if received:  # the user (or a supervisor) asked the command to stop
+            self.interrupted = received[0]
+        if last is None:
+            found = self.comparisons.first_divergence([*self.runs, result])
+            last = (bool(received) or found is None or bool(args.against)
+                    or targeted.plan(found[1]) is None)  # fmt: skip
+        _collect(result, run_dir, self.outputs, last=last)
+        self.last_dir = run_dir
+        return None if received else result
+
+    def _rerun(self, i: int, env: dict[str, str], what: str) -> Run | None:
+        return self.once(f"targeted re-run {i}/2", f"rerun{i}", env, i == 2, what)
+
+    def all(self, seeded: str) -> bool:
+        """The runs, then a targeted re-run if their traces diverge; False when interrupted."""
+        # The plan reads two traces (sqlite3): loaded by the comparisons already.
+        from seedlock.audit import targeted
+
+        runs = self.args.runs
+        for index in range(len(self.runs), runs):
+            label, final = f"run {index + 1}/{runs}", None if index == runs - 1 else False
+            result = self.once(label, f"run{index + 1}", None, final, seeded)
+            if result is None:
+                return False
+            self.runs.append(result)
+        found = self.comparisons.first_divergence(self.runs)
+        steps = targeted.plan(found[1]) if found and not self.args.against else None
+        if found is not None and steps is not None:
+            targeted_rerun(self.comparisons, found, steps, self._rerun)
+        return self.interrupted is None
+
+
 def run(args: argparse.Namespace) -> int:
     # The trace comparison loads sqlite3: not needed for --help or a usage error.
     from seedlock.audit import compare
@@ -192,38 +283,24 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(work, exist_ok=True)
     try:
         outputs = Outputs(args.outputs, work, limit=BACKUP_LIMIT) if args.outputs else None
+        comparisons = Comparisons(compare)
+        runs = _Runs(args, command, work, outputs, comparisons)
     except BaseException:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         raise
     seeded = "not seeded" if args.no_seed else f"seed {format_seed(args.resolved_seed)}"
-    runs: list[Run] = []
     try:
-        for index in range(args.runs):
-            which = f"run {index + 1}/{args.runs}"
-            print(f"seedlock check: {which} ({printable(seeded, 80)}) ...",
-                  end="\n" if args.show else "", file=sys.stderr, flush=True)  # fmt: skip
-            try:
-                result, received = _once(args, command, index, work, outputs)
-            except UsageError:
-                if not args.show:
-                    print(file=sys.stderr)  # end the progress line
-                raise
-            runs.append(result)
-            traces = ", ".join(result.traces) or "no trace (torch not used)"
-            done = f"exit {result.returncode} in {result.seconds:.1f} s; {traces}"
-            print(f"seedlock check: {which}: {done}" if args.show else f" {done}",
-                  file=sys.stderr, flush=True)  # fmt: skip
-            if received:  # the user (or a supervisor) asked the command to stop
-                print("seedlock check: interrupted", file=sys.stderr)
-                return 128 + received[0]
-        found = verdict(runs, compare, ignore=ignore, outputs=outputs is not None,
-                        backup_limit=BACKUP_LIMIT)  # fmt: skip
+        if not runs.all(seeded):
+            print("seedlock check: interrupted", file=sys.stderr)
+            return 128 + (runs.interrupted or 0)
+        found = verdict(runs.runs, comparisons, ignore=ignore, outputs=outputs is not None,
+                        backup_limit=BACKUP_LIMIT, seeded=not args.no_seed)  # fmt: skip
         if args.report:
-            _report(args.report, runs, compare)
+            _report(args.report, runs.runs, comparisons)
     finally:
-        if outputs is not None and runs:
-            outputs.put_back(os.path.join(work, f"run{len(runs)}", "outputs"), copy=bool(args.keep))
+        if outputs is not None and runs.last_dir is not None:
+            outputs.put_back(os.path.join(runs.last_dir, "outputs"), copy=bool(args.keep))
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
