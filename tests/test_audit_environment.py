@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
 from seedlock import audit
+from seedlock.audit import environment_report
 from seedlock.audit.divergence import read_meta
 from seedlock.audit.environment import EnvironmentDifference, differences
 
@@ -134,3 +138,53 @@ def test_a_trace_without_the_environment_keys_compares_as_before(tmp_path):
     assert report.divergence is not None
     assert report.divergence.cause == "c"
     assert report.environment == ()
+
+
+SEEDLOCK = str(Path(sys.executable).parent / "seedlock")
+
+
+def _diff(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SEEDLOCK, "diff", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_diff_shows_another_environment_even_when_the_runs_agree(tmp_path):
+    a, b = two_traces(tmp_path)
+    edit(a, "UPDATE meta SET value = 'AVX2' WHERE key = 'cpu_capability'")
+    edit(
+        b,
+        "UPDATE meta SET value = 'AVX512' WHERE key = 'cpu_capability'",
+        "UPDATE meta SET value = '2.12.0' WHERE key = 'torch'",
+        "UPDATE meta SET value = 'x\x1b[2Jy' WHERE key = 'machine'",  # escaped on the terminal
+    )
+    assert audit.compare(a, b).reproducible
+    proc = _diff(str(a), str(b))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("reproducible: ")
+    assert lines[1] == "environment differs (most likely cause first):"
+    assert [x.split(" (")[0] for x in lines[2:]] == [
+        f"  - torch: {torch.__version__} vs 2.12.0",
+        "  - cpu_capability: AVX2 vs AVX512",
+        f"  - machine: {platform.machine()} vs x\\x1b[2Jy",
+    ]
+    assert lines[3].endswith(f"({environment_report.WHY['cpu_capability']})")
+    assert "\x1b" not in proc.stdout
+    data = json.loads(_diff(str(a), str(b), "--json").stdout)
+    assert [d["key"] for d in data["environment_differences"]] == [
+        "torch",
+        "cpu_capability",
+        "machine",
+    ]
+    assert data["reproducible"] and data["environment"] == []
+
+
+def test_the_environment_block_says_same_with_what_the_traces_record(tmp_path):
+    a, b = two_traces(tmp_path)
+    diffs, meta, _ = environment_report.compare(a, b)
+    assert diffs == ()
+    assert environment_report.terminal(diffs, meta) == [
+        f"environment: same (torch {torch.__version__}, CPU {meta['cpu_capability']} "
+        f"{platform.machine()}, {torch.get_num_threads()} threads)"
+    ]
+    assert environment_report.terminal((), {}) == ["environment: same"]
+    assert environment_report.to_json(()) == []

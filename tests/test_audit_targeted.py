@@ -173,8 +173,9 @@ def test_check_reruns_the_command_to_name_the_first_op(tmp_path):
     (tmp_path / "s.py").write_text(textwrap.dedent(NOISY_SCRIPT))
     keep = tmp_path / "kept"
     code, out, err = check(
-        "--json", "--keep", str(keep), "--", sys.executable, "s.py", cwd=tmp_path
-    )
+        "--json", "--keep", str(keep), "--report", "r.html", "--", sys.executable, "s.py",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert code == 1, err
     assert "targeted re-run 1/2 (summaries, ops in Sequential.1, up to step 0)" in err
     found = json.loads(out)["traces"]["main.trace"]
@@ -190,6 +191,14 @@ def test_check_reruns_the_command_to_name_the_first_op(tmp_path):
     assert (found["entropy"][0]["kind"], found["entropy"][0]["line"]) == ("numpy", line + 1)
     assert set(column(keep / "run1" / "main.trace", "SELECT sum FROM events")) == {None}
     assert max(column(keep / "rerun1" / "main.trace", "SELECT step FROM events")) == 1
+    # The report plots the re-run's traces (they hold the sizes), numbered as the first pass.
+    page = (tmp_path / "r.html").read_text()
+    seq = found["divergence"]["seq"]
+    assert "rerun1/main.trace" in page and "fingerprints only" not in page
+    assert f"first divergence: event {seq}, Sequential.1 forward" in page
+    assert f"<title>event {seq}: Sequential.1 forward;" in page
+    text = json.loads(out)["text"]
+    assert f"(first at event {seq})" in text and "fingerprints only" not in text
 
 
 NUMPY_ONLY = """

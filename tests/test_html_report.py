@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import os
 import sqlite3
 import subprocess
@@ -19,7 +20,9 @@ from torch import nn
 
 import seedlock
 from seedlock import audit
+from seedlock.audit import environment_report
 from seedlock.audit import html as report_html
+from seedlock.audit.divergence import read_meta
 from seedlock.optable import explain
 
 SEEDLOCK = str(Path(sys.executable).parent / "seedlock")
@@ -49,7 +52,7 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     folder = tmp_path_factory.mktemp("traces")
     for name, delta in (("a.trace", 0.0), ("b.trace", 1e-3), ("a2.trace", 0.0)):
         model = _model(delta)
-        with audit.trace(model, folder / name):
+        with audit.trace(model, folder / name, summaries=True):
             model(torch.ones(3, 4)).sum().backward()
     return folder / "a.trace", folder / "b.trace", folder / "a2.trace"
 
@@ -243,3 +246,201 @@ def test_suspects_bring_the_op_tables_advice(traces):
     text = report_html.render(dataclasses.replace(report, divergence=suspect), a, b)
     (entry,) = explain("aten::index_add_").entries
     assert "Known nondeterministic ops" in text and html.escape(entry.fix) in text
+
+
+class Sections(HTMLParser):
+    """The page's text by ``<h2>`` section: its table rows (cells' text) and its paragraphs;
+    and every hover text (``<title>`` inside the plot)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, list[list[str]]] = {}
+        self.paragraphs: dict[str, list[str]] = {}
+        self.titles: list[str] = []
+        self._section = ""
+        self._open: list[str] = []
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._open.append(tag)
+        if tag in {"h2", "p", "td", "th", "title"}:
+            self._text = []
+        if tag == "tr":
+            self.rows.setdefault(self._section, []).append([])
+
+    def handle_endtag(self, tag: str) -> None:
+        text = "".join(self._text)
+        if tag == "h2":
+            self._section = text
+        elif tag == "p":
+            self.paragraphs.setdefault(self._section, []).append(text)
+        elif tag in {"td", "th"}:
+            self.rows[self._section][-1].append(text)
+        elif tag == "title" and "svg" in self._open:
+            self.titles.append(text)
+        while self._open and self._open.pop() != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+
+
+def _sections(text: str) -> Sections:
+    page = Sections()
+    page.feed(text)
+    page.close()
+    return page
+
+
+def _copy(src: Path, dst: Path, *statements: str) -> Path:
+    """A copy of trace ``src`` at ``dst``, with ``statements`` run on it."""
+    dst.write_bytes(src.read_bytes())
+    db = sqlite3.connect(dst)
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    return dst
+
+
+def _meta(key: str, value: str) -> str:
+    return f"INSERT OR REPLACE INTO meta VALUES ('{key}', '{value}')"
+
+
+def _other_machine(traces: tuple[Path, Path, Path], folder: Path) -> tuple[Path, Path]:
+    """Run a on an AVX2 CPU with torch 2.13.0, run b (which diverges) on AVX512 with 2.12.0."""
+    a, b, _ = traces
+    gpu = "<b>H100</b>"  # escaped wherever it shows
+    return (
+        _copy(a, folder / "a.trace", _meta("cpu_capability", "AVX2"), _meta("torch", "2.13.0"),
+              _meta("gpu", gpu)),
+        _copy(b, folder / "b.trace", _meta("cpu_capability", "AVX512"), _meta("torch", "2.12.0"),
+              _meta("gpu", gpu + "x")),
+    )  # fmt: skip
+
+
+def test_the_environment_section_ranks_the_facts_that_differ(traces, tmp_path):
+    a, b = _other_machine(traces, tmp_path)
+    report = audit.compare(a, b)
+    assert report.divergence is not None and report.divergence.cause == "e"
+    text = report_html.render(report, a, b)
+    assert "<b>H100</b>" not in text and "&lt;b&gt;H100&lt;/b&gt;" in text
+    page = _sections(text)
+    header, *rows = page.rows["Environment"]
+    assert header == ["key", "run a", "run b", "why it matters"]
+    assert [r[:3] for r in rows] == [
+        ["torch", "2.13.0", "2.12.0"],
+        ["cpu_capability", "AVX2", "AVX512"],
+        ["gpu", "<b>H100</b>", "<b>H100</b>x"],
+    ]
+    assert all(r[3] == environment_report.WHY[r[0]] for r in rows)
+    headings = [t for t in _parse(text).tags if t[0] == "h2"]
+    assert len(headings) >= 3
+    assert text.index("<h2>Verdict</h2>") < text.index("<h2>Environment</h2>")
+
+
+def test_the_environment_is_shown_when_the_runs_agree_too(traces, tmp_path):
+    a, _, a2 = traces
+    same = _sections(report_html.render(audit.compare(a, a2), a, a2))
+    meta = read_meta(a)
+    cpu = f"{meta['cpu_capability']} {meta['machine']}"
+    assert same.paragraphs["Environment"] == [
+        f"same environment (torch {torch.__version__}, CPU {cpu}, {meta['threads']} threads)"
+    ]
+    assert "Environment" not in same.rows
+    other = _copy(a2, tmp_path / "a2.trace", _meta("threads", "64"))
+    report = audit.compare(a, other)
+    assert report.reproducible  # the events agree: the environment still shows
+    rows = _sections(report_html.render(report, a, other)).rows["Environment"]
+    assert rows[1][:3] == ["threads", meta["threads"], "64"]
+
+
+def _fingerprints_only(trace: Path, dst: Path) -> Path:
+    unset = "UPDATE events SET sum = NULL, absmax = NULL, nans = NULL, infs = NULL"
+    return _copy(trace, dst, unset, _meta("summaries", "0"))
+
+
+def test_traces_without_summaries_plot_where_events_differ_not_by_how_much(traces, tmp_path):
+    a, b, _ = (_fingerprints_only(t, tmp_path / t.name) for t in traces)
+    report = audit.compare(a, b)
+    d = report.divergence
+    assert d is not None
+    points, paired = report_html.curve(a, b, first=d.seq)
+    assert len(points) == paired and not any(p.summarised for p in points)
+    fingerprints = {}
+    for path in (a, b):
+        db = sqlite3.connect(path)
+        fingerprints[path] = dict(db.execute("SELECT seq, fingerprint FROM events").fetchall())
+        db.close()
+    for p in points:
+        differs = fingerprints[a][p.seq] != fingerprints[b][p.seq]
+        assert (p.rel_sum, p.rel_absmax) == ((1.0, 1.0) if differs else (0.0, 0.0))
+    assert next(p for p in points if p.seq == d.seq).score == 1.0
+    text = report_html.render(report, a, b)
+    page = _sections(text)
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    tags = _parse(text)
+    assert [t for t, _ in tags.tags].count("svg") == 1
+    assert len(tags.with_class("circle", "sum")) == paired
+    assert tags.with_class("line", "first-divergence")
+    assert f"first divergence: event {d.seq}" in text
+    top = report_html._y(1.0, 10.0)  # where a relative difference of 1 is drawn
+    circles = {float(c["cy"] or 0) for c in tags.with_class("circle", "sum")}
+    assert circles == {top, report_html._y(report_html.FLOOR, 10.0)}
+    hovered = [t for t in page.titles if t.startswith(f"event {d.seq}: ")]
+    assert hovered and hovered[0].endswith("; differs (no summary recorded)")
+    assert any(t.endswith("; identical (no summary recorded)") for t in page.titles)
+    assert len(tags.with_class("p", "note")) == 1
+    assert any(
+        "fingerprints only" in p and "where events differ, not by how much" in p
+        for p in page.paragraphs["Divergence along the run"]
+    )
+    line = report_html.divergence_line(report)
+    assert line is not None and line.endswith(
+        "fingerprints only: where events differ, not by how much)"
+    )
+    spark = report_html.sparkline(points)
+    assert set(spark) == {"▁", "█"}
+
+
+def test_a_trace_with_summaries_against_one_without_compares_fingerprints(traces, tmp_path):
+    a, _, a2 = traces
+    bare = _fingerprints_only(a2, tmp_path / "bare.trace")
+    points, paired = report_html.curve(a, bare)
+    assert paired and all(p.score == 0 and not p.summarised for p in points)
+    text = report_html.render(audit.compare(a, bare), a, bare)
+    assert _parse(text).with_class("p", "note")
+    assert 'class="note"' not in report_html.render(audit.compare(a, a2), a, a2)
+
+
+def test_diff_prints_the_environment_block_and_puts_it_in_the_json(traces, tmp_path):
+    a, b = _other_machine(traces, tmp_path)
+    proc = _seedlock("diff", str(a), str(b), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    out = proc.stdout.splitlines()
+    start = out.index("environment differs (most likely cause first):")
+    assert out[start - 1].startswith("divergence along the run: ")
+    assert [x.split(" (")[0] for x in out[start + 1 :]] == [
+        "  - torch: 2.13.0 vs 2.12.0",
+        "  - cpu_capability: AVX2 vs AVX512",
+        "  - gpu: <b>H100</b> vs <b>H100</b>x",
+    ]
+    assert "  cause   (e) environment differs" in proc.stdout
+    proc = _seedlock("diff", str(a), str(b), "--json", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [(d["key"], d["a"], d["b"]) for d in data["environment_differences"]] == [
+        ("torch", "2.13.0", "2.12.0"),
+        ("cpu_capability", "AVX2", "AVX512"),
+        ("gpu", "<b>H100</b>", "<b>H100</b>x"),
+    ]
+    assert data["divergence"]["cause"] == "e"
+
+
+def test_diff_says_the_environment_is_the_same_when_reproducible(traces, tmp_path):
+    a, _, a2 = traces
+    proc = _seedlock("diff", str(a), str(a2), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith("environment: same (torch ")
+    proc = _seedlock("diff", str(a), str(a2), "--json", cwd=tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["environment_differences"] == []

@@ -9,14 +9,18 @@ difference of its ``sum`` and of its ``absmax`` between the two runs::
     |a - b| / max(|a|, |b|, 1e-300)
 
 (0 when both are equal or both NaN, 1 when only one is NaN or missing), on a log scale whose
-values under :data:`FLOOR`, identical ones included, are drawn at the floor. Hovering a point
-names its event and module. A vertical line marks the first divergence. At most
-:data:`MAX_POINTS` points are drawn: consecutive events share a point, the one whose difference
-is largest, and the first divergence always keeps its own.
+values under :data:`FLOOR`, identical ones included, are drawn at the floor. A pair that a
+trace holds no summary of (fingerprints only: ``meta`` ``summaries`` ``"0"``) is at the top (1)
+if its fingerprints differ, at the floor if not, and a note says so. Hovering a point names its
+event and module. A vertical line marks the first divergence. At most :data:`MAX_POINTS` points
+are drawn: consecutive events share a point, the one whose difference is largest, and the first
+divergence always keeps its own.
 
-Below the plot: the verdict, the places where entropy that no seed reaches entered, the manifest
-differences ranked by risk (when given) and the op table's advice on the suspects. Everything
-that comes from a trace or a manifest is escaped.
+Below the plot: the verdict, the environment of the two runs (the facts that differ, ranked,
+with why each matters, or one line when none does: :mod:`seedlock.audit.environment_report`),
+the places where entropy that no seed reaches entered, the manifest differences ranked by risk
+(when given) and the op table's advice on the suspects. Everything that comes from a trace or a
+manifest is escaped.
 
 :func:`sparkline` draws the same curve as one line of block characters, for a terminal.
 """
@@ -33,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from seedlock import _files
+from seedlock.audit import _html_sections as _sections
+from seedlock.audit import environment_report
 from seedlock.audit.divergence import Report
 
 __all__ = ["Point", "check_path", "curve", "divergence_line", "render", "sparkline", "write"]
@@ -46,6 +52,8 @@ MARKER = '<meta name="generator" content="seedlock.report">'
 BLOCKS = "▁▂▃▄▅▆▇█"
 ASCII_BLOCKS = "_.:-=+*#"
 _TINY = 1e-300
+_COLUMNS = "seq, module, event, op, sum, absmax, fingerprint"
+_HOW = {True: "differs", False: "identical"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class Point:
     op: str | None
     rel_sum: float
     rel_absmax: float
+    summarised: bool = True  # False: a trace holds no summary of it; its fingerprints tell
 
     @property
     def score(self) -> float:
@@ -78,11 +87,12 @@ def _relative(a: float | None, b: float | None) -> float:
     return abs(a - b) / max(abs(a), abs(b), _TINY)
 
 
-def _rows(path: str) -> Iterator[tuple[Any, ...]]:
+def _rows(path: str, skip_ops: bool) -> Iterator[tuple[Any, ...]]:
     uri = Path(path).resolve().as_uri() + "?mode=ro"  # a read-only open, whatever the name holds
     db = sqlite3.connect(uri, uri=True)
+    where = "WHERE event != 'op' " if skip_ops else ""
     try:
-        cursor = db.execute("SELECT seq, module, event, op, sum, absmax FROM events ORDER BY seq")
+        cursor = db.execute(f"SELECT {_COLUMNS} FROM events {where}ORDER BY seq")
         while chunk := cursor.fetchmany(1000):
             yield from chunk
     finally:
@@ -95,6 +105,7 @@ def curve(
     *,
     first: int | None = None,
     most: int = MAX_POINTS,
+    skip_ops: bool = False,
 ) -> tuple[list[Point], int]:
     """The divergence along the run, downsampled (see the module docstring); memory stays bounded.
 
@@ -106,6 +117,9 @@ def curve(
         The seq (in run a) of the first divergence: its event always keeps a point of its own.
     most
         The most points to return (plus the first divergence's).
+    skip_ops
+        Leave ``op`` events out, and read ``first`` as a position among the others: for a
+        targeted re-run's traces (ops recorded in one module) against a first pass's seq.
 
     Returns
     -------
@@ -116,13 +130,18 @@ def curve(
     bucket: Point | None = None
     filled, width, count = 0, 1, 0
     forced: Point | None = None
-    for ra, rb in zip(_rows(os.fspath(trace_a)), _rows(os.fspath(trace_b)), strict=False):
+    for ra, rb in zip(*(_rows(os.fspath(t), skip_ops) for t in (trace_a, trace_b)), strict=False):
         if ra[1:4] != rb[1:4]:
             break
-        point = Point(count, ra[0], ra[1], ra[2], ra[3], _relative(ra[4], rb[4]),
-                      _relative(ra[5], rb[5]))  # fmt: skip
+        seq = count if skip_ops else ra[0]  # without ops: numbered as a first pass numbers them
+        if None in (ra[4], ra[5]) or None in (rb[4], rb[5]):  # whether it differs, not by how much
+            rel = 0.0 if ra[6] == rb[6] else 1.0
+            point = Point(count, seq, ra[1], ra[2], ra[3], rel, rel, summarised=False)
+        else:
+            point = Point(count, seq, ra[1], ra[2], ra[3], _relative(ra[4], rb[4]),
+                          _relative(ra[5], rb[5]))  # fmt: skip
         count += 1
-        if ra[0] == first:
+        if seq == first:
             forced = point
             continue
         if bucket is None or point.score > bucket.score:
@@ -175,7 +194,9 @@ def sparkline(points: list[Point], width: int = 60, blocks: str = BLOCKS) -> str
     return "".join(out)
 
 
-def divergence_line(report: Report, encoding: str | None = None) -> str | None:
+def divergence_line(
+    report: Report, encoding: str | None = None, plot: tuple[str, str] | None = None
+) -> str | None:
     """``divergence along the run: ▁▁▂█ (first at event N)`` for a report that found one.
 
     Parameters
@@ -184,6 +205,8 @@ def divergence_line(report: Report, encoding: str | None = None) -> str | None:
         The comparison (its ``a`` and ``b`` are read again).
     encoding
         The terminal's encoding: block characters it cannot print become ASCII ones.
+    plot
+        The traces to draw instead, when not ``a`` and ``b``: a targeted re-run's.
 
     Returns
     -------
@@ -198,9 +221,11 @@ def divergence_line(report: Report, encoding: str | None = None) -> str | None:
         BLOCKS.encode(encoding or "utf-8")
     except (UnicodeError, LookupError):
         blocks = ASCII_BLOCKS
-    points, _ = curve(report.a, report.b, first=d.seq)
+    points, _ = curve(*(plot or (report.a, report.b)), first=d.seq, skip_ops=plot is not None)
     line = sparkline(points, blocks=blocks) or "(no event paired)"
-    return f"divergence along the run: {line} (first at event {d.seq})"
+    only = "; fingerprints only: where events differ, not by how much"
+    only = only if any(not p.summarised for p in points) else ""
+    return f"divergence along the run: {line} (first at event {d.seq}{only})"
 
 
 def check_path(path: str | os.PathLike[str]) -> None:
@@ -269,8 +294,9 @@ def _svg(points: list[Point], count: int, report: Report) -> str:
                f"execution order ({count:,} paired)</text>")  # fmt: skip
     for p in points:
         op = f" {p.op}" if p.op else ""
-        tip = (f"event {p.seq}: {p.module} {p.event}{op}; sum differs by {p.rel_sum:.3g}, "
-               f"max |x| by {p.rel_absmax:.3g} (relative)")  # fmt: skip
+        at = f"event {p.seq}: {p.module} {p.event}{op}"
+        tip = (f"{at}; sum differs by {p.rel_sum:.3g}, max |x| by {p.rel_absmax:.3g} (relative)"
+               if p.summarised else f"{at}; {_HOW[p.score > 0]} (no summary recorded)")  # fmt: skip
         px = x(p.index)
         out.append(
             f'<g class="event"><title>{_e(tip)}</title>'
@@ -292,63 +318,18 @@ def _svg(points: list[Point], count: int, report: Report) -> str:
     return "\n".join(out)
 
 
-def _legend() -> str:
+def _legend(fingerprints_only: bool) -> str:
+    note = (
+        '<p class="note"><b>These traces hold fingerprints only</b> (no sum or max |x|): the '
+        "plot shows where events differ, not by how much: an event whose fingerprints differ is "
+        "drawn at the top (1), one whose fingerprints agree at the floor.</p>"
+    )
     return (
         '<p class="legend"><span class="sum">&#9679;</span> relative difference of the sum '
         '&nbsp; <span class="absmax">&#9632;</span> relative difference of max |x| &nbsp; '
         f"(|a - b| / max(|a|, |b|), log scale; values below {FLOOR:g}, including 0 for "
         f"identical events, are drawn at {FLOOR:g}; hover a point for its module)</p>"
-    )
-
-
-def _entropy(report: Report) -> str:
-    if not report.entropy:
-        return ""
-    rows = "".join(
-        f"<tr><td>{_e(s.description)}</td><td>{_e(s.file)}:{_e(s.line)} ({_e(s.function)})</td>"
-        f"<td>{_e(s.module or '-')}</td><td>{'yes' if s.implicated else ''}</td>"
-        f"<td>{_e(s.fix)}</td></tr>"
-        for s in report.entropy
-    )
-    return (
-        "<h2>Where entropy no seed reaches entered</h2><table><tr><th>what</th><th>where</th>"
-        f"<th>module</th><th>implicated</th><th>fix</th></tr>{rows}</table>"
-    )
-
-
-def _manifest(differences: list[dict[str, Any]] | None) -> str:
-    if differences is None:
-        return ""
-    if not differences:
-        return "<h2>Manifest differences</h2><p>none</p>"
-    order = {"high": 0, "medium": 1, "low": 2}
-    ranked = sorted(differences, key=lambda d: order.get(str(d.get("risk")), 3))
-    rows = "".join(
-        f'<tr class="{_e(d.get("risk"))}"><td>{_e(d.get("risk"))}</td><td>{_e(d.get("key"))}</td>'
-        f"<td>{_e(d.get('a'))}</td><td>{_e(d.get('b'))}</td><td>{_e(d.get('why'))}</td></tr>"
-        for d in ranked
-    )
-    return (
-        "<h2>Manifest differences, by risk</h2><table><tr><th>risk</th><th>key</th><th>run a</th>"
-        f"<th>run b</th><th>why</th></tr>{rows}</table>"
-    )
-
-
-def _advice(report: Report) -> str:
-    d = report.divergence
-    if d is None or not d.suspects:
-        return ""
-    # The op table (importlib.resources and a JSON file): only when the report names suspects.
-    from seedlock.optable import explain
-
-    entries = []
-    for name in (d.kind, d.op):
-        if name:
-            entries += [e for e in explain(name).entries if e not in entries]
-    items = "".join(
-        f"<li><b>{_e(e.name)}</b>: {_e(e.when)}<br>fix: {_e(e.fix)}</li>" for e in entries
-    ) or "".join(f"<li>{_e(s)}</li>" for s in d.suspects)
-    return f"<h2>Known nondeterministic ops (seedlock's table)</h2><ul>{items}</ul>"
+    ) + (note if fingerprints_only else "")
 
 
 def render(
@@ -378,9 +359,13 @@ def render(
         The page.
     """
     d = report.divergence
-    points, count = curve(trace_a, trace_b, first=d.seq if d is not None else None)
+    rerun = os.fspath(trace_a) != report.a  # a targeted re-run's traces: ops in one module
+    points, count = curve(trace_a, trace_b, first=d.seq if d else None, skip_ops=rerun)
     head = "reproducible" if report.reproducible else "NOT reproducible"
     plot = _svg(points, count, report) if count else "<p>no event could be paired</p>"
+    diffs, meta, other = environment_report.compare(trace_a, trace_b)
+    sums = {meta.get("summaries"), other.get("summaries")}  # "0": recorded without summaries
+    only = "0" in sums or any(not p.summarised for p in points)
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -391,12 +376,13 @@ def render(
         f"run b: <code>{_e(os.fspath(trace_b))}</code></p>",
         "<h2>Divergence along the run</h2>",
         plot,
-        _legend(),
+        _legend(only),
         "<h2>Verdict</h2>",
         f'<pre class="verdict">{_e(report)}</pre>',
-        _entropy(report),
-        _advice(report),
-        _manifest(manifest_diff),
+        environment_report.section(diffs, meta),
+        _sections.entropy(report),
+        _sections.advice(report),
+        _sections.manifest(manifest_diff),
         "</body></html>",
     ])  # fmt: skip
 

@@ -71,7 +71,8 @@ def _traces(first: Run, other: Run, index: int, compare: Callable[[str, str], An
             # Reads both traces again (sqlite3): only for traces that differ.
             from seedlock.audit.html import divergence_line
 
-            line = divergence_line(report, sys.stdout.encoding)
+            plots = getattr(compare, "plots", {})  # a targeted re-run's traces, with summaries
+            line = divergence_line(report, sys.stdout.encoding, plots.get((report.a, report.b)))
             problems.append(f"trace {name} (run 1 vs run {index}):\n{report}")
             if line:
                 problems[-1] += f"\n{line}"

@@ -1,7 +1,9 @@
 """``seedlock diff A B``: two manifests, every difference ranked by how likely it is to change
 results (exit 0 when no difference is high-risk, 1 otherwise), or two traces (exit 0 when
 bit-identical within the tolerances, 1 otherwise, with the first divergence, its cause and the
-divergence along the run as a line of text; ``--report PATH`` also writes it as one HTML file:
+divergence along the run as a line of text, then the environment facts of the two traces that
+differ, most likely cause first, or ``environment: same``; ``--json``: under
+``"environment_differences"``; ``--report PATH`` also writes it all as one HTML file:
 :mod:`seedlock.audit.html`).
 Exit status 2 for unreadable input, or a manifest given with a trace (one line on stderr)."""
 
@@ -40,19 +42,23 @@ def _kind(path: str) -> str:
 
 
 def _diff_traces(args: argparse.Namespace) -> int:
-    # Both load sqlite3: two manifests do not need it.
-    from seedlock.audit import compare, html
+    # All load sqlite3: two manifests do not need it.
+    from seedlock.audit import compare, environment_report, html
 
     if args.report:
         html.check_path(args.report)  # before the comparison: a refusal costs nothing
     report = compare(args.a, args.b, rtol=args.rtol, atol=args.atol)
+    # The environment is shown whatever the events say: also when the runs agree.
+    diffs, meta, _ = environment_report.compare(args.a, args.b)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
+        out = {**report.to_dict(), "environment_differences": environment_report.to_json(diffs)}
+        print(json.dumps(out, indent=2, default=str))
     else:
         print(report)
         line = html.divergence_line(report, sys.stdout.encoding)
         if line:
             print(line)
+        print("\n".join(environment_report.terminal(diffs, meta)))
     if args.report:
         html.write(args.report, report, args.a, args.b)
         print(f"report written to {printable(args.report)}", file=sys.stderr)
