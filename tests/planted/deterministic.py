@@ -1,0 +1,32 @@
+"""Planted control: a deterministic step (dropout drawn from the seeded torch RNG)."""
+
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(8, 16)
+        self.drop = torch.nn.Dropout(0.5)
+        self.fc2 = torch.nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(torch.relu(self.fc1(x))))
+
+
+def build():
+    """The model, its optimizer and one training step (a batch from the torch RNG)."""
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step() -> None:
+        loss = model(torch.randn(8, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return model, opt, step
+
+
+if __name__ == "__main__":
+    build()[2]()
