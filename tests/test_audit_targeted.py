@@ -4,7 +4,10 @@ batch does not hide the initialisation; untraced runs get a likely cause; ``--ag
 from __future__ import annotations
 
 import json
+import os
+import pty
 import sqlite3
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -16,7 +19,7 @@ import torch
 import seedlock
 from seedlock import _registry, audit
 from seedlock.audit import targeted
-from test_cli_check import check
+from test_cli_check import SEEDLOCK, check
 
 
 class Noisy(torch.nn.Module):
@@ -266,3 +269,43 @@ def test_against_a_folder_that_is_not_a_kept_check_is_one_line(tmp_path):
     )
     assert code == 2 and out == ""
     assert err.startswith("seedlock check: --against ") and len(err.strip().splitlines()) == 1
+
+
+PROGRESS_SCRIPT = """
+    import time, torch
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(10)])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step in range(150):
+        loss = model(torch.ones(2, 4)).sum(); opt.zero_grad(); loss.backward(); opt.step()
+    time.sleep(1.5)  # 8,000 of its events are on disk: the progress line shows them
+"""
+
+
+@pytest.mark.slow
+def test_a_terminal_shows_the_step_and_events_of_the_running_run(tmp_path):
+    (tmp_path / "s.py").write_text(textwrap.dedent(PROGRESS_SCRIPT))
+    main, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOCK")}
+    proc = subprocess.Popen(
+        [SEEDLOCK, "check", "--", sys.executable, "s.py"],
+        cwd=tmp_path, stderr=terminal, stdout=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    os.close(terminal)
+    shown = []
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal's other end is closed: the check has ended
+            break
+        if not chunk:
+            break
+        shown.append(chunk)
+    out, _ = proc.communicate(timeout=120)
+    os.close(main)
+    text = b"".join(shown).decode()
+    assert proc.returncode == 0, text + out.decode()
+    # 150 steps of 10 layers: 9,170 events, written 2,000 at a time (the 8,000th in step 131),
+    # the rest at exit.
+    assert "seedlock check: run 1/2 (seed 0) ... step 131, 8,000 events" in text
+    assert "\rseedlock check: run 1/2 (seed 0) ... exit 0 in" in text
+    assert " 0 events" not in text

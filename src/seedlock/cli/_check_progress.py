@@ -69,8 +69,8 @@ class Progress:
     def _loop(self) -> None:
         while not self.stop.wait(_INTERVAL):
             found = so_far(self.folder)
-            if found is None:
-                continue
+            if found is None or not found[1]:
+                continue  # no trace yet, or none of its events written yet
             text = f" step {found[0]}, {found[1]:,} events"
             pad = " " * max(0, len(self.shown) - len(text))
             sys.stderr.write("\r" + self.prefix + text + pad)
