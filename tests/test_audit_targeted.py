@@ -19,6 +19,7 @@ import torch
 import seedlock
 from seedlock import _registry, audit
 from seedlock.audit import targeted
+from test_audit_ops import net
 from test_cli_check import SEEDLOCK, check
 
 
@@ -28,21 +29,6 @@ class Noisy(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         noise = np.random.default_rng().standard_normal(tuple(x.shape))  # entropy enters here
         return torch.add(x, torch.from_numpy(noise).float())
-
-
-def net(middle: torch.nn.Module):
-    seedlock.seed_everything(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), middle, torch.nn.Linear(4, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x = torch.ones(2, 4)
-
-    def step() -> None:
-        loss = model(x).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return model, opt, step
 
 
 def column(path: Path, sql: str) -> list:
