@@ -232,9 +232,12 @@ class TorchBackend(BaseBackend):
             if kind in state:
                 module = getattr(torch, kind)
                 common = min(len(state[kind]), module.device_count())
-                for index in range(common):
-                    # Lazy before the device starts, like the seeding itself.
-                    module.set_rng_state(_tensor(torch, state[kind][index]), index)
+                states = [_tensor(torch, blob) for blob in state[kind][:common]]
+                if module.is_initialized():
+                    for index, value in enumerate(states):
+                        module.set_rng_state(value, index)
+                else:
+                    _restore_when_started(module, states)
         if "mps" in state:
             torch.mps.set_rng_state(_tensor(torch, state["mps"]))
 
@@ -336,3 +339,27 @@ class TorchBackend(BaseBackend):
                 attr(inductor_config, "fallback_random", True, "_inductor.config.fallback_random")
             )
         return changes
+
+
+def _restore_when_started(module: Any, states: list[Any]) -> None:
+    """Set the device generators of ``module`` (``torch.cuda``, ``torch.xpu``) to ``states`` when
+    the device starts.
+
+    torch queues ``set_rng_state`` before the device starts and runs its pending seed
+    (``manual_seed_all``, ``manual_seed``) *after* every other queued call, so a seed queued
+    before the restore would overwrite it. Queued as a seed of every device instead, the restore
+    replaces the pending ``manual_seed_all`` and runs after a pending ``manual_seed``; a seed the
+    program queues later still runs after it, as it would have once the device had started.
+    """
+
+    lazy_call = getattr(module, "_lazy_call", None)
+    if lazy_call is None:  # pragma: no cover - a torch without the lazy queue
+        for index, value in enumerate(states):
+            module.set_rng_state(value, index)
+        return
+
+    def put_back() -> None:
+        for index, value in enumerate(states):
+            module.default_generators[index].set_state(value)
+
+    lazy_call(put_back, seed_all=True)
