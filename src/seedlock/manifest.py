@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 
-from seedlock import _dists, _startup
+from seedlock import _dists, _startup, _tf32
 
 # Everything else is imported where it is used (each such import is marked "start-up"): a seeded
 # child imports this module at start-up (seedlock run with a manifest), where typing, datetime,
@@ -206,14 +206,18 @@ def process_record() -> dict[str, Any]:
             "cpu_capability": b.cpu.get_cpu_capability() if hasattr(b, "cpu") else None,
             "cuda_initialized": torch.cuda.is_initialized(),
         }
+        tf32 = _tf32.describe(torch)
         record["determinism"] = {
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
             "cudnn.deterministic": b.cudnn.deterministic,
             "cudnn.benchmark": b.cudnn.benchmark,
-            "cuda.matmul.allow_tf32": b.cuda.matmul.allow_tf32,
-            "cudnn.allow_tf32": b.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            # Read through _tf32: once a program uses torch's newer TF32 attributes, reading
+            # the legacy switches raises.
+            "cuda.matmul.allow_tf32": tf32["matmul"] == "tf32",
+            "cudnn.allow_tf32": tf32["cudnn"] == "tf32",
+            "float32_matmul_precision": tf32["float32_matmul_precision"],
+            "tf32_api": tf32["api"],
             "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         }
     numpy = sys.modules.get("numpy")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
 
+from seedlock import _tf32
 from seedlock.backends import checks
 from seedlock.backends.base import (
     BaseBackend,
@@ -328,8 +329,13 @@ class TorchBackend(BaseBackend):
             return changes
         changes += [
             attr(b.cudnn, "benchmark", False, "backends.cudnn.benchmark"),
-            attr(b.cuda.matmul, "allow_tf32", options.tf32, "backends.cuda.matmul.allow_tf32"),
-            attr(b.cudnn, "allow_tf32", options.tf32, "backends.cudnn.allow_tf32"),
+            flip(
+                self.name,
+                "TF32 (backends.cuda.matmul, backends.cudnn)",
+                lambda: _tf32.state(torch),
+                lambda v: _tf32.set_state(torch, v),
+                _tf32.target(torch, options.tf32),
+            ),
         ]
         if options.fallback_random:
             # Inductor draws random numbers with its own kernels unless told to call eager's.

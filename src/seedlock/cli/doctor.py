@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from seedlock import _tf32
 from seedlock.derivation import ENV_VAR
 from seedlock.manifest import THREAD_VARS
 from seedlock.seeding import hash_seed
@@ -106,7 +107,8 @@ def _torch() -> list[Finding]:
                     "(`seedlock run --deterministic` does)",
                 )
             )
-        if b.cudnn.allow_tf32 or b.cuda.matmul.allow_tf32:
+        tf32 = _tf32.describe(torch)
+        if "tf32" in (tf32["matmul"], tf32["cudnn"]):
             found.append(
                 Finding(
                     "tf32",
