@@ -14,7 +14,7 @@ import torch
 
 import seedlock
 from seedlock import audit
-from seedlock.audit.fingerprints import _device_hash
+from seedlock.audit._device_hash import device_hash as _device_hash
 
 BIN = Path(sys.executable).parent
 

@@ -10,10 +10,11 @@ and the first one in execution order is reported with its cause.
 
 Modules: ``fingerprints`` (hashes of tensors' exact bits), ``traces`` (a run's record),
 ``divergence`` (comparing two records: the first divergence and its cause), ``entropy`` (where
-randomness no seed reaches entered a traced run), ``rerun`` (``check``:
-one step run twice), ``opfinding`` (the first divergent op ``check``'s op re-run finds),
-``replicas`` (``check_replicas``). Names load on first use: comparing two
-stored traces (``seedlock diff``, ``seedlock check``'s parent) needs SQLite only, not torch.
+randomness no seed reaches entered a traced run), ``rerun`` (``check``: one step run twice),
+``targeted`` (the re-run that adds sums and ops once runs diverge), ``opfinding`` (the first
+divergent op), ``environment`` (the facts that change numerics), ``html`` (the report),
+``replicas`` (``check_replicas``). Names load on first use: comparing two stored traces
+(``seedlock diff``, ``seedlock check``'s parent) needs SQLite only, not torch.
 The guide: ``docs/audit.md``.
 """
 

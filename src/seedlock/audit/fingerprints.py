@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from seedlock.audit._device_hash import as_bytes, device_hash, device_sums, sums_bytes
+
 _xxhash: Any
 try:  # xxh3-128 hashes at memory speed, SHA-256 slower (benchmarks/bench_audit.py)
     import xxhash as _xxhash
@@ -58,9 +60,6 @@ ALGORITHM = "xxh3_128" if _xxhash is not None else "sha256"
 _DIGEST_BYTES = 16
 _HEX = 2 * _DIGEST_BYTES
 # Odd 64-bit multipliers for the on-device hash (fixed: fingerprints are compared across runs).
-_K1 = 0x9E3779B97F4A7C15
-_K2 = 0xC2B2AE3D27D4EB4F
-_CHUNK = 1 << 22  # words per on-device pass: bounds the temporary memory
 
 
 class Summary(NamedTuple):
@@ -97,49 +96,6 @@ def _describe(t: Any) -> tuple[bytes, str, str]:
         dtype, shape = str(t.dtype), str(tuple(t.shape))
         found = _DESCRIPTIONS[key] = (f"{dtype}|{shape}|".encode(), dtype, shape)
     return found
-
-
-def _as_bytes(t: Any) -> Any:
-    """A contiguous uint8 view of ``t``'s bytes (no copy when ``t`` is already contiguous)."""
-    # resolve_*: a lazily conjugated / negated view holds other bytes than its values (no-ops
-    # for an ordinary tensor).
-    flat = t.detach().resolve_conj().resolve_neg().contiguous().reshape(-1)
-    if flat.dtype.is_complex:
-        flat = torch.view_as_real(flat).reshape(-1)
-    return flat.view(dtype=torch.uint8)
-
-
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _device_sums(t: Any) -> torch.Tensor:
-    """The on-device fingerprint's two 64-bit sums (see the module docstring), still on the
-    device: an int64 tensor of two elements."""
-    data = _as_bytes(t)
-    pad = (-data.numel()) % 4
-    if pad:
-        data = torch.cat([data, data.new_zeros(pad)])
-    words = data.view(torch.int32)
-    h1 = torch.zeros((), dtype=torch.int64, device=t.device)
-    h2 = torch.zeros((), dtype=torch.int64, device=t.device)
-    k1, k2 = _signed(_K1), _signed(_K2)
-    for start in range(0, words.numel(), _CHUNK):
-        chunk = words[start : start + _CHUNK].to(torch.int64) & 0xFFFFFFFF
-        position = torch.arange(start, start + chunk.numel(), device=t.device, dtype=torch.int64)
-        # int64 arithmetic wraps around: the sums are taken modulo 2**64.
-        h1 += (chunk * ((position * k1) | 1)).sum()
-        h2 += (chunk * (((position + 1) * k2) | 1)).sum()
-    return torch.stack([h1, h2])
-
-
-def _sums_bytes(sums: list[int]) -> bytes:
-    return b"".join(int(v).to_bytes(8, "little", signed=True) for v in sums)
-
-
-def _device_hash(t: Any) -> bytes:
-    """The on-device fingerprint's two 64-bit sums, as 16 bytes (one transfer)."""
-    return _sums_bytes(_device_sums(t).cpu().tolist())
 
 
 # Private switch for tests: CPU tensors take the on-device path (in fingerprint() and in a
@@ -190,11 +146,11 @@ def fingerprint(t: Any) -> str:
         t = t.to_dense()
     h = _new_hash(_describe(t)[0])
     if not t.is_cpu or _CPU_AS_DEVICE:
-        h.update(_device_hash(t))
+        h.update(device_hash(t))
         return str(h.hexdigest())[:_HEX]
     if t.dtype in _NUMPY_DTYPES and not t.is_conj() and not t.is_neg():
         # The common case, with the fewest calls (tracing fingerprints every event): the same
-        # bytes as _as_bytes reads, through a NumPy view of the tensor (of a copy in logical
+        # bytes as as_bytes reads, through a NumPy view of the tensor (of a copy in logical
         # order, in a reused buffer, when it is not contiguous).
         if t.is_contiguous():
             h.update((t.detach() if t.requires_grad else t).numpy())
@@ -207,7 +163,7 @@ def fingerprint(t: Any) -> str:
             h.update(copy.numpy())
             _scratch.append(buf)
             return str(h.hexdigest())[:_HEX]
-    data = _as_bytes(t)
+    data = as_bytes(t)
     if data.numel():
         h.update(memoryview(data.numpy()))
     return str(h.hexdigest())[:_HEX]
@@ -331,7 +287,7 @@ def resolve(pending: list[Pending]) -> None:
         sums = torch.stack([leaf.sums for leaf in group]).cpu().tolist()  # type: ignore[misc]
         for leaf, pair in zip(group, sums, strict=True):
             h = _new_hash(leaf.header)
-            h.update(_sums_bytes(pair))
+            h.update(sums_bytes(pair))
             leaf.value, leaf.sums = str(h.hexdigest())[: 2 * _DIGEST_BYTES], None
     for p in combined:
         p.value = hash_bytes("".join(str(q) for q in p.parts or ()).encode())
@@ -372,7 +328,7 @@ class Memo:
         if fp is None:
             if self.deferring and (not t.is_cpu or _CPU_AS_DEVICE):
                 d = t.to_dense() if t.layout != torch.strided else t
-                fp = entry[2] = Pending(_describe(d)[0], _device_sums(d))
+                fp = entry[2] = Pending(_describe(d)[0], device_sums(d))
             else:
                 fp = entry[2] = fingerprint(t)
             return fp
