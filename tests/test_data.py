@@ -384,3 +384,16 @@ def test_sampler_state_resumes_mid_epoch():
 def test_sampler_rejects_a_rank_outside_the_world():
     with pytest.raises(ValueError, match=r"rank must be in \[0, num_replicas\)"):
         ResumableSampler(10, num_replicas=2, rank=2)
+
+
+def test_the_sampler_order_ignores_the_default_device():
+    # torch.set_default_device("cuda") made randperm build its tensor on the device, with a CPU
+    # generator; "meta" stands in for it here (the order cannot be read off a meta tensor).
+    sampler = ResumableSampler(range(50), seed=3)
+    expected = list(sampler)
+    torch.set_default_device("meta")
+    try:
+        again = ResumableSampler(range(50), seed=3)
+        assert list(again) == expected
+    finally:
+        torch.set_default_device(None)

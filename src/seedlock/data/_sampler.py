@@ -189,8 +189,10 @@ class ResumableSampler(Sampler[int]):
         """
         if self.shuffle:
             root = get_root() if self.seed is None else self.seed
-            generator = torch.Generator().manual_seed(derive("sampler", epoch, root=root, bits=32))
-            order: list[int] = torch.randperm(self.size, generator=generator).tolist()
+            # On the CPU whatever torch.set_default_device says: the order is the same everywhere.
+            generator = torch.Generator("cpu").manual_seed(derive("sampler", epoch, root=root,
+                                                                  bits=32))  # fmt: skip
+            order: list[int] = torch.randperm(self.size, generator=generator, device="cpu").tolist()
         else:
             order = list(range(self.size))
         total = self.num_samples * self.num_replicas
