@@ -321,3 +321,19 @@ def test_importing_and_using_the_table_does_not_import_torch() -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_cudnn_attention_is_known_with_the_warn_only_gap() -> None:
+    for name in ("aten::_scaled_dot_product_cudnn_attention_backward",
+                 "aten._scaled_dot_product_cudnn_attention.default"):  # fmt: skip
+        (entry,) = explain(name).entries
+        assert entry.name == "torch.nn.functional.scaled_dot_product_attention (cuDNN backend)"
+        assert "warn_only=True it can still be picked" in entry.when
+        assert "enable_cudnn_sdp(False)" in entry.fix
+
+
+def test_index_reduce_on_cuda_raises_under_the_flag() -> None:
+    (entry,) = explain("aten::index_reduce_").entries
+    assert entry.devices == ("cuda",)
+    assert entry.under_deterministic_algorithms == "raises"
+    assert explain("index_reduce", device="cpu").entries == ()
