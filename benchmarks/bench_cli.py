@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Start-up cost of `seedlock run`: `seedlock run -- python -c pass` vs `python -c pass`.
+"""Start-up cost of `seedlock run`: `seedlock run -- python -c pass` vs `python -c pass`, and of
+`--deterministic` (the determinism profile switched on in the child) next to a plain run.
 
     python benchmarks/bench_cli.py [--repeats N]
 
@@ -39,13 +40,18 @@ VARIANTS = {
     "seedlock run -- python -c 'import torch' (manifest)": [SEEDLOCK, "run", "-q", "--seed", "1",
                                                             "--", sys.executable, "-c",
                                                             "import torch"],
+    "seedlock run --deterministic -- python -c 'import torch' (manifest)": [
+        SEEDLOCK, "run", "-q", "--seed", "1", "--deterministic", "--", sys.executable, "-c",
+        "import torch"],
 }  # fmt: skip
 TARGET_MS = 80.0  # what `seedlock run` (with its manifest) may add to `python -c pass`
 BASELINE = {
     "seedlock run --no-manifest -- python -c pass": "python -c pass",
     "seedlock run -- python -c pass (manifest)": "python -c pass",
     "seedlock run -- python -c 'import torch' (manifest)": "python -c 'import torch'",
-}
+    "seedlock run --deterministic -- python -c 'import torch' (manifest)":
+        "seedlock run -- python -c 'import torch' (manifest)",
+}  # fmt: skip
 
 
 def timed(argv: list[str], cwd: str) -> float:

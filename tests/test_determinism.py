@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
@@ -293,3 +296,22 @@ def test_a_profile_restored_while_switched_off_stays_off():
     assert not torch.are_deterministic_algorithms_enabled()
     assert get_env() is None
     assert active_profiles() == []
+
+
+def test_the_profile_leaves_inductor_unloaded_and_sets_it_when_it_loads():
+    # torch.use_deterministic_algorithms imports torch._inductor.config (seconds of start-up in
+    # every process); the profile sets the same flags without it, and Inductor's on its import.
+    code = textwrap.dedent("""
+        import sys, torch, seedlock
+        with seedlock.deterministic(warn_only=True):
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+            assert "torch._inductor.config" not in sys.modules
+            import torch._inductor.config as config
+            assert config.deterministic is True
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert config.deterministic is False
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -129,7 +129,8 @@ class _Loader:
         finally:
             self._spec.loader = self._loader
             if getattr(module, "__loader__", None) is self:
-                module.__loader__ = self._loader
+                # Into the namespace: a module may refuse setattr (torch._inductor.config does).
+                vars(module)["__loader__"] = self._loader
         _fire(self._spec.name)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import os
 import struct
+import sys
 import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
 
-from seedlock import _tf32
+from seedlock import _hooks, _tf32
 from seedlock.backends import checks
 from seedlock.backends.base import (
     BaseBackend,
@@ -300,7 +301,7 @@ class TorchBackend(BaseBackend):
             )
 
         def set_algorithms(v: tuple[bool, bool]) -> None:
-            torch.use_deterministic_algorithms(v[0], warn_only=v[1])
+            _set_deterministic_algorithms(torch, v[0], v[1])
 
         def attr(obj: Any, attr_name: str, value: Any, label: str) -> Change | None:
             return flip(
@@ -369,3 +370,31 @@ def _restore_when_started(module: Any, states: list[Any]) -> None:
             module.default_generators[index].set_state(value)
 
     lazy_call(put_back, seed_all=True)
+
+
+def _set_deterministic_algorithms(torch: Any, mode: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=...)`` without importing Inductor.
+
+    torch's function also sets ``torch._inductor.config.deterministic``, importing Inductor's
+    config to do so: 1.5-2.5 s in every process, compiled or not (benchmarks/bench_cli.py). Eager
+    determinism is the C++ flag alone; Inductor's setting is made now if its config is loaded,
+    else when it first is (from the flag as it is then).
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # pragma: no cover - a torch without the private setter
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        return
+    setter(mode, warn_only=warn_only)
+    config = sys.modules.get("torch._inductor.config")
+    if config is not None:
+        _inductor_follows(torch, config)
+    else:
+        _hooks.on_import("torch._inductor.config", "seedlock.inductor_deterministic",
+                         lambda: _inductor_follows(torch))  # fmt: skip
+
+
+def _inductor_follows(torch: Any, config: Any = None) -> None:
+    """Give Inductor's config the deterministic flag torch has now."""
+    config = config if config is not None else sys.modules.get("torch._inductor.config")
+    if config is not None and hasattr(config, "deterministic"):
+        config.deterministic = torch.are_deterministic_algorithms_enabled()
