@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Start-up cost of `seedlock run`: `seedlock run -- python -c pass` vs `python -c pass`, and of
-`--deterministic` (the determinism profile switched on in the child) next to a plain run.
+`--deterministic` (the determinism profile switched on in the child) next to a plain run, and of
+torch's own switch (`torch.use_deterministic_algorithms(True)`, which imports Inductor's config)
+next to `import torch`.
 
     python benchmarks/bench_cli.py [--repeats N]
 
@@ -40,6 +42,8 @@ VARIANTS = {
     "seedlock run -- python -c 'import torch' (manifest)": [SEEDLOCK, "run", "-q", "--seed", "1",
                                                             "--", sys.executable, "-c",
                                                             "import torch"],
+    "python -c 'import torch; torch.use_deterministic_algorithms(True)'": [
+        sys.executable, "-c", "import torch; torch.use_deterministic_algorithms(True)"],
     "seedlock run --deterministic -- python -c 'import torch' (manifest)": [
         SEEDLOCK, "run", "-q", "--seed", "1", "--deterministic", "--", sys.executable, "-c",
         "import torch"],
@@ -49,6 +53,8 @@ BASELINE = {
     "seedlock run --no-manifest -- python -c pass": "python -c pass",
     "seedlock run -- python -c pass (manifest)": "python -c pass",
     "seedlock run -- python -c 'import torch' (manifest)": "python -c 'import torch'",
+    "python -c 'import torch; torch.use_deterministic_algorithms(True)'":
+        "python -c 'import torch'",
     "seedlock run --deterministic -- python -c 'import torch' (manifest)":
         "seedlock run -- python -c 'import torch' (manifest)",
 }  # fmt: skip
