@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import torch
 
 from seedlock.audit._device_hash import as_bytes, device_hash, device_sums, sums_bytes
+from seedlock.backends.torch import capturing_graph
 
 _xxhash: Any
 try:  # xxh3-128 hashes at memory speed, SHA-256 slower (benchmarks/bench_audit.py)
@@ -399,6 +400,7 @@ def fingerprint_summary(tensors: list[torch.Tensor]) -> tuple[str, str | None, s
 def rng_fingerprint() -> str:
     """Fingerprint of torch's CPU generator state (and every CUDA device's, once started)."""
     states = [torch.default_generator.get_state().numpy()]  # what torch.get_rng_state() gives
-    if torch.cuda.is_initialized():
+    # While a CUDA graph is captured torch refuses to read a CUDA generator: the CPU's alone.
+    if torch.cuda.is_initialized() and not capturing_graph(torch):
         states += [state.numpy() for state in torch.cuda.get_rng_state_all()]
     return hash_bytes(*states)

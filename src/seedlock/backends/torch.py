@@ -162,6 +162,8 @@ class TorchBackend(BaseBackend):
 
     def capture(self) -> dict[str, Any]:
         torch = self._require_loaded()
+        if capturing_graph(torch):
+            raise RuntimeError(_GRAPH_CAPTURE.format(what="captured"))
         state: dict[str, Any] = {"cpu": _blob(torch.get_rng_state())}
         # Reading a device's state would initialise it. Until CUDA / XPU start, their seeds are
         # still queued by torch.manual_seed, so the CPU state determines them; once started,
@@ -180,6 +182,8 @@ class TorchBackend(BaseBackend):
             return checks.fields_problem(state, ("cpu",))
         problems = checks.fields_problem(state, ["cpu", *(k for k in state if k in _DEVICE_KINDS)])
         problems += cpu_state_problems("cpu", state["cpu"])
+        if self.loaded() and capturing_graph(self._require_loaded()):
+            problems.append(_GRAPH_CAPTURE.format(what="restored"))
         for kind in _PER_DEVICE:
             if kind not in state:
                 continue
@@ -370,6 +374,22 @@ def _restore_when_started(module: Any, states: list[Any]) -> None:
             module.default_generators[index].set_state(value)
 
     lazy_call(put_back, seed_all=True)
+
+
+_GRAPH_CAPTURE = (
+    "torch's RNG state cannot be {what} while a CUDA graph is being captured (torch refuses to "
+    "read or set a CUDA generator then): do it before torch.cuda.graph(...) or after it"
+)
+
+
+def capturing_graph(torch: Any) -> bool:
+    """Whether a CUDA graph is being captured on the current stream (never starts CUDA)."""
+    if not torch.cuda.is_initialized():
+        return False
+    try:
+        return bool(torch.cuda.is_current_stream_capturing())
+    except RuntimeError:  # pragma: no cover - a torch built without CUDA
+        return False
 
 
 def _set_deterministic_algorithms(torch: Any, mode: bool, warn_only: bool) -> None:
