@@ -295,3 +295,28 @@ def test_a_terminal_shows_the_step_and_events_of_the_running_run(tmp_path):
     assert "seedlock check: run 1/2 (seed 0) ... step 131, 8,000 events" in text
     assert "\rseedlock check: run 1/2 (seed 0) ... exit 0 in" in text
     assert " 0 events" not in text
+
+
+TORCH_THEN_NUMPY = """
+    import torch
+    import numpy as np  # imported after torch, so after the trace started
+    class Noisy(torch.nn.Module):
+        def forward(self, x):
+            return x + float(np.random.default_rng().random())  # entropy
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), Noisy())
+    print(model(torch.ones(1, 4)).sum().item())
+"""
+
+
+@pytest.mark.slow
+def test_check_notes_entropy_from_a_library_imported_after_the_trace_started(tmp_path):
+    (tmp_path / "s.py").write_text(textwrap.dedent(TORCH_THEN_NUMPY))
+    code, out, err = check("--json", "--", sys.executable, "s.py", cwd=tmp_path)
+    assert code == 1, err
+    found = json.loads(out)["traces"]["main.trace"]
+    line = (
+        textwrap.dedent(TORCH_THEN_NUMPY)
+        .splitlines()
+        .index("        return x + float(np.random.default_rng().random())  # entropy")
+    )
+    assert (found["entropy"][0]["kind"], found["entropy"][0]["line"]) == ("numpy", line + 1)

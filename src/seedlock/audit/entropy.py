@@ -24,7 +24,8 @@ While a :class:`~seedlock.audit.traces.Tracer` is active, the points where such 
 Not caught: ``torch.Generator().seed()`` (a type torch does not let be patched), seeds from
 the clock given to ``torch.Generator().manual_seed`` or to ``SeedSequence``, names bound before
 tracing started (``from os import urandom``), generators made before tracing started, and the
-libraries imported only after it started. A call made by the standard library's own code
+libraries imported only after it started (unless :func:`refresh` is called then, as ``seedlock
+check`` does on the import of ``numpy.random``, ``uuid`` and ``secrets``). A call made by the standard library's own code
 (``tempfile``'s names, ``multiprocessing``'s keys) or by seedlock's is not noted. The hooks are
 process-wide: a call from another thread is noted with the module the tracing thread is in.
 
@@ -53,7 +54,10 @@ from typing import Any
 
 from seedlock._text import printable
 
-__all__ = ["EntropySource", "activate", "deactivate", "describe", "hooked", "implicated", "read"]
+__all__ = [
+    "EntropySource", "activate", "deactivate", "describe", "hooked", "implicated", "read",
+    "refresh",
+]  # fmt: skip
 
 Note = Callable[[str, str, int, str], None]
 
@@ -279,6 +283,14 @@ def deactivate(note: Note) -> None:
             _notes.remove(note)
             if not _notes:
                 _uninstall()
+
+
+def refresh() -> None:
+    """Install the hooks again while active, to reach the libraries imported since."""
+    with _lock:
+        if _notes:
+            _uninstall()
+            _install()
 
 
 def hooked() -> bool:

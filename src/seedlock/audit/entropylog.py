@@ -36,13 +36,6 @@ def _note(kind: str, file: str, line: int, function: str) -> None:
         _notes.append(note)
 
 
-def _refresh() -> None:
-    """Install the hooks again, now that one more library is imported."""
-    if not _handed_over:
-        entropy.deactivate(_note)
-        entropy.activate(_note)
-
-
 def start(path: str, on_import: Callable[[str, str, Callable[[], None]], None]) -> None:
     """Note entropy from now on; at exit write the places to ``path`` unless a trace took them.
 
@@ -57,7 +50,8 @@ def start(path: str, on_import: Callable[[str, str, Callable[[], None]], None]) 
 
     entropy.activate(_note)
     for module in LATER:
-        on_import(module, "seedlock.check.entropy", _refresh)
+        # Whoever notes then (this log, or the trace it was handed to) gets that library's too.
+        on_import(module, "seedlock.check.entropy", entropy.refresh)
     atexit.register(_write, path)
 
 
