@@ -25,9 +25,10 @@ Not caught: ``torch.Generator().seed()`` (a type torch does not let be patched),
 the clock given to ``torch.Generator().manual_seed`` or to ``SeedSequence``, names bound before
 tracing started (``from os import urandom``), generators made before tracing started, and the
 libraries imported only after it started (unless :func:`refresh` is called then, as ``seedlock
-check`` does on the import of ``numpy.random``, ``uuid`` and ``secrets``). A call made by the standard library's own code
-(``tempfile``'s names, ``multiprocessing``'s keys) or by seedlock's is not noted. The hooks are
-process-wide: a call from another thread is noted with the module the tracing thread is in.
+check`` does on the import of ``numpy.random``, ``uuid`` and ``secrets``). A call made by the
+standard library's own code (``tempfile``'s names, ``multiprocessing``'s keys) or by seedlock's
+is not noted. The hooks are process-wide: a call from another thread is noted with the module
+the tracing thread is in.
 
 Each place is noted with the first stack frame outside seedlock, numpy, torch and the standard
 library (file, line, function) and the module being traced then. Entropy torch draws for itself
