@@ -22,6 +22,9 @@ from seedlock.cli._check_compare import FilesResult, StdoutResult, compare_files
 
 __all__ = ["Run", "verdict"]
 
+#: (trace a, trace b) -> the traces to draw for that pair: a targeted re-run's, with summaries.
+Plots = dict[tuple[str, str], tuple[str, str]]
+
 
 @dataclass
 class Run:
@@ -44,7 +47,7 @@ def _names(paths: list[str]) -> str:
 
 
 def _traces(first: Run, other: Run, index: int, compare: Callable[[str, str], Any],
-            details: dict[str, Any]) -> tuple[str, list[str]]:  # fmt: skip
+            details: dict[str, Any], *, plots: Plots) -> tuple[str, list[str]]:  # fmt: skip
     """The traces line and the problems, run 1 against run ``index``."""
     names = sorted(set(first.traces) | set(other.traces))
     failed = [(i, name) for i, run in ((1, first), (index, other)) for name in run.failed_traces]
@@ -71,7 +74,6 @@ def _traces(first: Run, other: Run, index: int, compare: Callable[[str, str], An
             # Reads both traces again (sqlite3): only for traces that differ.
             from seedlock.audit.html import divergence_line
 
-            plots = getattr(compare, "plots", {})  # a targeted re-run's traces, with summaries
             line = divergence_line(report, sys.stdout.encoding, plots.get((report.a, report.b)))
             problems.append(f"trace {name} (run 1 vs run {index}):\n{report}")
             if line:
@@ -154,8 +156,10 @@ def verdict(
     outputs: bool,
     backup_limit: int,
     seeded: bool = True,
+    plots: Plots | None = None,
 ) -> dict[str, Any]:
-    """The verdict on ``runs`` (``compare``: the audit's trace comparison): text and data."""
+    """The verdict on ``runs`` (``compare``: the audit's trace comparison; ``plots``: the traces
+    to draw for a pair, when not its own): text and data."""
     first = runs[0]
     codes = [r.returncode for r in runs]
     details: dict[str, Any] = {"runs": len(runs)}
@@ -166,7 +170,7 @@ def verdict(
     stdout = StdoutResult()
     files = FilesResult()
     for index, other in enumerate(runs[1:], 2):
-        lines["traces"], found = _traces(first, other, index, compare, details)
+        lines["traces"], found = _traces(first, other, index, compare, details, plots=plots or {})
         stdout = compare_stdout(first.stdout, other.stdout, ignore)
         timing = max(timing, stdout.timing_lines)
         lines["stdout"], more = _stdout_line(stdout, index, timing)

@@ -295,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
             print("seedlock check: interrupted", file=sys.stderr)
             return 128 + (runs.interrupted or 0)
         found = verdict(runs.runs, comparisons, ignore=ignore, outputs=outputs is not None,
-                        backup_limit=BACKUP_LIMIT, seeded=not args.no_seed)  # fmt: skip
+                        backup_limit=BACKUP_LIMIT, seeded=not args.no_seed,
+                        plots=comparisons.plots)  # fmt: skip
         if args.report:
             _report(args.report, runs.runs, comparisons)
     finally:
