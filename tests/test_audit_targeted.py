@@ -320,3 +320,11 @@ def test_check_notes_entropy_from_a_library_imported_after_the_trace_started(tmp
         .index("        return x + float(np.random.default_rng().random())  # entropy")
     )
     assert (found["entropy"][0]["kind"], found["entropy"][0]["line"]) == ("numpy", line + 1)
+
+
+def test_against_and_keep_in_the_same_folder_is_refused(tmp_path):
+    code, out, err = check("--against", str(tmp_path), "--keep", str(tmp_path), "--",
+                           sys.executable, "-c", "0", cwd=tmp_path)  # fmt: skip
+    assert code == 2 and out == ""
+    assert "--against and --keep name the same folder" in err
+    assert list(tmp_path.iterdir()) == []  # nothing was run or written

@@ -204,6 +204,9 @@ def _command(args: argparse.Namespace) -> list[str]:
         raise UsageError(str(exc)) from None
     if args.report:
         html.check_path(args.report)
+    if args.against and args.keep and os.path.realpath(args.against) == os.path.realpath(args.keep):
+        raise UsageError("--against and --keep name the same folder: the runs here would replace "
+                         "the run kept there (keep them in another folder)")  # fmt: skip
     return command
 
 
