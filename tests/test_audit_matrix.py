@@ -119,7 +119,11 @@ def load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"planted_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(PLANTED))  # the scripts share tests/planted/_common.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(PLANTED))
     return module
 
 

@@ -4,6 +4,7 @@ import random
 import time
 
 import torch
+from _common import descend
 
 DATA = torch.arange(256 * 8, dtype=torch.float32).view(256, 8) / 1000
 
@@ -29,10 +30,7 @@ def build():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step() -> None:
-        loss = model(batch()).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        descend(model, opt, batch())
 
     return model, opt, step
 

@@ -1,6 +1,7 @@
 """Planted control: a deterministic step (dropout drawn from the seeded torch RNG)."""
 
 import torch
+from _common import descend
 
 
 class Net(torch.nn.Module):
@@ -20,10 +21,7 @@ def build():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step() -> None:
-        loss = model(torch.randn(8, 8)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        descend(model, opt, torch.randn(8, 8))
 
     return model, opt, step
 

@@ -6,10 +6,8 @@ with 1 and 2 threads, float32, up to 10**7 values): the result is bit-identical,
 must not raise a false alarm.
 """
 
-import os
-from pathlib import Path
-
 import torch
+from _common import descend, run_index
 
 
 class Pool(torch.nn.Module):
@@ -50,22 +48,11 @@ def build(first_call: int = 0):
         torch.set_num_threads(threads_for(calls[0]))
         calls[0] += 1
         try:
-            loss = model(torch.ones(8, 8)).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            descend(model, opt, torch.ones(8, 8))
         finally:
             torch.set_num_threads(before)
 
     return model, opt, step
-
-
-def run_index() -> int:
-    """This process's run number in the check, 0 first (a counter file in $PLANTED_COUNTER_DIR)."""
-    path = Path(os.environ["PLANTED_COUNTER_DIR"]) / "runs"
-    count = int(path.read_text()) if path.exists() else 0
-    path.write_text(str(count + 1))
-    return count
 
 
 if __name__ == "__main__":

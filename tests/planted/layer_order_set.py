@@ -1,6 +1,7 @@
 """Planted: the layers run in the order of a ``set`` of str, which follows the hash seed."""
 
 import torch
+from _common import descend
 
 NAMES = {
     "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
@@ -27,10 +28,7 @@ def build():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step() -> None:
-        loss = model(torch.ones(4, 8)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        descend(model, opt, torch.ones(4, 8))
 
     return model, opt, step
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from _common import descend
 
 
 class Noise(torch.nn.Module):
@@ -27,10 +28,7 @@ def build():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step() -> None:
-        loss = model(torch.ones(8, 8)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        descend(model, opt, torch.ones(8, 8))
 
     return model, opt, step
 

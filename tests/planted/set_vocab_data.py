@@ -1,6 +1,7 @@
 """Planted: the batch is built by iterating over a ``set`` of words (order: the hash seed)."""
 
 import torch
+from _common import descend
 
 VOCAB = [
     "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "seven", "wizards",
@@ -30,10 +31,7 @@ def build():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step() -> None:
-        loss = model(batch()).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        descend(model, opt, batch())
 
     return model, opt, step
 

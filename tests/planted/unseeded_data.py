@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from _common import descend
 
 
 class Net(torch.nn.Module):
@@ -25,10 +26,7 @@ def build():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step() -> None:
-        loss = model(batch()).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        descend(model, opt, batch())
 
     return model, opt, step
 

@@ -1,6 +1,7 @@
 """Planted: a script that seeds nothing (initialisation and dropout from torch's unseeded RNG)."""
 
 import torch
+from _common import descend
 
 
 class Net(torch.nn.Module):
@@ -20,10 +21,7 @@ def build():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step() -> None:
-        loss = model(torch.ones(8, 8)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        descend(model, opt, torch.ones(8, 8))
 
     return model, opt, step
 
