@@ -242,7 +242,7 @@ def sync_state(src: int = 0, *, group: Any = None, exclude: Iterable[str] = ()) 
     share_globals = not _registry.globals_per_rank()
     mine: dict[str, Any] = {
         "share_globals": share_globals,
-        "backends": local.backends if share_globals else {},
+        "backends": _backends.for_peers(local.backends) if share_globals else {},
         "generators": {n: e for n, e in local.generators.items() if n not in kept},
     }
     box: list[Any] = [mine if here == src else None]
@@ -267,7 +267,9 @@ def sync_state(src: int = 0, *, group: Any = None, exclude: Iterable[str] = ()) 
             problems.append(f"generator {name!r} is shared here but not on rank {src}")
         if not problems:
             merged = RNGState(
-                sent["backends"] if share_globals else local.backends,
+                _backends.from_peer(sent["backends"], mine["backends"])
+                if share_globals
+                else local.backends,
                 {**local.generators, **sent["generators"]},
             )
             try:

@@ -15,7 +15,7 @@ import importlib
 import warnings
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 from seedlock import _dists
 from seedlock.backends.base import (
@@ -188,3 +188,25 @@ def unseedable(obj: object) -> str | None:
             if why:
                 return why
     return None
+
+
+def for_peers(states: dict[str, Any]) -> dict[str, Any]:
+    """Captured global states as another rank should receive them (optional member
+    ``for_peers(state)``: torch adds the device each accelerator kind draws on)."""
+    by = by_name()
+    out = {}
+    for name, state in states.items():
+        prepare = getattr(by.get(name), "for_peers", None)
+        out[name] = prepare(state) if prepare is not None else state
+    return out
+
+
+def from_peer(sent: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    """The global states that give this rank what another rank sent (:func:`for_peers` on
+    both sides); optional member ``from_peer(sent, local)``, else the sent state as is."""
+    by = by_name()
+    out = {}
+    for name, state in sent.items():
+        merge = getattr(by.get(name), "from_peer", None)
+        out[name] = merge(state, local.get(name, {})) if merge is not None else state
+    return out

@@ -200,6 +200,10 @@ class GeneratorOwner(Protocol):
 #:     two callables that save that generator's state in the library's own in-process form
 #:     and put it back: how the main process keeps its streams while it fetches samples.
 #:     Default: ``(capture, restore)``.
+#: ``for_peers(state) -> dict``, ``from_peer(sent, local) -> dict``
+#:     how :func:`seedlock.distributed.sync_state` sends a captured state to other ranks and
+#:     turns what it received into the state to restore there (torch: the sender's current
+#:     device's stream goes to the receiver's current device). Default: the state as is.
 OPTIONAL_MEMBERS = (
     "check_state",
     "restore_last",
@@ -212,6 +216,8 @@ OPTIONAL_MEMBERS = (
     "seed_generator",
     "snapshot_generator",
     "unseedable",
+    "for_peers",
+    "from_peer",
 )
 
 

@@ -18,7 +18,20 @@ from functools import partial
 from typing import Any, ClassVar
 
 from seedlock import _hooks, _tf32
+from seedlock.backends import _torch_devices as devices_
 from seedlock.backends import checks
+from seedlock.backends._torch_devices import (
+    CUSTOM,
+    PER_DEVICE,
+    PHILOX,
+    capturing_graph,
+    custom_module,
+    custom_problems,
+    graph_capture_message,
+    mps_available,
+    mps_problems,
+    not_imported,
+)
 from seedlock.backends.base import (
     BaseBackend,
     Change,
@@ -28,12 +41,21 @@ from seedlock.backends.base import (
     set_env,
 )
 
-__all__ = ["TorchBackend"]
+__all__ = ["TorchBackend", "capturing_graph"]
 
 _CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
-# Accelerators whose torch module keeps one generator per device (get_rng_state_all).
-_PER_DEVICE = ("cuda", "xpu")
-_DEVICE_KINDS = (*_PER_DEVICE, "mps")
+# torch reads the variable once (a static in ATen's Context.cpp) and does not say whether it has.
+_CUBLAS_LATE = (
+    f"{_CUBLAS} is read once per process, at its first cuBLAS call (a matmul, linear or bmm on "
+    "a CUDA device), and CUDA has started here. If such a call has run, every CUDA matmul from "
+    "now on raises RuntimeError under the determinism profile (warns with warn_only=True) "
+    "although the variable is set now; if none has, setting it now is in time. To be sure, set "
+    f"{_CUBLAS}={{}} before the first CUDA call, or launch with `seedlock run --deterministic`."
+)
+# fp16 / bf16 matmuls that may reduce in their own precision (split-K): off unless tf32=True.
+_REDUCED = ("allow_fp16_reduced_precision_reduction", "allow_bf16_reduced_precision_reduction")
+_QUEUED = tuple(f"{kind}_queued" for kind in PER_DEVICE)
+_STATE_KEYS = frozenset(("cpu", *PER_DEVICE, *_QUEUED, "mps", CUSTOM))
 _GENERATOR_FIELDS = frozenset(("device", "state"))
 
 # torch.get_rng_state(): the CPU generator as CPUGeneratorImplState (ATen's
@@ -44,8 +66,6 @@ _HEAD = struct.Struct("<QiiQ")  # initial seed, left, seeded, next
 _WORDS = (24, 24 + 624 * 8)  # 624 Mersenne Twister words, each in a uint64 slot
 _DOUBLE_NORMAL = struct.Struct("<8xd8xi")  # at 5016: cached double normal sample, valid flag
 _FLOAT_NORMAL = struct.Struct("<f")  # at 5048: cached float normal sample; its flag at 5052
-# CUDA and XPU generators (Philox): the seed, then the offset, which torch wants a multiple of 4.
-_PHILOX = struct.Struct("<Qq")
 
 
 def cpu_state_problems(label: str, blob: object) -> list[str]:
@@ -80,11 +100,12 @@ def cpu_state_problems(label: str, blob: object) -> list[str]:
 
 def philox_state_problems(label: str, blob: object) -> list[str]:
     """Why ``blob`` is not a CUDA / XPU generator state (seed, offset) torch writes."""
-    problems = checks.blob_problem(label, blob, _PHILOX.size)
+    problems = checks.blob_problem(label, blob, PHILOX.size)
     if problems:
         return problems
     assert isinstance(blob, bytes)
-    _, offset = _PHILOX.unpack(blob)
+    _, offset = PHILOX.unpack(blob)
+    # torch wants the offset a multiple of 4.
     if offset < 0 or offset % 4:
         problems.append(f"{label} offset must be a multiple of 4 and >= 0, got {offset}")
     return problems
@@ -142,49 +163,53 @@ class TorchBackend(BaseBackend):
     def _accelerators(torch: Any) -> list[str]:
         """Devices torch.manual_seed reached, in words, without initialising any of them."""
         found = []
-        n = torch.cuda.device_count()
-        if n:
-            lazy = "" if torch.cuda.is_initialized() else ", applied when CUDA starts"
-            found.append(f"cuda x{n}{lazy}")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
+        for kind, module, n in devices_.modules(torch):
+            lazy = "" if module.is_initialized() else f", applied when {kind.upper()} starts"
+            # Without NVML only starting CUDA could count the devices (see _torch_devices).
+            found.append(f"{kind} x{n}{lazy}" if n is not None else f"{kind}{lazy}")
+        if mps_available(torch):
             found.append("mps")
-        xpu = getattr(torch, "xpu", None)
-        if xpu is not None and xpu.is_available():
-            found.append(f"xpu x{xpu.device_count()}")
-        mtia = getattr(torch, "mtia", None)
-        if mtia is not None and mtia.is_available():
-            found.append("mtia")
-        custom = getattr(torch._C, "_get_privateuse1_backend_name", lambda: "privateuseone")()
-        if custom != "privateuseone":
-            found.append(custom)  # an out-of-tree device; torch.manual_seed seeds it
+        custom = custom_module(torch)
+        if custom is not None:
+            found.append(custom[0])  # an out-of-tree device; torch.manual_seed seeds it
         return found
 
     def capture(self) -> dict[str, Any]:
         torch = self._require_loaded()
         if capturing_graph(torch):
-            raise RuntimeError(_GRAPH_CAPTURE.format(what="captured"))
+            raise RuntimeError(graph_capture_message("captured"))
         state: dict[str, Any] = {"cpu": _blob(torch.get_rng_state())}
-        # Reading a device's state would initialise it. Until CUDA / XPU start, their seeds are
-        # still queued by torch.manual_seed, so the CPU state determines them; once started,
-        # every device's state is captured.
-        for kind in _PER_DEVICE:
-            module = getattr(torch, kind, None)
-            if module is not None and getattr(module, "is_initialized", lambda: False)():
+        # Reading a device's state would start it. Until it starts, its state is the seeds
+        # torch has queued for it (``<kind>_queued``); once started, every device's state.
+        for kind, module, _ in devices_.modules(torch):
+            if module.is_initialized():
                 state[kind] = [_blob(t) for t in module.get_rng_state_all()]
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
+            else:
+                pending = devices_.queued(module)
+                if pending is not None:
+                    state[f"{kind}_queued"] = pending
+        if mps_available(torch):
             state["mps"] = _blob(torch.mps.get_rng_state())
+        custom = custom_module(torch)
+        if custom is not None and custom[1] is not None:
+            name, module = custom
+            state[CUSTOM] = {
+                "name": name,
+                "states": [_blob(t) for t in module.get_rng_state_all()],
+            }
         return state
 
     def check_state(self, state: dict[str, Any], devices: str) -> list[str]:
         if not isinstance(state, dict) or "cpu" not in state:
             return checks.fields_problem(state, ("cpu",))
-        problems = checks.fields_problem(state, ["cpu", *(k for k in state if k in _DEVICE_KINDS)])
+        problems = checks.fields_problem(state, ["cpu", *(k for k in state if k in _STATE_KEYS)])
         problems += cpu_state_problems("cpu", state["cpu"])
-        if self.loaded() and capturing_graph(self._require_loaded()):
-            problems.append(_GRAPH_CAPTURE.format(what="restored"))
-        for kind in _PER_DEVICE:
+        torch = self._require_loaded() if self.loaded() else None
+        if torch is not None and capturing_graph(torch):
+            problems.append(graph_capture_message("restored"))
+        for kind in PER_DEVICE:
+            if f"{kind}_queued" in state:
+                problems += devices_.queued_problems(f"{kind}_queued", state[f"{kind}_queued"])
             if kind not in state:
                 continue
             saved = state[kind]
@@ -194,26 +219,27 @@ class TorchBackend(BaseBackend):
                 )
                 continue
             for i, blob in enumerate(saved):
-                problems += philox_state_problems(f"{kind}[{i}]", blob)
+                problems += (
+                    philox_state_problems(f"{kind}[{i}]", blob)
+                    if kind != "mtia"
+                    else checks.blob_problem(f"{kind}[{i}]", blob)
+                )
             problems += self._device_count_problem(kind, len(saved), devices)
         if "mps" in state:
-            problems += checks.blob_problem("mps", state["mps"])
-            if self.loaded():
-                mps = getattr(self._require_loaded().backends, "mps", None)
-                if mps is None or not mps.is_available():
-                    problems.append("the state holds an MPS generator, MPS is not available here")
-            elif devices == "exact":
-                problems.append(self._not_imported("an MPS generator state"))
+            problems += mps_problems(torch, state["mps"], devices)
+        if CUSTOM in state:
+            problems += custom_problems(torch, state[CUSTOM], devices)
         return problems
 
     def _device_count_problem(self, kind: str, saved: int, devices: str) -> list[str]:
         if not self.loaded():
             # Counting devices needs torch; seedlock never imports it to ask.
             if devices == "exact":
-                return [self._not_imported(f"{saved} {kind} generator state(s)")]
+                return [not_imported(f"{saved} {kind} generator state(s)")]
             return []
-        module = getattr(self._require_loaded(), kind, None)
-        here = module.device_count() if module is not None else 0
+        here = devices_.count(self._require_loaded(), kind)
+        if here is None:
+            return []  # only starting CUDA could count them; the devices both have are restored
         if devices == "exact" and saved != here:
             return [
                 f"the state holds {saved} {kind} device(s), this process sees {here} "
@@ -223,29 +249,25 @@ class TorchBackend(BaseBackend):
             return [f"the state holds {kind} devices, this process sees none"]
         return []
 
-    @staticmethod
-    def _not_imported(what: str) -> str:
-        return (
-            f"the state holds {what} and torch is not imported yet, so the devices cannot be "
-            "counted: import torch before restoring (or pass devices='common' to restore, "
-            "when torch is imported, the devices both have)"
-        )
-
     def restore(self, state: dict[str, Any]) -> None:
         torch = self._require_loaded()
         torch.set_rng_state(_tensor(torch, state["cpu"]))
-        for kind in _PER_DEVICE:
+        for kind in PER_DEVICE:
             if kind in state:
-                module = getattr(torch, kind)
-                common = min(len(state[kind]), module.device_count())
-                states = [_tensor(torch, blob) for blob in state[kind][:common]]
-                if module.is_initialized():
-                    for index, value in enumerate(states):
-                        module.set_rng_state(value, index)
-                else:
-                    _restore_when_started(module, states)
+                devices_.restore_when_started(torch, getattr(torch, kind), state[kind])
+            if f"{kind}_queued" in state:
+                devices_.requeue(torch, getattr(torch, kind), state[f"{kind}_queued"])
         if "mps" in state:
             torch.mps.set_rng_state(_tensor(torch, state["mps"]))
+        if CUSTOM in state:
+            module = getattr(torch, state[CUSTOM]["name"])
+            module.set_rng_state_all([_tensor(torch, b) for b in state[CUSTOM]["states"]])
+
+    def for_peers(self, state: dict[str, Any]) -> dict[str, Any]:
+        return devices_.for_peers(self._require_loaded(), state)
+
+    def from_peer(self, sent: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+        return devices_.from_peer(sent, local)
 
     def owns(self, obj: object) -> bool:
         return self.loaded() and isinstance(obj, self._require_loaded().Generator)
@@ -264,7 +286,7 @@ class TorchBackend(BaseBackend):
             return [f"generator is on {device}, the state is for {shown}"]
         if device.type == "cpu":
             return cpu_state_problems("state", state["state"])
-        if device.type in _PER_DEVICE:
+        if device.type in ("cuda", "xpu"):  # Philox
             return philox_state_problems("state", state["state"])
         return checks.blob_problem("state", state["state"], obj.get_state().numel())
 
@@ -283,10 +305,7 @@ class TorchBackend(BaseBackend):
         if on and _CUBLAS not in os.environ:
             if self.loaded() and self._require_loaded().cuda.is_initialized():
                 warnings.warn(
-                    f"{_CUBLAS} is read when cuBLAS starts, and CUDA is already initialised: "
-                    f"setting it now may come too late. Set "
-                    f"{_CUBLAS}={options.cublas_workspace_config} before the first CUDA call, "
-                    "or launch with `seedlock run --deterministic`.",
+                    _CUBLAS_LATE.format(options.cublas_workspace_config),
                     RuntimeWarning,
                     stacklevel=4,
                 )
@@ -342,6 +361,10 @@ class TorchBackend(BaseBackend):
                 _tf32.target(torch, options.tf32),
             ),
         ]
+        if not options.tf32:
+            matmul = b.cuda.matmul
+            for name in (n for n in _REDUCED if hasattr(matmul, n)):
+                changes.append(attr(matmul, name, False, f"backends.cuda.matmul.{name}"))
         if options.fallback_random:
             # Inductor draws random numbers with its own kernels unless told to call eager's.
             import torch._inductor.config as inductor_config
@@ -350,46 +373,6 @@ class TorchBackend(BaseBackend):
                 attr(inductor_config, "fallback_random", True, "_inductor.config.fallback_random")
             )
         return changes
-
-
-def _restore_when_started(module: Any, states: list[Any]) -> None:
-    """Set the device generators of ``module`` (``torch.cuda``, ``torch.xpu``) to ``states`` when
-    the device starts.
-
-    torch queues ``set_rng_state`` before the device starts and runs its pending seed
-    (``manual_seed_all``, ``manual_seed``) *after* every other queued call, so a seed queued
-    before the restore would overwrite it. Queued as a seed of every device instead, the restore
-    replaces the pending ``manual_seed_all`` and runs after a pending ``manual_seed``; a seed the
-    program queues later still runs after it, as it would have once the device had started.
-    """
-
-    lazy_call = getattr(module, "_lazy_call", None)
-    if lazy_call is None:  # pragma: no cover - a torch without the lazy queue
-        for index, value in enumerate(states):
-            module.set_rng_state(value, index)
-        return
-
-    def put_back() -> None:
-        for index, value in enumerate(states):
-            module.default_generators[index].set_state(value)
-
-    lazy_call(put_back, seed_all=True)
-
-
-_GRAPH_CAPTURE = (
-    "torch's RNG state cannot be {what} while a CUDA graph is being captured (torch refuses to "
-    "read or set a CUDA generator then): do it before torch.cuda.graph(...) or after it"
-)
-
-
-def capturing_graph(torch: Any) -> bool:
-    """Whether a CUDA graph is being captured on the current stream (never starts CUDA)."""
-    if not torch.cuda.is_initialized():
-        return False
-    try:
-        return bool(torch.cuda.is_current_stream_capturing())
-    except RuntimeError:  # pragma: no cover - a torch built without CUDA
-        return False
 
 
 def _set_deterministic_algorithms(torch: Any, mode: bool, warn_only: bool) -> None:
