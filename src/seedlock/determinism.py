@@ -185,16 +185,17 @@ def deterministic(
     ----------
     enable
         ``True`` (default): deterministic algorithms everywhere, cuDNN deterministic and not
-        benchmarking, TF32 off unless ``tf32=True``, ``CUBLAS_WORKSPACE_CONFIG`` set when
-        missing, Inductor's ``fallback_random`` when asked, TensorFlow op determinism, JAX's
-        deterministic-ops flag (before JAX starts). ``False``: undo every seedlock profile still
+        benchmarking, TF32 and reduced-precision reductions off unless ``tf32=True``,
+        ``CUBLAS_WORKSPACE_CONFIG`` set when missing, Inductor's ``fallback_random`` when asked,
+        TensorFlow op determinism, JAX's deterministic-ops flag (before JAX starts). ``False``: undo every seedlock profile still
         active and switch off determinism that was switched on by other means; leaving a
         ``with deterministic(False)`` block switches it all back on.
     warn_only
         Turn torch's errors for ops without a deterministic kernel into warnings. Default
         ``False``.
     tf32
-        Leave TF32 matmuls and convolutions allowed. Default ``False``: TF32 off.
+        Leave TF32 matmuls and convolutions, and fp16 / bf16 matmuls with reduced-precision
+        reductions, allowed. Default ``False``: both off.
     fallback_random
         Also set Inductor's ``fallback_random``, so that ``torch.compile`` draws random numbers
         as eager mode does. Default ``False``.
