@@ -9,7 +9,8 @@ def test_import_seedlock_imports_no_framework():
     run_python(
         """
         import seedlock, sys
-        loaded = {'torch', 'numpy', 'jax', 'tensorflow', 'cupy'} & set(sys.modules)
+        loaded = {'torch', 'numpy', 'jax', 'tensorflow', 'cupy', 'lightning',
+                  'transformers', 'accelerate'} & set(sys.modules)
         assert not loaded, loaded
         """
     )
@@ -20,7 +21,8 @@ def test_seed_everything_imports_no_framework():
         """
         import seedlock, sys
         seedlock.seed_everything(0, deterministic=True)
-        loaded = {'torch', 'numpy', 'jax', 'tensorflow', 'cupy'} & set(sys.modules)
+        loaded = {'torch', 'numpy', 'jax', 'tensorflow', 'cupy', 'lightning',
+                  'transformers', 'accelerate'} & set(sys.modules)
         assert not loaded, loaded
         """
     )
