@@ -60,7 +60,11 @@ def count(torch: Any, kind: str) -> int | None:
         return int(module.device_count()) if _lists_states(module) else 0
     if getattr(module, "_cached_device_count", None) is not None:
         return int(module.device_count())
-    nvml = module._device_count_amdsmi if torch.version.hip else module._device_count_nvml
+    nvml = getattr(
+        module, "_device_count_amdsmi" if torch.version.hip else "_device_count_nvml", None
+    )
+    if nvml is None:  # pragma: no cover - a torch older than its NVML count
+        return int(module.device_count())
     n = int(nvml())
     return n if n >= 0 else None
 
