@@ -258,9 +258,8 @@ def test_the_cublas_warning_says_what_happens_once_cuda_has_started(monkeypatch)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with fake_cuda(monkeypatch):
-            with seedlock.deterministic():  # before CUDA starts: in time, no warning
-                assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        with fake_cuda(monkeypatch), seedlock.deterministic():  # before CUDA starts: no warning
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     with fake_cuda(monkeypatch):
         start()

@@ -187,9 +187,10 @@ def deterministic(
         ``True`` (default): deterministic algorithms everywhere, cuDNN deterministic and not
         benchmarking, TF32 and reduced-precision reductions off unless ``tf32=True``,
         ``CUBLAS_WORKSPACE_CONFIG`` set when missing, Inductor's ``fallback_random`` when asked,
-        TensorFlow op determinism, JAX's deterministic-ops flag (before JAX starts). ``False``: undo every seedlock profile still
-        active and switch off determinism that was switched on by other means; leaving a
-        ``with deterministic(False)`` block switches it all back on.
+        TensorFlow op determinism, JAX's deterministic-ops flag (before JAX starts).
+        ``False``: undo every seedlock profile still active and switch off determinism that
+        was switched on by other means; leaving a ``with deterministic(False)`` block switches
+        it all back on.
     warn_only
         Turn torch's errors for ops without a deterministic kernel into warnings. Default
         ``False``.
