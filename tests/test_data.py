@@ -397,3 +397,49 @@ def test_the_sampler_order_ignores_the_default_device():
         assert list(again) == expected
     finally:
         torch.set_default_device(None)
+
+
+class _DrawsWith(Dataset):
+    """Draws 4 numbers from ``sample_generator(*args)`` twice in one fetch: the bits, and whether
+    the second call returned the same generator."""
+
+    def __init__(self, *args: object) -> None:
+        self.args = args
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> tuple[bytes, bool]:
+        generator = seedlock.data.sample_generator(*self.args)
+        drawn = torch.rand(4, generator=generator)
+        again = seedlock.data.sample_generator(*self.args)
+        return drawn.numpy().tobytes() + torch.rand(4, generator=again).numpy().tobytes(), (
+            again is generator and again is seedlock.data.sample_generator()
+        )
+
+
+def test_sample_generator_on_the_cpu_is_the_default_one_seeded_as_before():
+    expected = []
+    for i in range(4):
+        generator = torch.Generator().manual_seed(
+            seedlock.derive("data", 0, i, "sample_generator", root=0, bits=32)
+        )
+        expected.append(torch.rand(8, generator=generator).numpy().tobytes())
+    for args in ((), ("cpu",), (torch.device("cpu"),)):
+        dataset = SeededDataset(_DrawsWith(*args), root=0)
+        assert [dataset[(0, i)] for i in range(4)] == [(bits, True) for bits in expected]
+
+
+@pytest.mark.parametrize(
+    ("device", "error", "match"),
+    [
+        (0, TypeError, "str or torch.device"),
+        (True, TypeError, "str or torch.device"),
+        (None, TypeError, "str or torch.device"),
+        ("no-such-device", ValueError, "not a device torch knows"),
+    ],
+)
+def test_sample_generator_refuses_what_is_not_a_device(device, error, match):
+    dataset = SeededDataset(_DrawsWith(device), root=0)
+    with pytest.raises(error, match=match):
+        dataset[(0, 0)]

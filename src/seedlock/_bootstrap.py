@@ -115,6 +115,50 @@ def _seeded_values() -> dict[str, int]:
     return values
 
 
+#: Scripts that torch starts as helpers of its own: torch.compile's compile worker (which then
+#: forks its pool) and Inductor's autotuning subprocess.
+_HELPER_SCRIPTS = {
+    os.path.join("torch", "_inductor", "compile_worker", "__main__.py"): "torch.compile worker",
+    os.path.join("torch", "_inductor", "__autotune_main__.py"): "torch.compile autotuner",
+}
+#: ``python -c`` helpers, by the start of their code: multiprocessing's resource tracker and
+#: fork server (started for "spawn" / "forkserver" pools).
+_HELPER_CODE = {
+    "from multiprocessing.resource_tracker import main": "multiprocessing resource tracker",
+    "from multiprocessing.forkserver import main": "multiprocessing fork server",
+}
+#: The lines of Inductor's CPU vector-ISA probe (a ``python -c`` that only loads a library).
+_PROBE_LINES = frozenset(
+    (
+        "import sys",
+        'if sys.platform != "linux":',
+        "import torch  # noqa: F401",
+        "from ctypes import cdll",
+    )
+)
+
+
+def helper_kind(orig_argv: list[str], argv: list[str]) -> str | None:
+    """What helper process an interpreter is, from its command line, or ``None`` for a process
+    of the program: torch.compile's compile worker and autotuner, Inductor's CPU-capability
+    probe, multiprocessing's resource tracker and fork server. They are started by libraries,
+    not by the program, and run none of its code."""
+    script = os.path.normpath(argv[0]) if argv and argv[0] not in ("", "-c", "-m") else ""
+    for tail, kind in _HELPER_SCRIPTS.items():
+        if script.endswith(os.sep + tail):
+            return kind
+    code = orig_argv[orig_argv.index("-c") + 1] if "-c" in orig_argv[:-1] else None
+    if not argv or argv[0] != "-c" or code is None:
+        return None
+    for start, kind in _HELPER_CODE.items():
+        if code.lstrip().startswith(start):
+            return kind
+    lines = [line.strip() for line in code.splitlines() if line.strip()]
+    if lines and lines[-1].startswith("cdll.LoadLibrary(") and _PROBE_LINES.issuperset(lines[:-1]):
+        return "torch.compile CPU probe"
+    return None
+
+
 def _write_record(record_dir: str) -> None:
     # Loaded at start-up already when a record is asked for (see start()): free here.
     import json
@@ -125,6 +169,15 @@ def _write_record(record_dir: str) -> None:
     # own interpreters (the command, torchrun ranks) belong in the manifest.
     multiprocessing = sys.modules.get("multiprocessing")
     if multiprocessing is not None and multiprocessing.current_process().name != "MainProcess":
+        return
+    helper = helper_kind(getattr(sys, "orig_argv", []), sys.argv)
+    if helper is not None:
+        # Counted, not recorded: a helper is no process of the program (see helper_kind).
+        try:
+            with open(os.path.join(record_dir, f"{os.getpid()}.helper"), "w") as f:
+                f.write(helper)
+        except OSError:
+            pass
         return
 
     record = process_record()

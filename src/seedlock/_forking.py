@@ -2,21 +2,23 @@
 
 :func:`fork` guarantees that whatever a block draws, every generator is as before it afterwards;
 :func:`reseed_on_fork` gives every ``os.fork()`` child its own reproducible streams. Both build
-on :mod:`seedlock.state` (capture, and applying a state that is known to fit). The guide:
-``docs/state.md``.
+on :mod:`seedlock.state` (capture, and applying a state that is known to fit); a library whose
+state cannot be captured as data (a :class:`~seedlock.backends.base.SeedOnlyBackend`: CuPy) is
+put back by its in-process ``snapshot()`` instead. The guide: ``docs/state.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from functools import partial
 from types import TracebackType
 from typing import Any
 
 from seedlock import _hooks
 from seedlock import backends as _backends
-from seedlock.backends.base import Backend
+from seedlock.backends.base import Backend, SeedOnlyBackend
 from seedlock.derivation import get_root
 from seedlock.state import RNGState, apply_checked, capture
 
@@ -45,9 +47,18 @@ class fork(contextlib.ContextDecorator):
         # Per open block: the state at entry, and what libraries imported inside it looked like
         # right after their import (filled by a post-import hook, keyed by the block).
         self._saved: list[tuple[RNGState, str, dict[str, dict[str, Any]]]] = []
+        # Per open block: the in-process snapshots of the libraries captured as {} (see below).
+        self._kept: list[list[tuple[Callable[[Any], object], Any]]] = []
 
     def __enter__(self) -> RNGState:
         state = capture()
+        # A seed-only library's capture is {}: its restore cannot put anything back. Its
+        # snapshot() (CuPy: the state objects themselves) can, within this process.
+        kept: list[tuple[Callable[[Any], object], Any]] = []
+        for backend in _backends.live_globals():
+            if isinstance(backend, SeedOnlyBackend):
+                save, load = backend.snapshot()
+                kept.append((load, save()))
         key = f"seedlock.fork.{id(self)}.{len(self._saved)}"
         imported: dict[str, dict[str, Any]] = {}
         for backend in _backends.all_backends():
@@ -56,6 +67,7 @@ class fork(contextlib.ContextDecorator):
                 record = partial(_record_import, imported, backend)
                 _hooks.on_import(backend.module, key, record, last=True)
         self._saved.append((state, key, imported))
+        self._kept.append(kept)
         return state
 
     def __exit__(
@@ -65,8 +77,13 @@ class fork(contextlib.ContextDecorator):
         tb: TracebackType | None,
     ) -> None:
         state, key, imported = self._saved.pop()
+        kept = self._kept.pop()
         _hooks.cancel_everywhere(key)
-        apply_checked(RNGState({**imported, **state.backends}, state.generators))
+        try:
+            apply_checked(RNGState({**imported, **state.backends}, state.generators))
+        finally:
+            for load, saved in kept:
+                load(saved)
 
 
 def _record_import(imported: dict[str, dict[str, Any]], backend: Backend) -> None:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_WHITELIST",
+    "NCCL_PREFIX",
+    "REDUCED_PRECISION",
     "RISK_RULES",
     "SCHEMA",
     "THREAD_VARS",
@@ -36,8 +38,10 @@ __all__ = [
     "diff",
     "environment",
     "flatten",
+    "nccl_version",
     "process_record",
     "read",
+    "reduced_precision",
     "timestamp",
 ]
 
@@ -72,6 +76,8 @@ ENV_WHITELIST = (
     "LOCAL_WORLD_SIZE",
     "FLASH_ATTENTION_DETERMINISTIC",
 )
+#: Every environment variable with this prefix is recorded too (NCCL's settings).
+NCCL_PREFIX = "NCCL_"
 
 
 def timestamp(seconds: float) -> str:
@@ -176,8 +182,48 @@ def environment(cwd: str | None = None, env: Mapping[str, str] | None = None) ->
         "gpus": _gpus(),
         "packages": _packages(),
         "git": _git(cwd),
-        "env": {k: variables[k] for k in ENV_WHITELIST if k in variables},
+        "env": _recorded_env(variables),
     }
+
+
+def _recorded_env(variables: Mapping[str, str]) -> dict[str, str]:
+    """The variables of :data:`ENV_WHITELIST`, and every ``NCCL_*`` one: NCCL's algorithm,
+    protocol and channels decide the order in which collectives add up across ranks."""
+    found = {k: variables[k] for k in ENV_WHITELIST if k in variables}
+    found.update(sorted((k, v) for k, v in variables.items() if k.startswith(NCCL_PREFIX)))
+    return found
+
+
+def nccl_version(torch: Any) -> str | None:
+    """The NCCL torch was built with, or ``None`` (a CPU build has none); ncclGetVersion starts
+    no device."""
+    try:
+        number = int(torch._C._nccl_version())
+        suffix = torch._C._nccl_version_suffix().decode()
+    except Exception:  # no NCCL in this build (AttributeError), or an odd one
+        return None
+    return f"{number >> 32}.{(number >> 16) & 0xFFFF}.{number & 0xFFFF}{suffix}"
+
+
+#: The cuBLAS switches that let float16 / bfloat16 matmuls reduce in lower precision (on by
+#: default): record name -> attribute of ``torch.backends.cuda.matmul``.
+REDUCED_PRECISION = {
+    "cuda.matmul.allow_fp16_reduced_precision_reduction": "allow_fp16_reduced_precision_reduction",
+    "cuda.matmul.allow_bf16_reduced_precision_reduction": "allow_bf16_reduced_precision_reduction",
+    "cuda.matmul.allow_fp16_accumulation": "allow_fp16_accumulation",
+}
+
+
+def reduced_precision(torch: Any) -> dict[str, bool | None]:
+    """The :data:`REDUCED_PRECISION` switches in effect; ``None`` where this torch lacks one."""
+    return {name: _flag(torch.backends.cuda.matmul, a) for name, a in REDUCED_PRECISION.items()}
+
+
+def _flag(owner: Any, attribute: str) -> bool | None:
+    try:
+        return bool(getattr(owner, attribute))
+    except Exception:  # absent in this torch (AttributeError) or unreadable
+        return None
 
 
 def process_record() -> dict[str, Any]:
@@ -205,6 +251,7 @@ def process_record() -> dict[str, Any]:
             "cudnn": b.cudnn.version() if b.cudnn.is_available() else None,
             "cpu_capability": b.cpu.get_cpu_capability() if hasattr(b, "cpu") else None,
             "cuda_initialized": torch.cuda.is_initialized(),
+            "nccl": nccl_version(torch),
         }
         tf32 = _tf32.describe(torch)
         record["determinism"] = {
@@ -219,6 +266,7 @@ def process_record() -> dict[str, Any]:
             "float32_matmul_precision": tf32["float32_matmul_precision"],
             "tf32_api": tf32["api"],
             "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            **reduced_precision(torch),
         }
     numpy = sys.modules.get("numpy")
     if numpy is not None:
@@ -273,6 +321,8 @@ def _depth(value: Any) -> int:
 
 # -- diff ------------------------------------------------------------------------------------
 
+_NCCL_ORDER = "NCCL sums across ranks in another order (algorithm, protocol, channels)"
+
 #: (key prefix, risk, why), first match wins. Keys are dotted paths into the manifest.
 RISK_RULES: tuple[tuple[str, str, str], ...] = (
     ("seed.deterministic", "high", "the determinism profile was on in one run only"),
@@ -285,6 +335,7 @@ RISK_RULES: tuple[tuple[str, str, str], ...] = (
     ("processes.*.torch.cuda", "high", "CUDA versions change kernels"),
     ("processes.*.torch.cudnn", "high", "cuDNN versions change convolution algorithms"),
     ("processes.*.torch.cpu_capability", "high", "vectorised CPU kernels (randn, sums) differ"),
+    ("processes.*.torch.nccl", "high", _NCCL_ORDER),
     ("processes.*.torch", "medium", "the process loaded torch differently"),
     ("packages.torch", "high", "kernels and RNG algorithms change between releases"),
     ("gpus.*.name", "high", "another GPU model runs other kernels"),
@@ -297,6 +348,10 @@ RISK_RULES: tuple[tuple[str, str, str], ...] = (
     ("env.OMP_NUM_THREADS", "high", "float reductions split across threads change bits"),
     ("env.MKL_NUM_THREADS", "high", "float reductions split across threads change bits"),
     ("env.CUDA_VISIBLE_DEVICES", "high", "another device set"),
+    ("env.NCCL_ALGO", "high", _NCCL_ORDER),
+    ("env.NCCL_PROTO", "high", _NCCL_ORDER),
+    ("env.NCCL_MIN_NCHANNELS", "high", _NCCL_ORDER),
+    ("env.NCCL_MAX_NCHANNELS", "high", _NCCL_ORDER),
     ("env.", "medium", "an environment variable that can affect numerics"),
     ("git.commit", "high", "the code changed"),
     ("git.diff_sha256", "high", "uncommitted code changed"),
@@ -316,6 +371,7 @@ RISK_RULES: tuple[tuple[str, str, str], ...] = (
     ("processes.*.pid", "low", "process ids always differ"),
     ("command.", "medium", "the command differs"),
     ("processes.", "medium", "a process reported differently"),
+    ("helper_processes", "low", "libraries started other helper processes"),
 )
 _RANK = {"high": 0, "medium": 1, "low": 2}
 

@@ -111,11 +111,12 @@ def build(
     from seedlock import manifest as mf
 
     processes = _records(record_dir)
+    helpers = _helpers(record_dir)
     discard(record_dir)
     warnings = []
     if skipped:
         warnings.append(f"python {skipped} skipped seedlock's bootstrap: NOT seeded")
-    return {
+    manifest: dict[str, Any] = {
         **environment,
         "seed": {
             "root": format_seed(seed),
@@ -134,6 +135,25 @@ def build(
         "processes": processes,
         "warnings": warnings,
     }
+    if helpers:
+        manifest["helper_processes"] = helpers
+    return manifest
+
+
+def _helpers(record_dir: str) -> dict[str, int]:
+    """How many helper processes of each kind ran (``seedlock._bootstrap.helper_kind``): the
+    interpreters that libraries start for themselves, counted rather than recorded."""
+    counts: dict[str, int] = {}
+    for name in os.listdir(record_dir):
+        if not name.endswith(".helper"):
+            continue
+        try:
+            with open(os.path.join(record_dir, name), encoding="utf-8") as f:
+                kind = f.read(200).strip() or "unknown"
+        except OSError:
+            continue
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def save(args: Any, manifest: dict[str, Any], seed: Seed, cache: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from seedlock import _tf32
 from seedlock.derivation import ENV_VAR
-from seedlock.manifest import THREAD_VARS
+from seedlock.manifest import NCCL_PREFIX, THREAD_VARS, nccl_version, reduced_precision
 from seedlock.seeding import hash_seed
 
 __all__ = ["Finding", "add_arguments", "findings", "run"]
@@ -119,6 +119,7 @@ def _torch() -> list[Finding]:
                     "seedlock.deterministic() switches TF32 off unless tf32=True",
                 )
             )
+    found += [_reduced_precision(torch), _nccl(torch)]
     if os.environ.get("CUDA_LAUNCH_BLOCKING") == "1":
         found.append(
             Finding(
@@ -139,6 +140,46 @@ def _torch() -> list[Finding]:
         )
     )
     return found
+
+
+def _reduced_precision(torch: object) -> Finding:
+    flags = reduced_precision(torch)
+    shown = ", ".join(f"{name.rsplit('.', 1)[1]}={value}" for name, value in flags.items())
+    allowed = any(flags.values())
+    cuda = bool(torch.cuda.is_available())  # type: ignore[attr-defined]
+    return Finding(
+        "reduced-precision",
+        "medium" if allowed and cuda else "ok",
+        f"cuBLAS reduced-precision switches: {shown}"
+        + (
+            ": float16 / bfloat16 matmuls may reduce in lower precision, with results that "
+            "depend on the GPU and the cuBLAS version"
+            if allowed
+            else ""
+        )
+        + ("" if cuda else " (no CUDA device here)"),
+        "set the same values everywhere (torch.backends.cuda.matmul."
+        "allow_fp16_reduced_precision_reduction = False, and the bf16 one) and compare "
+        "manifests with `seedlock diff`",
+    )
+
+
+def _nccl(torch: object) -> Finding:
+    variables = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(NCCL_PREFIX))
+    version = nccl_version(torch)
+    if version is None:
+        shown = f" ({', '.join(variables)} set)" if variables else ""
+        return Finding("nccl", "ok", f"torch is not built with NCCL: no NCCL collectives{shown}")
+    pinned = {"NCCL_ALGO", "NCCL_PROTO"} <= {v.split("=", 1)[0] for v in variables}
+    return Finding(
+        "nccl",
+        "ok" if pinned else "low",
+        f"NCCL {version}; "
+        + (", ".join(variables) if variables else "no NCCL_* variable set")
+        + ("" if pinned else ": NCCL picks its algorithm and protocol from the topology and "
+           "message size, so all-reduce sums across ranks in another order elsewhere"),
+        "export the same NCCL_ALGO and NCCL_PROTO (e.g. Ring, Simple) on every machine",
+    )  # fmt: skip
 
 
 def findings() -> list[Finding]:

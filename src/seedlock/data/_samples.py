@@ -4,13 +4,14 @@ The guide: ``docs/data.md`` (per-sample seeding; held generators).
 
 Right before sample ``index`` of epoch ``epoch`` is fetched, :class:`SeededDataset`:
 
-* seeds every loaded global generator (``random``, ``np.random``, torch's CPU generator, ...)
-  with ``derive("data", epoch, index, <backend>)``;
+* seeds every loaded global *host* generator (``random``, ``np.random``, torch's CPU
+  generator, ...) with ``derive("data", epoch, index, <backend>)``; device generators (torch's
+  CUDA generators, CuPy's) are left alone: :func:`sample_generator` draws on a device;
 * reseeds every generator object the dataset holds (see *What is scanned*) with
   ``derive("data", epoch, index, "held", <path>)``;
 * makes :func:`sample_rng` / :func:`sample_generator` return generators seeded with
   ``derive("data", epoch, index, "sample_rng", bits=128)`` /
-  ``derive("data", epoch, index, "sample_generator", bits=32)``.
+  ``derive("data", epoch, index, "sample_generator")`` (32 bits on the CPU, 64 on a device).
 
 So the augmentation a sample gets does not depend on which worker fetched it, how many workers
 there are, what was fetched before it, or whether the run was resumed.
@@ -59,12 +60,12 @@ _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType
 
 
 class _Sample:
-    __slots__ = ("epoch", "generator", "index", "rng", "root")
+    __slots__ = ("epoch", "generators", "index", "rng", "root")
 
     def __init__(self, root: Seed, epoch: int, index: int) -> None:
         self.root, self.epoch, self.index = root, epoch, index
         self.rng: Any = None
-        self.generator: Any = None
+        self.generators: dict[str, Any] = {}
 
 
 # The sample being fetched, per thread (and per asyncio task).
@@ -114,28 +115,79 @@ def sample_rng() -> Any:
     return sample.rng
 
 
-def sample_generator() -> Any:
-    """The current sample's CPU ``torch.Generator`` (same rules as :func:`sample_rng`).
+def sample_generator(device: Any = "cpu") -> Any:
+    """The current sample's ``torch.Generator`` on ``device`` (same rules as :func:`sample_rng`).
+
+    Per-sample seeding seeds host (CPU) generators only; this is how a sample draws on a
+    device. A device generator is for main-process loading (``num_workers=0``): DataLoader
+    workers cannot use a device.
+
+    Parameters
+    ----------
+    device
+        ``"cpu"`` (default), or another device as a str or ``torch.device`` (``"cuda"``,
+        ``"cuda:1"``); ``"cuda"`` means the current CUDA device.
 
     Returns
     -------
     torch.Generator
-        Seeded from ``(root, epoch, index)`` of the sample being fetched; the same generator
-        for repeated calls during one fetch.
+        Seeded from ``(root, epoch, index)`` of the sample being fetched: on the CPU with 32
+        bits of ``derive("data", epoch, index, "sample_generator")``, on another device (a
+        Philox generator, which keeps 64 bits) with 64 bits of it. The same generator for
+        repeated calls with the same device during one fetch.
 
     Raises
     ------
     RuntimeError
-        Outside the fetch of a sample, as for :func:`sample_rng`.
+        Outside the fetch of a sample, as for :func:`sample_rng`; a device other than the CPU
+        in a DataLoader worker.
+    TypeError
+        ``device`` is neither a str nor a ``torch.device``.
+    ValueError
+        ``device`` names no device torch knows.
     """
     sample = _require_sample("sample_generator")
-    if sample.generator is None:
-        import torch  # loaded already: this package needs torch
+    import torch  # loaded already: this package needs torch
 
-        sample.generator = torch.Generator().manual_seed(
-            _material(sample, "sample_generator") & 0xFFFFFFFF
+    where = _device(torch, device)
+    key = str(where)
+    generator = sample.generators.get(key)
+    if generator is None:
+        material = _material(sample, "sample_generator")
+        if where.type == "cpu":
+            generator = torch.Generator().manual_seed(material & 0xFFFFFFFF)
+        else:
+            if not _in_main_process():
+                raise RuntimeError(
+                    f"sample_generator(device={key!r}) in a DataLoader worker: workers cannot "
+                    "use a device; draw on the CPU there, or load in the main process "
+                    "(num_workers=0)"
+                )
+            generator = torch.Generator(device=where).manual_seed(material & _BITS_64)
+        sample.generators[key] = generator
+    return generator
+
+
+_BITS_64 = (1 << 64) - 1
+
+
+def _device(torch: Any, device: Any) -> Any:
+    """``device`` as a ``torch.device``, an index filled in for a device kind that has a
+    current one (``"cuda"`` -> ``cuda:<current>``), so that one device has one generator."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"device must be a str or torch.device (e.g. 'cpu', 'cuda:0'), "
+            f"got {type(device).__name__}"
         )
-    return sample.generator
+    try:
+        where = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"device {device!r} is not a device torch knows ({exc})") from None
+    if where.type != "cpu" and where.index is None:
+        current = getattr(getattr(torch, where.type, None), "current_device", None)
+        if current is not None:
+            where = torch.device(where.type, current())
+    return where
 
 
 def _children(obj: Any) -> Iterator[tuple[str, Any]]:
