@@ -13,9 +13,12 @@ compared.
 On an accelerator the fingerprint is computed on the device: the tensor's 32-bit words are
 weighted by two position-dependent odd multipliers and summed modulo 2**64, and only those two
 integers come back to the host. Odd weights make every single-bit flip change the sum; distinct
-weights per position make swaps change it (except with probability ~2**-64 per swap). A trace
-does not wait even for those: its :class:`Memo` hands out a :class:`Pending` per tensor, and
-:func:`resolve` brings the sums of many back in one transfer, when the rows are written.
+weights per position make swaps change it (except with probability ~2**-64 per swap); the work
+goes in blocks of a few MiB (:mod:`seedlock.audit._device_hash`). A trace does not wait even for
+those: its :class:`Memo` hands out a :class:`Pending` per tensor, and :func:`resolve` brings
+many back in one transfer, when the rows are written; an event with summaries brings its
+fingerprints and summaries back together (one host sync; two when a tensor holds NaN or Inf).
+A DTensor is fingerprinted and summarised by its local shard (``to_local()``, no collective).
 
 :func:`summary` gives the size of a divergence cheaply: sum, max |x|, NaN and Inf counts. The
 guide: ``docs/audit.md`` (fingerprints).
@@ -31,7 +34,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from seedlock.audit._device_hash import as_bytes, device_hash, device_sums, sums_bytes
+from seedlock.audit import _device_hash as dev
 from seedlock.backends.torch import capturing_graph
 
 _xxhash: Any
@@ -41,26 +44,15 @@ except ImportError:  # pragma: no cover - depends on the environment
     _xxhash = None
 
 __all__ = [
-    "ALGORITHM",
-    "Memo",
-    "Pending",
-    "Summary",
-    "fingerprint",
-    "fingerprint_all",
-    "fingerprint_summary",
-    "hash_bytes",
-    "resolve",
-    "rng_fingerprint",
-    "summary",
-    "tensors_in",
-]
+    "ALGORITHM", "Memo", "Pending", "Summary", "fingerprint", "fingerprint_all",
+    "fingerprint_summary", "hash_bytes", "resolve", "rng_fingerprint", "summary", "tensors_in",
+]  # fmt: skip
 
 #: The hash behind CPU fingerprints: traces made with different ones cannot be compared.
 ALGORITHM = "xxh3_128" if _xxhash is not None else "sha256"
 
 _DIGEST_BYTES = 16
 _HEX = 2 * _DIGEST_BYTES
-# Odd 64-bit multipliers for the on-device hash (fixed: fingerprints are compared across runs).
 
 
 class Summary(NamedTuple):
@@ -99,9 +91,18 @@ def _describe(t: Any) -> tuple[bytes, str, str]:
     return found
 
 
-# Private switch for tests: CPU tensors take the on-device path (in fingerprint() and in a
-# deferring Memo), so that path runs on a machine without an accelerator.
+# Private switch for tests: CPU tensors take the on-device path (in fingerprint(), summary()
+# and Memo), so that path runs on a machine without an accelerator.
 _CPU_AS_DEVICE = False
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # types that are no DTensor, at a glance
+
+
+def _on_device(t: Any) -> bool:
+    return not t.is_cpu or _CPU_AS_DEVICE
+
+
+def _local(t: Any) -> Any:
+    return t if type(t) in _PLAIN else dev.local_shard(t)[0]
 
 
 def _new_hash(header: bytes) -> Any:
@@ -130,7 +131,8 @@ def fingerprint(t: Any) -> str:
     ----------
     t
         A torch tensor of any dtype, on any device (hashed there; one small transfer). A sparse
-        or other non-strided tensor is made dense first.
+        or other non-strided tensor is made dense first; a DTensor is hashed by its local shard
+        (the same fingerprint as its ``to_local()``).
 
     Returns
     -------
@@ -143,11 +145,13 @@ def fingerprint(t: Any) -> str:
     >>> fingerprint(torch.tensor([1.0, 2.0])) == fingerprint(torch.tensor([2.0, 1.0]))
     False
     """
+    if type(t) not in _PLAIN:
+        t = dev.local_shard(t)[0]
     if t.layout != torch.strided:
         t = t.to_dense()
     h = _new_hash(_describe(t)[0])
-    if not t.is_cpu or _CPU_AS_DEVICE:
-        h.update(device_hash(t))
+    if _on_device(t):
+        h.update(dev.device_hash(t))
         return str(h.hexdigest())[:_HEX]
     if t.dtype in _NUMPY_DTYPES and not t.is_conj() and not t.is_neg():
         # The common case, with the fewest calls (tracing fingerprints every event): the same
@@ -164,7 +168,7 @@ def fingerprint(t: Any) -> str:
             h.update(copy.numpy())
             _scratch.append(buf)
             return str(h.hexdigest())[:_HEX]
-    data = as_bytes(t)
+    data = dev.as_bytes(t)
     if data.numel():
         h.update(memoryview(data.numpy()))
     return str(h.hexdigest())[:_HEX]
@@ -190,23 +194,23 @@ def summary(t: Any) -> Summary:
     Parameters
     ----------
     t
-        A torch tensor: complex counts as its real and imaginary parts, bool as 0 / 1.
+        A torch tensor: complex counts as its real and imaginary parts, bool as 0 / 1; a
+        DTensor is summarised by its local shard.
 
     Returns
     -------
     Summary
         All zeros for an empty tensor.
     """
-    x = t.detach()
-    if x.numel() == 0:
+    x = dev.summable(_local(t))
+    if x is None:
         return Summary(0.0, 0.0, 0, 0)
-    if x.is_complex():
-        x = torch.view_as_real(x)
-    if x.dtype == torch.bool:
-        x = x.to(torch.uint8)
-    if x.is_floating_point() and x.element_size() < 4:
-        x = x.float()
     total, absmax = _sum_absmax(x)
+    return _finish(x, total, absmax)
+
+
+def _finish(x: Any, total: float, absmax: float) -> Summary:
+    """The summary of ``x`` from its sum and max |x|; NaN and Inf counted only if needed."""
     if math.isfinite(total) and math.isfinite(absmax):
         return Summary(total, absmax, 0, 0)
     nans, infs = torch.stack([x.isnan().sum(), x.isinf().sum()]).cpu().tolist()
@@ -216,15 +220,13 @@ def summary(t: Any) -> Summary:
 
 
 def _sum_absmax(x: Any) -> tuple[float, float]:
+    if _on_device(x):
+        total_v, low_v, high_v = dev.device_stats(x).cpu().tolist()  # one transfer from the device
+        return float(total_v), float(max(abs(low_v), abs(high_v)))
     low, high = torch.aminmax(x)
-    total = x.sum()
-    if x.device.type == "cpu":
-        # Three .item() calls cost less than gathering the three scalars into one tensor and
-        # copying it (a 4-op detour): tracing calls this for every event.
-        return float(total.item()), float(max(abs(low.item()), abs(high.item())))
-    stats = torch.stack([total.to(torch.float64), low.to(torch.float64), high.to(torch.float64)])
-    total_v, low_v, high_v = stats.cpu().tolist()  # one transfer from the device
-    return float(total_v), float(max(abs(low_v), abs(high_v)))
+    # Three .item() calls cost less than gathering the three scalars into one tensor and
+    # copying it (a 4-op detour): tracing calls this for every event.
+    return float(x.sum().item()), float(max(abs(low.item()), abs(high.item())))
 
 
 # -- what one trace event records ------------------------------------------------------------
@@ -265,6 +267,12 @@ class Pending:
             resolve([self])
         return str(self.value)
 
+    def settle(self, pair: list[int]) -> None:
+        """Fill in ``value`` from the two sums, brought to the host."""
+        h = _new_hash(self.header)
+        h.update(dev.sums_bytes(pair))
+        self.value, self.sums = str(h.hexdigest())[:_HEX], None
+
 
 def resolve(pending: list[Pending]) -> None:
     """Fill in ``value`` of every one of ``pending``: one transfer from each device."""
@@ -280,16 +288,9 @@ def resolve(pending: list[Pending]) -> None:
         for q in p.parts:
             if isinstance(q, Pending) and q.value is None:
                 leaves[id(q)] = q
-    by_device: dict[Any, list[Pending]] = {}
-    for leaf in leaves.values():
-        assert leaf.sums is not None  # an unresolved leaf holds its sums
-        by_device.setdefault(leaf.sums.device, []).append(leaf)
-    for group in by_device.values():
-        sums = torch.stack([leaf.sums for leaf in group]).cpu().tolist()  # type: ignore[misc]
-        for leaf, pair in zip(group, sums, strict=True):
-            h = _new_hash(leaf.header)
-            h.update(sums_bytes(pair))
-            leaf.value, leaf.sums = str(h.hexdigest())[: 2 * _DIGEST_BYTES], None
+    group = list(leaves.values())
+    for leaf, pair in zip(group, dev.fetch([q.sums for q in group]), strict=True):  # type: ignore[misc]
+        leaf.settle(pair)
     for p in combined:
         p.value = hash_bytes("".join(str(q) for q in p.parts or ()).encode())
 
@@ -298,10 +299,11 @@ class Memo:
     """Fingerprints and summaries of recently seen tensors: a module's input is usually the
     previous module's output, hashed a moment ago, and a container's output is its last
     child's. Keyed by identity, checked by weak reference and by the tensor's version counter
-    (bumped by every in-place change), so a hit is always exact.
+    (bumped by every in-place change), so a hit is always exact. A DTensor is its local shard.
 
-    With ``defer=True`` (what a trace uses), a tensor on an accelerator is fingerprinted on the
-    device without waiting for it: :meth:`defer` and :meth:`event` give a :class:`Pending`."""
+    On an accelerator one call's fingerprints and summaries come back in one transfer; with
+    ``defer=True`` (what a trace uses) fingerprints do not even wait for that: :meth:`defer`
+    and :meth:`event` give a :class:`Pending`, unless summaries are brought back anyway."""
 
     def __init__(self, size: int = 512, defer: bool = False) -> None:
         self.size = size
@@ -320,54 +322,95 @@ class Memo:
     def __call__(self, t: torch.Tensor) -> str:
         return str(self.defer(t))
 
-    def defer(self, t: torch.Tensor) -> str | Pending:
-        """``t``'s fingerprint, or (deferring, ``t`` on an accelerator) a :class:`Pending`."""
+    def _print(self, t: torch.Tensor) -> str | Pending:
+        """``t``'s fingerprint (``t`` no DTensor), a :class:`Pending` on the device path."""
         entry = self.entries.get(id(t))
         if entry is None or entry[1] != t._version or entry[0]() is not t:
             entry = self._entry(t)
         fp: str | Pending | None = entry[2]
         if fp is None:
-            if self.deferring and (not t.is_cpu or _CPU_AS_DEVICE):
+            if _on_device(t):
                 d = t.to_dense() if t.layout != torch.strided else t
-                fp = entry[2] = Pending(_describe(d)[0], device_sums(d))
+                fp = entry[2] = Pending(_describe(d)[0], dev.device_sums(d))
             else:
                 fp = entry[2] = fingerprint(t)
-            return fp
-        return fp.value if isinstance(fp, Pending) and fp.value is not None else fp
+        return fp
+
+    def defer(self, t: torch.Tensor) -> str | Pending:
+        """``t``'s fingerprint, or (deferring, ``t`` on an accelerator) a :class:`Pending`."""
+        return self.all([t])
 
     def all(self, tensors: list[torch.Tensor]) -> str | Pending:
-        """:func:`fingerprint_all` of ``tensors``, deferred as :meth:`defer` is."""
+        """:func:`fingerprint_all` of ``tensors``, deferred as :meth:`defer` is (not deferring:
+        one transfer from each device for all of them)."""
+        if len(tensors) == 1 and type(tensors[0]) in _PLAIN:  # the common case, in few calls
+            fp = self._print(tensors[0])
+            if not isinstance(fp, Pending) or (fp.value is None and self.deferring):
+                return fp
+            return fp.value if fp.value is not None else str(fp)
         if not tensors:
             return "none"
-        if len(tensors) == 1:
-            return self.defer(tensors[0])
-        prints = [self.defer(t) for t in tensors]
+        prints = [self._print(_local(t)) for t in tensors]
+        if not self.deferring:
+            resolve([p for p in prints if isinstance(p, Pending)])
+        prints = [p.value if isinstance(p, Pending) and p.value is not None else p for p in prints]
+        if len(prints) == 1:
+            return prints[0]
         if any(isinstance(p, Pending) for p in prints):
             return Pending(parts=prints)
         return hash_bytes("".join(prints).encode())  # type: ignore[arg-type]
 
     def summary(self, t: torch.Tensor) -> Summary:
-        entry = self._entry(t)
-        if entry[3] is None:
-            entry[3] = summary(t)
-        stats: Summary = entry[3]
-        return stats
+        return self._summaries([_local(t)])[0]
+
+    def _summaries(self, tensors: list[torch.Tensor]) -> list[Summary]:
+        """The summaries of ``tensors`` (no DTensors): on a device, one transfer brings them
+        back with the fingerprints."""
+        entries = [self._entry(t) for t in tensors]
+        on_device = []
+        for entry, t in zip(entries, tensors, strict=True):
+            if entry[3] is not None:
+                continue
+            x = dev.summable(t) if _on_device(t) else None
+            if x is None:
+                entry[3] = summary(t)
+            else:
+                on_device.append((entry, x))
+        if on_device:
+            prints = {id(p): p for p in map(self._print, tensors) if isinstance(p, Pending)}
+            leaves = [p for p in prints.values() if p.value is None]
+            stats = [dev.device_stats(x) for _, x in on_device]
+            got = dev.fetch([*(p.sums for p in leaves), *stats])  # type: ignore[list-item]
+            for leaf, pair in zip(leaves, got, strict=False):
+                leaf.settle(pair)
+            for (entry, x), bits in zip(on_device, got[len(leaves) :], strict=True):
+                total, low, high = dev.as_floats(bits)
+                entry[3] = _finish(x, total, max(abs(low), abs(high)))
+        return [entry[3] for entry in entries]
 
     def event(self, tensors: list[torch.Tensor], summaries: bool = True) -> Event:
         """(fingerprint, dtype, shape, sum, absmax, nans, infs) of one or more tensors, as one
-        trace event records them; without ``summaries`` the last four are ``None``."""
-        if len(tensors) == 1 and not summaries:  # the common case, in the fewest calls
-            _, dtype, shape = _describe(tensors[0])
-            return (self.defer(tensors[0]), dtype, shape, None, None, None, None)
+        trace event records them; without ``summaries`` the last four are ``None``. For a
+        DTensor: its local shard's, the shape reading ``(2, 4) local of (4, 4) [Shard(dim=0)]``.
+        """
+        if len(tensors) == 1 and not summaries and type(tensors[0]) in _PLAIN:  # the common case
+            return (self.all(tensors), *_describe(tensors[0])[1:], *_NO_STATS)
         if not tensors:
             return ("none", None, None, *((0.0, 0.0, 0, 0) if summaries else _NO_STATS))
+        first = tensors[0]
+        placements = None
+        if any(type(t) not in _PLAIN for t in tensors):
+            placements = dev.local_shard(first)[1]
+            tensors = [dev.local_shard(t)[0] for t in tensors]
         _, dtype, shape = _describe(tensors[0])
-        stats = [self.summary(t) for t in tensors] if summaries else []
-        fp = self.all(tensors)
+        if placements is not None:
+            where = ", ".join(map(repr, placements))
+            shape = f"{shape} local of {tuple(first.shape)} [{where}]"
         if not summaries:
-            return (fp, dtype, shape, *_NO_STATS)
+            return (self.all(tensors), dtype, shape, *_NO_STATS)
+        stats = self._summaries(tensors)
         return (
-            fp,
+            self.all(tensors),
             dtype,
             shape,
             sum(s.sum for s in stats),

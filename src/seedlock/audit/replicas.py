@@ -18,6 +18,7 @@ from typing import Any
 from seedlock._collectives import all_gather_bytes, collective_device, group_ranks, require_group
 from seedlock._ranks import initialised_group, rank, world_size
 from seedlock.audit import fingerprints
+from seedlock.audit._device_hash import local_shard
 
 __all__ = ["ReplicaMismatchError", "ReplicaReport", "TensorMismatch", "check_replicas"]
 
@@ -178,11 +179,9 @@ def _named_tensors(obj: Any) -> list[tuple[str, Any]]:
 
 def _replicated(t: Any) -> Any | None:
     """The local tensor to compare, or ``None`` for a sharded DTensor (not a replica)."""
-    placements = getattr(t, "placements", None)
-    if placements is None or not hasattr(t, "to_local"):
-        return t
-    if all(p.is_replicate() for p in placements):
-        return t.to_local()
+    local, placements = local_shard(t)
+    if placements is None or all(p.is_replicate() for p in placements):
+        return local
     return None
 
 

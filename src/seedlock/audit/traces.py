@@ -48,8 +48,10 @@ The file (format version 3: fingerprints use the trace's hash throughout; versio
 ``summaries=False`` records fingerprints only (the summary columns NULL): the cheapest trace,
 which still finds every divergence and its cause. Rows are buffered and written every
 ``flush_every`` events, so memory stays bounded however long the run; fingerprints of tensors
-on an accelerator are computed there and come to the host with the rows, in one transfer. The
-guide: ``docs/audit.md`` (traces and ``compare``).
+on an accelerator are computed there and come to the host with the rows, in one transfer (with
+summaries: one transfer per event). A DTensor is recorded by its local shard, its ``shape``
+reading ``(2, 4) local of (4, 4) [Shard(dim=0)]``. The guide: ``docs/audit.md`` (traces and
+``compare``).
 """
 
 from __future__ import annotations
