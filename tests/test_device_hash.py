@@ -13,9 +13,13 @@ K1, K2 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F
 
 
 def reference(t: torch.Tensor) -> bytes:
+    """The definition applied to ``t``'s bytes (see :func:`reference_bytes`)."""
+    return reference_bytes(bytes(t.contiguous().view(torch.uint8).reshape(-1).tolist()))
+
+
+def reference_bytes(data: bytes) -> bytes:
     """The definition, word by word: little-endian 32-bit words of the bytes (zero-padded),
     weighted by (i * K1) | 1 and ((i + 1) * K2) | 1, summed modulo 2**64."""
-    data = bytes(t.contiguous().view(torch.uint8).reshape(-1).tolist())
     data += b"\0" * (-len(data) % 4)
     h1 = h2 = 0
     for i in range(len(data) // 4):

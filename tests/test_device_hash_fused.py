@@ -17,21 +17,9 @@ import seedlock
 from seedlock import audit
 from seedlock.audit import _device_hash, fingerprints
 from seedlock.audit.fingerprints import Memo, Pending, fingerprint, fingerprint_summary, summary
+from test_device_hash import reference_bytes as reference
 
-K1, K2 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F
 MiB = 1 << 20
-
-
-def reference(data: bytes) -> bytes:
-    """The definition: little-endian unsigned 32-bit words (zero-padded), word ``i`` weighted
-    by (i * K1) | 1 and ((i + 1) * K2) | 1, summed modulo 2**64."""
-    data += b"\0" * (-len(data) % 4)
-    h1 = h2 = 0
-    for i in range(len(data) // 4):
-        word = int.from_bytes(data[4 * i : 4 * i + 4], "little")
-        h1 += word * (((i * K1) % 2**64) | 1)
-        h2 += word * ((((i + 1) * K2) % 2**64) | 1)
-    return (h1 % 2**64).to_bytes(8, "little") + (h2 % 2**64).to_bytes(8, "little")
 
 
 def raw(t: torch.Tensor) -> bytes:
