@@ -12,7 +12,6 @@ the ranks ``MASTER_PORT=0`` and ``init_process_group`` waits forever.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
@@ -30,6 +29,7 @@ import seedlock
 import seedlock.audit.replicas
 import seedlock.data
 import seedlock.distributed as sd
+from launches import Launches, clean_env, session_folder
 from seedlock.data import ResumableSampler
 from seedlock.derivation import derive
 from seedlock.errors import StateMismatchError
@@ -246,46 +246,9 @@ TRAIN = textwrap.dedent(
 )
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOCK")}
-    env.pop("PYTHONHASHSEED", None)
-    return env
-
-
-class Launches:
-    """Each launch runs once per session, whichever xdist worker asks first (a lock file)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get(self, name: str, command: list[str]) -> Path:
-        out = self.root / name
-        out.mkdir(exist_ok=True)
-        with open(self.root / f"{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            done = out / "done.json"
-            if not done.exists():
-                argv = [arg.format(out=out, ckpt=self.root / "ckpt") for arg in command]
-                proc = subprocess.run(
-                    argv, cwd=self.root, env=_env(), capture_output=True, text=True, timeout=300
-                )
-                done.write_text(json.dumps({"rc": proc.returncode, "stderr": proc.stderr[-6000:]}))
-            status = json.loads(done.read_text())
-        assert status["rc"] == 0, f"{name} failed:\n{status['stderr']}"
-        return out
-
-
 @pytest.fixture(scope="session")
 def launches(tmp_path_factory: pytest.TempPathFactory) -> Launches:
-    base = tmp_path_factory.getbasetemp()
-    # Under xdist every worker has its own basetemp inside one directory per session.
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    root = root / "distributed-launches"
-    root.mkdir(exist_ok=True)
-    # Atomically: another worker's job may be starting from this file right now.
-    script = root / f"train.py.{os.getpid()}"
-    script.write_text(TRAIN)
-    script.replace(root / "train.py")
+    root = session_folder(tmp_path_factory, "distributed-launches", {"train.py": TRAIN})
     return Launches(root)
 
 
@@ -304,6 +267,7 @@ def stopped(launches: Launches) -> Path:
         "stopped",
         [SEEDLOCK, "run", "--seed", "7", "--no-manifest", "-q", "--",
          *torchrun(2, "--stop-at", str(STOP_AT), "--ckpt", "{ckpt}", "--out", "{out}")],
+        ckpt=launches.root / "ckpt",
     )  # fmt: skip
 
 
@@ -318,6 +282,7 @@ def relaunched(launches: Launches, checkpoint: Path) -> Path:
     return launches.get(
         "relaunched",
         torchrun(2, "--seed", "7", "--resume", "dcp,files", "--ckpt", "{ckpt}", "--out", "{out}"),
+        ckpt=launches.root / "ckpt",
     )
 
 
@@ -763,6 +728,6 @@ def test_importing_seedlock_distributed_imports_no_framework():
         "print(sorted(m for m in ('torch', 'numpy', 'torch.distributed') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env()
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean_env()
     )
     assert out.stdout.strip() == "[]"

@@ -11,9 +11,7 @@ The runs are shared by the tests (session fixtures, once per session under pytes
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -29,7 +27,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, IterableDataset
 
 import seedlock
-from seedlock.derivation import derive
+from launches import Launches, clean_env, session_choice, session_folder
 from seedlock.integrations import accelerate as sla
 
 BIN = Path(sys.executable).parent
@@ -150,57 +148,16 @@ TRAIN = textwrap.dedent(
 )
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOCK")}
-    env.pop("PYTHONHASHSEED", None)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-class Launches:
-    """Each launch runs once per session, whichever xdist worker asks first (a lock file)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get(self, name: str, command: list[str]) -> Path:
-        out = self.root / name
-        out.mkdir(exist_ok=True)
-        with open(self.root / f"{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            done = out / "done.json"
-            if not done.exists():
-                proc = subprocess.run(
-                    command, cwd=self.root, env=_env(), capture_output=True, text=True, timeout=300
-                )
-                done.write_text(json.dumps({"rc": proc.returncode, "stderr": proc.stderr[-6000:]}))
-            status = json.loads(done.read_text())
-        assert status["rc"] == 0, f"{name} failed:\n{status['stderr']}"
-        return out
-
-
 @pytest.fixture(scope="session")
-def stop(request: pytest.FixtureRequest) -> int:
-    """The stop step of this session: chosen from the session seed (the same on every xdist
-    worker; replay with --seedlock-seed)."""
-    from seedlock.pytest_plugin import _SESSION
-
-    session = request.config.stash.get(_SESSION, None)
-    if session is None:  # the seedlock plugin is off
-        return STOPS[0]
-    return STOPS[derive("accelerate-stop", root=session.seed) % len(STOPS)]
+def stop(pytestconfig: pytest.Config) -> int:
+    """The stop step of this session (the same on every xdist worker; replay with
+    --seedlock-seed)."""
+    return session_choice(pytestconfig, "accelerate-stop", STOPS)
 
 
 @pytest.fixture(scope="session")
 def launches(tmp_path_factory: pytest.TempPathFactory) -> Launches:
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    root = root / "accelerate-launches"
-    root.mkdir(exist_ok=True)
-    script = root / f"train.py.{os.getpid()}"
-    script.write_text(TRAIN)
-    script.replace(root / "train.py")
-    return Launches(root)
+    return Launches(session_folder(tmp_path_factory, "accelerate-launches", {"train.py": TRAIN}))
 
 
 def scenario(launches: Launches, mode: str, workers: int, stop: int, nproc: int = 1) -> dict:
@@ -296,7 +253,10 @@ def test_set_seed_gives_the_draws_of_accelerate_set_seed():
             assert draws[0] == draws[1], seed
     """
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], env=_env(), capture_output=True, text=True
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
 

@@ -17,11 +17,8 @@ first (a lock file, as in tests/test_distributed.py).
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import random
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -34,8 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import seedlock
+from launches import Launches, clean_env, session_choice, session_folder
 from seedlock.data import SeedlockDataLoader
-from seedlock.derivation import derive
 from seedlock.integrations.lightning import Seedlock
 
 BIN = Path(sys.executable).parent
@@ -147,74 +144,20 @@ SCRIPT = textwrap.dedent(
 ) % {"seed": SEED}
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOCK")}
-    env.pop("PYTHONHASHSEED", None)
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
-class Launches:
-    """Each launch runs once per session, whichever xdist worker asks first (a lock file)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get(self, name: str, *commands: list[str]) -> Path:
-        """Run ``commands`` in turn in the folder ``name`` (once), and return the folder."""
-        out = self.root / name
-        out.mkdir(exist_ok=True)
-        with open(self.root / f"{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            done = out / "done.json"
-            if not done.exists():
-                status = {"rc": 0, "output": ""}
-                for command in commands:
-                    argv = [arg.format(out=out) for arg in command]
-                    proc = subprocess.run(
-                        argv, cwd=self.root, env=_env(), capture_output=True, text=True,
-                        timeout=300,
-                    )  # fmt: skip
-                    status = {"rc": proc.returncode, "output": (proc.stdout + proc.stderr)[-6000:]}
-                    if proc.returncode:
-                        break
-                done.write_text(json.dumps(status))
-            status = json.loads(done.read_text())
-        assert status["rc"] == 0, f"{name} failed:\n{status['output']}"
-        return out
-
-
 @pytest.fixture(scope="session")
 def launches(tmp_path_factory: pytest.TempPathFactory) -> Launches:
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    root = root / "lightning-launches"
-    root.mkdir(exist_ok=True)
-    script = root / f"run.py.{os.getpid()}"
-    script.write_text(SCRIPT)
-    script.replace(root / "run.py")
-    return Launches(root)
-
-
-def _choice(config: pytest.Config) -> int:
-    """0 or 1, from the session seed of seedlock's pytest plugin (0 when it is off)."""
-    try:
-        from seedlock.pytest_plugin import _SESSION  # the plugin may be off: -p no:seedlock
-
-        return derive("lightning-stop", root=config.stash[_SESSION].seed) % 2
-    except (ImportError, KeyError):
-        return 0
+    root = session_folder(tmp_path_factory, "lightning-launches", {"run.py": SCRIPT})
+    return Launches(root, clean_env(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"))
 
 
 @pytest.fixture(scope="session")
 def stop(pytestconfig: pytest.Config) -> int:
-    return STOPS[_choice(pytestconfig)]
+    return session_choice(pytestconfig, "lightning-stop", STOPS)
 
 
 @pytest.fixture(scope="session")
 def ddp_stop(pytestconfig: pytest.Config) -> int:
-    return DDP_STOPS[_choice(pytestconfig)]
+    return session_choice(pytestconfig, "lightning-stop", DDP_STOPS)
 
 
 def _python(phase: str, workers: int, stop: int, modes: str) -> list[str]:

@@ -14,18 +14,15 @@ trainer, one process trains every scenario straight and stopped, another resumes
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
-import os
-import random
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
+
+from launches import Launches, session_choice, session_folder
 
 pytestmark = [
     pytest.mark.slow,
@@ -217,65 +214,38 @@ main()
 '''
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDLOCK")}
-    env.pop("PYTHONHASHSEED", None)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-class Runs:
-    """Each trainer's runs happen once per session, whichever xdist worker asks first."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get(self, trainer: str) -> tuple[Path, int]:
-        out = self.root / trainer
-        with open(self.root / f"{trainer}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            done = self.root / f"{trainer}.json"
-            if not done.exists():
-                out.mkdir(exist_ok=True)
-                for name in SCENARIOS:
-                    (out / name).mkdir(exist_ok=True)
-                stop = random.choice(STOPS)  # seeded per session by seedlock's pytest plugin
-                status: dict[str, Any] = {"stop": stop, "rc": 0, "stderr": ""}
-                for phase in ("first", "resume"):
-                    proc = subprocess.run(
-                        [sys.executable, str(self.root / "scenario.py"), trainer, phase,
-                         str(out), str(stop), json.dumps(SCENARIOS)],
-                        cwd=self.root, env=_env(), capture_output=True, text=True, timeout=300,
-                    )  # fmt: skip
-                    if proc.returncode:
-                        status.update(rc=proc.returncode, stderr=proc.stderr[-6000:])
-                        break
-                done.write_text(json.dumps(status))
-            status = json.loads(done.read_text())
-        assert status["rc"] == 0, f"{trainer} runs failed:\n{status['stderr']}"
-        return out, status["stop"]
+@pytest.fixture(scope="session")
+def stop(pytestconfig: pytest.Config) -> int:
+    """The stop step of this session (the same on every xdist worker; replay with
+    --seedlock-seed)."""
+    return session_choice(pytestconfig, "transformers-stop", STOPS)
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    root = root / "transformers-runs"
-    root.mkdir(exist_ok=True)
-    script = root / f"scenario.py.{os.getpid()}"
-    script.write_text(SCRIPT)
-    script.replace(root / "scenario.py")
-    return Runs(root)
+def launches(tmp_path_factory: pytest.TempPathFactory) -> Launches:
+    return Launches(session_folder(tmp_path_factory, "transformers-runs", {"scenario.py": SCRIPT}))
+
+
+def _runs(launches: Launches, trainer: str, stop: int) -> tuple[Path, int]:
+    """Every scenario's straight and stopped runs in one process, then the resumed ones in a
+    new process, for one trainer; each once per session."""
+    name = f"{trainer}-stop{stop}"
+    for scenario in SCENARIOS:
+        (launches.root / name / scenario).mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "scenario.py", trainer, "{phase}", "{out}", str(stop),
+               json.dumps(SCENARIOS)]  # fmt: skip
+    first, resume = ([a.replace("{phase}", p) for a in command] for p in ("first", "resume"))
+    return launches.get(name, first, resume), stop
 
 
 @pytest.fixture(scope="session")
-def with_seedlock(runs: Runs) -> tuple[Path, int]:
-    return runs.get("seedlock")
+def with_seedlock(launches: Launches, stop: int) -> tuple[Path, int]:
+    return _runs(launches, "seedlock", stop)
 
 
 @pytest.fixture(scope="session")
-def plain(runs: Runs) -> tuple[Path, int]:
-    return runs.get("plain")
+def plain(launches: Launches, stop: int) -> tuple[Path, int]:
+    return _runs(launches, "plain", stop)
 
 
 def _losses(folder: Path, name: str) -> list[str]:
