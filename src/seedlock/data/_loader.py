@@ -25,6 +25,7 @@ loading it with another raises :class:`~seedlock.distributed.WorldSizeMismatchEr
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -51,7 +52,11 @@ _documented = fill(
         DataLoader).
     shuffle
         Shuffle each epoch from ``(seed, epoch)``; default ``False``. Set it on the sampler
-        instead when you pass one.""",
+        instead when you pass one.
+    order
+        How the sampler the loader makes shuffles: ``"randperm"`` or ``"feistel"`` (any size,
+        O(1) memory; see :class:`~seedlock.data.ResumableSampler`); default ``None``:
+        ``"randperm"``. Set it on the sampler instead when you pass one.""",
     seeds="""seed
         The root of the per-sample seeds and the workers' base seed, and of the order when the
         loader makes the sampler; default ``None``: the process's root seed
@@ -64,8 +69,9 @@ _documented = fill(
         An ``IterableDataset``; ``batch_sampler`` or ``generator`` given; ``sampler`` that is not a
         :class:`~seedlock.data.ResumableSampler`; ``seed`` not an int, str or bytes.
     ValueError
-        ``shuffle=True`` with a ``sampler``; the dataset holds a random source no seed reaches
-        (``random.SystemRandom``), or, with ``strict=True``, any generator object.
+        ``shuffle=True`` or ``order`` with a ``sampler``; an unknown ``order``; the dataset
+        holds a random source no seed reaches (``random.SystemRandom``), or, with
+        ``strict=True``, any generator object.
     LookupError
         ``seed`` is ``None`` and the process has no root seed.""",
 )
@@ -91,8 +97,10 @@ class _EpochBatches(Sampler[Any]):
                 yield (epoch, index)
             return
         size = self.batch_size
-        for start in range(self.skip * size, len(indices), size):
-            batch = indices[start : start + size]
+        # Streamed, not sliced per batch: a lazy order (order="feistel") then computes its
+        # indices in growing blocks, not one small block per batch.
+        rest = iter(indices[self.skip * size :])
+        while batch := list(itertools.islice(rest, size)):
             if len(batch) < size and self.drop_last:
                 return
             yield [(epoch, index) for index in batch]
@@ -173,6 +181,7 @@ class SeedlockDataLoader(DataLoader[Any]):
         *,
         batch_size: int | None = 1,
         shuffle: bool = False,
+        order: str | None = None,
         sampler: ResumableSampler | None = None,
         drop_last: bool = False,
         seed: Seed | None = None,
@@ -200,9 +209,11 @@ class SeedlockDataLoader(DataLoader[Any]):
             )
         self.root = get_root() if seed is None else check_seed(seed)
         if sampler is None:
-            sampler = ResumableSampler(dataset, shuffle=shuffle, seed=self.root)
-        elif shuffle:
-            raise ValueError("shuffle is set on the ResumableSampler when you pass one")
+            sampler = ResumableSampler(
+                dataset, shuffle=shuffle, seed=self.root, order=order or "randperm"
+            )
+        elif shuffle or order is not None:
+            raise ValueError("shuffle and order are set on the ResumableSampler when you pass one")
         self.resumable_sampler = sampler
         self._batches = _EpochBatches(sampler, batch_size, drop_last)
         seeded = SeededDataset(dataset, root=self.root, strict=strict)
@@ -275,13 +286,16 @@ class SeedlockDataLoader(DataLoader[Any]):
         Returns
         -------
         dict
-            ``{"version": 1, "epoch": e, "batches": b}`` (plus ``"world_size"`` when the data
-            is partitioned across ranks): the epoch in progress (or the next one) and how many
-            of its batches were delivered. Right after :meth:`load_state_dict`, what was loaded.
+            ``{"version": 1, "epoch": e, "batches": b}`` (plus ``"order"`` with
+            ``order="feistel"``, and ``"world_size"`` when the data is partitioned across ranks):
+            the epoch in progress (or the next one) and how many of its batches were delivered.
+            Right after :meth:`load_state_dict`, what was loaded.
         """
         epoch, position = self.resumable_sampler.cursor.position(self._samples_per_epoch)
         batches = self._batches_before(position)
-        state = {"version": _STATE_VERSION, "epoch": epoch, "batches": batches}
+        state: dict[str, Any] = {"version": _STATE_VERSION, "epoch": epoch, "batches": batches}
+        if self.resumable_sampler.order != "randperm":
+            state["order"] = self.resumable_sampler.order  # another order: another position
         if self.resumable_sampler.num_replicas > 1:
             state["world_size"] = self.resumable_sampler.num_replicas
         return state
@@ -298,8 +312,8 @@ class SeedlockDataLoader(DataLoader[Any]):
         Raises
         ------
         seedlock.errors.CorruptStateError
-            ``state`` is not one :meth:`state_dict` returns, or counts more batches than an
-            epoch has.
+            ``state`` is not one :meth:`state_dict` returns, counts more batches than an epoch
+            has, or was saved by a loader that shuffles in another ``order``.
         seedlock.errors.StateVersionError
             A newer seedlock wrote it.
         seedlock.errors.WorldSizeMismatchError
@@ -309,7 +323,8 @@ class SeedlockDataLoader(DataLoader[Any]):
         if not isinstance(state, dict) or type(state.get("version")) is not int:
             raise CorruptStateError("not a seedlock loader state (no int 'version')")
         check_state_version(state, "loader state", _STATE_VERSION)
-        keys = ("version", "epoch", "batches", *(["world_size"] if "world_size" in state else []))
+        optional = [key for key in ("order", "world_size") if key in state]
+        keys = ("version", "epoch", "batches", *optional)
         problems = fields_problem(state, keys, "loader state")
         if not problems:
             problems += int_problem("version", state["version"], 1, _STATE_VERSION)
@@ -317,6 +332,14 @@ class SeedlockDataLoader(DataLoader[Any]):
             problems += int_problem("world_size", state.get("world_size", 1), 1, 2**31 - 1)
         if problems:
             raise CorruptStateError("; ".join(problems))
+        saved_order, order = state.get("order", "randperm"), self.resumable_sampler.order
+        if saved_order != order:
+            shown = repr(saved_order)[:40]
+            raise CorruptStateError(
+                f"this loader state was saved with order={shown}, this loader shuffles with "
+                f"order={order!r}: its batch count means other samples here; build the loader "
+                "with the same order"
+            )
         saved, here = state.get("world_size", 1), self.resumable_sampler.num_replicas
         if saved != here:
             raise WorldSizeMismatchError(
@@ -338,6 +361,7 @@ def loader(
     batch_size: int | None = 1,
     shuffle: bool = False,
     *,
+    order: str | None = None,
     seed: Seed | None = None,
     strict: bool = False,
     **kwargs: Any,
@@ -371,5 +395,11 @@ def loader(
     >>> ckpt["loader"] = train.state_dict()     # later: train.load_state_dict(ckpt["loader"])
     """
     return SeedlockDataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, strict=strict, **kwargs
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        order=order,
+        seed=seed,
+        strict=strict,
+        **kwargs,
     )

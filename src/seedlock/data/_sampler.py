@@ -2,10 +2,18 @@
 
 The guide: ``docs/data.md`` (its own order; exact resume).
 
-The shuffle order of epoch ``e`` is a pure function of ``(root, e)``: a permutation drawn with a
-CPU ``torch.Generator`` seeded with ``derive("sampler", e, bits=32)``. Nothing is drawn from the
-global torch RNG (``RandomSampler(generator=None)`` draws from it every epoch), and resuming at
-any position costs one permutation, whatever the position.
+The shuffle order of epoch ``e`` is a pure function of ``(root, e)``, one of two:
+
+* ``order="randperm"`` (the default): a permutation drawn with a CPU ``torch.Generator`` seeded
+  with ``derive("sampler", e, bits=32)``. Resuming at any position costs one permutation,
+  whatever the position: O(n) time and memory per epoch.
+* ``order="feistel"``: a keyed Feistel permutation (:mod:`seedlock.data._feistel`) whose index at
+  any position is computed on its own, so an epoch takes O(1) memory and its first batch, fresh
+  or resumed anywhere, O(batch) time, up to ``4**31`` samples. :meth:`ResumableSampler.indices`
+  is then a lazy sequence.
+
+Nothing is drawn from the global torch RNG (``RandomSampler(generator=None)`` draws from it
+every epoch).
 
 Each ``iter()`` starts the next epoch by itself (``DistributedSampler`` repeats the same order
 forever when ``set_epoch`` is forgotten); ``set_epoch`` still works.
@@ -18,7 +26,7 @@ size; with ``drop_last`` the tail is dropped; rank ``r`` takes every ``world``-t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 from typing import Any
 
 import torch
@@ -26,13 +34,17 @@ from torch.utils.data import Sampler
 
 from seedlock import _ranks
 from seedlock.backends.checks import fields_problem, int_problem
+from seedlock.data._feistel import MAX_SIZE, FeistelPermutation, LazyShare
 from seedlock.derivation import Seed, check_seed, derive, get_root
 from seedlock.errors import CorruptStateError, check_version
 
-__all__ = ["Cursor", "ResumableSampler", "check_state_version"]
+__all__ = ["ORDERS", "Cursor", "ResumableSampler", "check_state_version"]
 
-#: Version of :meth:`ResumableSampler.state_dict`'s layout.
-_STATE_VERSION = 1
+#: Version of :meth:`ResumableSampler.state_dict`'s layout: 1 for the ``"randperm"`` order (no
+#: ``"order"`` field, as before there was a choice), 2 with an ``"order"`` field.
+_STATE_VERSION = 2
+#: The orders a sampler can shuffle in; the first is the default.
+ORDERS = ("randperm", "feistel")
 
 
 class Cursor:
@@ -96,7 +108,8 @@ class ResumableSampler(Sampler[int]):
     """Indices of a map-style dataset, shuffled per epoch from the root seed; resumable in O(1).
 
     ``state_dict()`` is ``{"version", "epoch", "position"}``: the epoch in progress (or next)
-    and how many of this rank's indices were yielded. The sampler holds the one
+    and how many of this rank's indices were yielded (with ``order="feistel"``, also
+    ``"order"``). The sampler holds the one
     :class:`Cursor` of the data order; :func:`seedlock.data.loader` moves the same cursor
     (counting the batches its caller received, which is what makes its resume exact under
     worker prefetching), so ``set_epoch`` and ``load_state_dict`` on the sampler move the
@@ -121,6 +134,9 @@ class ResumableSampler(Sampler[int]):
         pad it with its own first indices, as ``DistributedSampler`` does.
     epoch
         The epoch the first ``iter()`` uses; default 0.
+    order
+        How an epoch is shuffled (see the module docstring): ``"randperm"`` (default) or
+        ``"feistel"``, for datasets of any size (up to ``4**31``).
 
     Attributes
     ----------
@@ -130,7 +146,8 @@ class ResumableSampler(Sampler[int]):
     Raises
     ------
     ValueError
-        A negative size, ``num_replicas < 1`` or ``rank`` outside ``[0, num_replicas)``.
+        A negative size, ``num_replicas < 1``, ``rank`` outside ``[0, num_replicas)``, an
+        unknown ``order`` or, with ``order="feistel"``, a size above ``4**31``.
     TypeError
         ``seed`` is not an int, str or bytes.
     """
@@ -145,6 +162,7 @@ class ResumableSampler(Sampler[int]):
         rank: int | None = None,
         drop_last: bool = False,
         epoch: int = 0,
+        order: str = "randperm",
     ) -> None:
         self.size = data_source if isinstance(data_source, int) else len(data_source)
         if self.size < 0:
@@ -155,7 +173,12 @@ class ResumableSampler(Sampler[int]):
             raise ValueError(
                 f"rank must be in [0, num_replicas), got rank {self.rank} of {self.num_replicas}"
             )
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
+        if order == "feistel" and self.size > MAX_SIZE:
+            raise ValueError(f"order='feistel' takes sizes up to 4**31, got {self.size}")
         self.shuffle = shuffle
+        self.order = order
         self.drop_last = drop_last
         self.seed = None if seed is None else check_seed(seed)
         self.cursor = Cursor(epoch)
@@ -168,7 +191,7 @@ class ResumableSampler(Sampler[int]):
             return math.ceil((self.size - self.num_replicas) / self.num_replicas)
         return math.ceil(self.size / self.num_replicas)
 
-    def indices(self, epoch: int) -> list[int]:
+    def indices(self, epoch: int) -> Sequence[int]:
         """This rank's indices for ``epoch``, in order.
 
         Parameters
@@ -178,15 +201,23 @@ class ResumableSampler(Sampler[int]):
 
         Returns
         -------
-        list of int
+        sequence of int
             A pure function of ``(root, epoch)`` (and of the size, ``num_replicas``, ``rank``,
-            ``shuffle`` and ``drop_last``).
+            ``shuffle``, ``drop_last`` and ``order``): a list, or with ``order="feistel"`` a
+            :class:`~seedlock.data._feistel.LazyShare` that computes what is read of it (slicing
+            it computes nothing).
 
         Raises
         ------
         LookupError
             No ``seed`` was given and the process has no root seed.
         """
+        total = self.num_samples * self.num_replicas
+        if self.shuffle and self.order == "feistel" and self.size:
+            root = get_root() if self.seed is None else self.seed
+            # Global position p of the padded order reads order[p % size], as the padding below.
+            permutation = FeistelPermutation(self.size, epoch, root)
+            return LazyShare(permutation, range(self.rank, total, self.num_replicas))
         if self.shuffle:
             root = get_root() if self.seed is None else self.seed
             # On the CPU whatever torch.set_default_device says: the order is the same everywhere.
@@ -195,7 +226,6 @@ class ResumableSampler(Sampler[int]):
             order: list[int] = torch.randperm(self.size, generator=generator, device="cpu").tolist()
         else:
             order = list(range(self.size))
-        total = self.num_samples * self.num_replicas
         if len(order) < total:  # pad with the order's own head, as DistributedSampler does
             padding = total - len(order)
             repeats = math.ceil(padding / len(order)) if order else 0
@@ -238,11 +268,14 @@ class ResumableSampler(Sampler[int]):
         -------
         dict
             ``{"version": 1, "epoch": e, "position": p}``: the epoch in progress (or the next
-            one) and how many of this rank's indices of it were yielded. Right after a
-            ``load_state_dict``, what was loaded.
+            one) and how many of this rank's indices of it were yielded; with
+            ``order="feistel"``, ``{"version": 2, "epoch": e, "position": p, "order":
+            "feistel"}``. Right after a ``load_state_dict``, what was loaded.
         """
         epoch, position = self.cursor.position(self.num_samples)
-        return {"version": _STATE_VERSION, "epoch": epoch, "position": position}
+        if self.order == "randperm":  # the layout of before the choice: older seedlocks read it
+            return {"version": 1, "epoch": epoch, "position": position}
+        return {"version": 2, "epoch": epoch, "position": position, "order": self.order}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next ``iter()`` continue at ``state``'s position.
@@ -250,21 +283,34 @@ class ResumableSampler(Sampler[int]):
         Parameters
         ----------
         state
-            A dict :meth:`state_dict` returned (one without ``"version"`` is read as version 1).
+            A dict :meth:`state_dict` returned (one without ``"version"`` is read as version 1:
+            the ``"randperm"`` order).
 
         Raises
         ------
         seedlock.errors.CorruptStateError
-            ``state`` is not a sampler state, or its position is outside this sampler's epoch.
+            ``state`` is not a sampler state, its position is outside this sampler's epoch, or
+            it was saved by a sampler of another ``order``.
         seedlock.errors.StateVersionError
             A newer seedlock wrote it. In every case nothing changes.
         """
         check_state_version(state, "sampler state", _STATE_VERSION)
-        keys = ("version", "epoch", "position") if "version" in state else ("epoch", "position")
-        problems = fields_problem(state, keys, "sampler state")
+        version = state.get("version", 1)
+        keys = ["version", "epoch", "position"] if "version" in state else ["epoch", "position"]
+        problems = fields_problem(state, keys + ["order"] * (version >= 2), "sampler state")
         if not problems:
             problems += int_problem("epoch", state["epoch"], 0, 2**63 - 1)
             problems += int_problem("position", state["position"], 0, self.num_samples)
+            order = state.get("order", "randperm")
+            if order not in ORDERS:
+                problems.append(f"order must be one of {', '.join(map(repr, ORDERS))}, got "
+                                f"{str(order)[:40]!r}")  # fmt: skip
+            elif order != self.order:
+                problems.append(
+                    f"this state was saved by a sampler with order={order!r}; this one has "
+                    f"order={self.order!r}: its positions mean other indices here; resume with "
+                    f"order={order!r}"
+                )
         if problems:
             raise CorruptStateError("; ".join(problems))
         self.cursor.seek(state["epoch"], state["position"])
