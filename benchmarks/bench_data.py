@@ -2,6 +2,7 @@
 """What seedlock's data pipeline costs: resume latency, per-sample seeding, loader throughput.
 
     python benchmarks/bench_data.py [--repeats N] [--quick] [--profile] [--image-size N]
+                                    [--samples-only]
 
 Measures, side by side in one run:
 
@@ -27,6 +28,10 @@ Measures, side by side in one run:
    the per-sample seeding alone (what a worker does), each against ``ds[i]``; and the three
    library seed calls alone (``random.seed``, ``np.random.seed``,
    ``torch.default_generator.manual_seed``, seed = index): the floor of any per-sample seeding.
+   Two criteria: the seeding alone costs at most 1.2x the three bare calls per sample (paired
+   per repeat), and the main process's save and restore of the global generators (``getitems``
+   minus the seeding alone, times the batch) at most 20 us per batch. ``--samples-only`` runs
+   this part alone.
 
 3. Loader throughput on a realistic augmentation (3x224x224 uint8 images; random 196x196 crop,
    random horizontal flip, float conversion, normalisation, gaussian noise from the torch global
@@ -76,6 +81,8 @@ else:
     warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
 
 RESUME_TARGET = 1.5  # seedlock: first batch at k=100,000 vs k=0
+SEEDING_TARGET = 1.2  # seedlock: per-sample seeding (a worker's) vs the 3 bare seed calls
+SAVE_RESTORE_TARGET_US = 20.0  # seedlock: main-process save + restore of the globals, per batch
 THROUGHPUT_TARGET = 0.95  # seedlock: samples/s vs a plain DataLoader
 
 # Part 1: resume.
@@ -449,10 +456,10 @@ def sample_variants() -> list[Variant]:
         Variant("getitems", lambda idx: seeded.__getitems__([(0, i) for i in idx])),
     ]
     # The worker path: seeding, no save / restore (private API: skipped if it changes).
-    fetch, plan = getattr(seeded, "_fetch", None), getattr(seeded, "_plan", None)
-    if fetch is not None and plan is not None:
+    fetch_all, plan = getattr(seeded, "_fetch_all", None), getattr(seeded, "_plan", None)
+    if fetch_all is not None and plan is not None:
         made = plan()
-        variants.append(Variant("fetch", lambda idx: [fetch(0, i, made) for i in idx]))
+        variants.append(Variant("fetch", lambda idx: fetch_all([(0, i) for i in idx], made)))
     hand = HandSeeded(ds)
     variants.append(Variant("raw", lambda idx: [hand[i] for i in idx]))
     return variants
@@ -545,15 +552,29 @@ def seeding_breakdown(calls: int = 2000) -> list[str]:
     names = [b.name for b in live_globals()]
     parts: list[tuple[str, float, str]] = [
         (
-            "the derivation of every seed of a sample (one `Deriver` call)",
+            "the derivation of every seed of a sample, generic path (one `Deriver` call)",
             per_call(lambda i: plan.derive(0, i)),
-            f"x 1 per sample ({len(names)} values)",
+            f"for keys other than ints ({len(names)} values)",
+        ),
+        (
+            "a sample's whole seeding, hot path (`plan.seeding(epoch)(index)`: the index "
+            "hashed onto the epoch's kept hash state, one digest and one seeder per library)",
+            per_call(plan.seeding(0)),
+            "x 1 per sample",
         ),
         ("`live_globals()`", per_call(lambda i: live_globals()), "x 1 per batch"),
     ]
     parts += [
         (f"`{name}` backend seeder", per_call(lambda i, s=seed, m=mask: s(i & m)), "x 1 per sample")
         for name, (seed, mask) in zip(names, plan.seeders, strict=True)
+    ]
+    parts += [
+        (
+            f"`{name}` backend snapshot: save, then load",
+            per_call(lambda i, s=save, put=load: put(s())),
+            "x 1 per batch, main process only",
+        )
+        for name, (save, load) in zip(names, plan.snapshots, strict=True)
     ]
     parts += [
         (
@@ -714,6 +735,7 @@ def report(
             "us",
         )
     )
+    lines += seeding_rows(samples)
     for workers in (WORKERS, 0):
         what = f"throughput, {SIDE}x{SIDE} augmentation, batch {IMG_BATCH}, num_workers={workers}"
         lines += [
@@ -734,6 +756,57 @@ def report(
             ),
         ]
     return lines
+
+
+def save_restore(samples: dict[str, harness.Series]) -> harness.Series:
+    """Per repeat: the main process's save and restore of the globals around one batch."""
+    return harness.paired(
+        samples["getitems"], samples["fetch"], lambda a, b: (a - b) * SAMPLE_BATCH
+    )
+
+
+def seeding_rows(samples: dict[str, harness.Series]) -> list[str]:
+    """The rows of the two per-sample criteria (none when the private API moved)."""
+    if "fetch" not in samples:
+        return []
+    return [
+        harness.row(
+            "per sample: seeding only (what a worker does) vs the 3 bare seed calls "
+            f"(criterion <= {SEEDING_TARGET}x)",
+            samples["fetch"],
+            samples["raw"],
+            1e6,
+            "us",
+        ),
+        harness.row(
+            f"per batch of {SAMPLE_BATCH}: main-process save + restore of the globals "
+            f"(getitems - seeding only; criterion <= {SAVE_RESTORE_TARGET_US:.0f} us)",
+            save_restore(samples),
+            None,
+            1e6,
+            "us",
+        ),
+    ]
+
+
+def seeding_verdicts(samples: dict[str, harness.Series]) -> tuple[list[str], bool]:
+    """PASS / FAIL of the per-sample seeding cost and the per-batch save / restore."""
+    if "fetch" not in samples:
+        return ["(no seeding-only variant: SeededDataset._fetch_all is gone)"], False
+    ratios = harness.paired(samples["fetch"], samples["raw"], operator.truediv)
+    ratio = samples["fetch"].median / samples["raw"].median
+    per_batch = save_restore(samples).median * 1e6
+    ok_seed, ok_save = ratio <= SEEDING_TARGET, per_batch <= SAVE_RESTORE_TARGET_US
+    lo, hi = ratios.iqr()
+    return [
+        f"**per-sample seeding: {ratio:.2f}x the 3 bare seed calls** "
+        f"({samples['fetch'].median * 1e6:.2f} vs {samples['raw'].median * 1e6:.2f} us; "
+        f"criterion <= {SEEDING_TARGET}x): "
+        + harness.passfail(ok_seed)
+        + f" (per-repeat ratios: median {ratios.median:.2f}x, p25 - p75 {lo:.2f} - {hi:.2f})",
+        f"**main-process save + restore: {per_batch:.1f} us per batch** of {SAMPLE_BATCH} "
+        f"(criterion <= {SAVE_RESTORE_TARGET_US:.0f} us): " + harness.passfail(ok_save),
+    ], ok_seed and ok_save
 
 
 def verdicts(
@@ -803,12 +876,12 @@ def verdicts(
             "fast-forwards the sampler one index at a time without fetching data: O(k), cheap "
             "per index."
         )
+    lines += seeding_verdicts(samples)[0]
     if "fetch" in samples:
-        save_restore = (samples["getitems"].median - samples["fetch"].median) * SAMPLE_BATCH
         lines.append(
             f"saving and restoring the global generators around a batch costs about "
-            f"{save_restore * 1e6:.0f} us per batch of {SAMPLE_BATCH} in the main process "
-            f"(getitems - seeding only); seeding costs "
+            f"{save_restore(samples).median * 1e6:.0f} us per batch of {SAMPLE_BATCH} in the "
+            "main process (getitems - seeding only); seeding costs "
             f"{(samples['fetch'].median - samples['direct'].median) * 1e6:.1f} us per sample, "
             f"of which the library seed calls themselves take "
             f"{(samples['raw'].median - samples['direct'].median) * 1e6:.1f} us."
@@ -832,6 +905,30 @@ def verdicts(
     return lines, resume_ok, tp_ok
 
 
+def samples_only(repeats: int, span: harness.Span, batches: int, profile: bool) -> int:
+    """``--samples-only``: part 2's rows, its criteria and (when one fails) the breakdown."""
+    samples = measure_samples(repeats)
+    d, us = samples["direct"], 1e6
+    lines = report_header(span.stop(), batches)
+    lines += [
+        harness.row(f"per sample: {name} vs `ds[i]`", samples[key], d, us, "us")
+        for key, name in (
+            ("getitem", "`SeededDataset(ds)[(0, i)]` (save / restore per call)"),
+            ("getitems", f"`SeededDataset.__getitems__` over {SAMPLE_BATCH} (num_workers=0)"),
+            ("fetch", "seeding only, no save / restore (what a worker does)"),
+            ("raw", "the 3 library seed calls alone, seed = index"),
+        )
+        if key in samples
+    ]
+    lines += seeding_rows(samples)
+    more, ok = seeding_verdicts(samples)
+    lines += ["", *more]
+    if profile or not ok:
+        lines += seeding_breakdown()
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = harness.arguments(__doc__, None, "rounds over every variant (default 5; --quick: 2)")
     parser.add_argument(
@@ -843,6 +940,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile",
         action="store_true",
         help="always print the cProfiles (default: when a criterion is missed)",
+    )
+    parser.add_argument(
+        "--samples-only",
+        action="store_true",
+        help="part 2 alone: per-sample seeding and the main process's save / restore",
     )
     parser.add_argument(
         "--image-size",
@@ -865,6 +967,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     seedlock.seed_everything(0)
     span = harness.Span(repeats)
+    if args.samples_only:
+        return samples_only(repeats, span, batches, args.profile)
     rr = measure_resume(repeats, args.quick)
     samples = measure_samples(repeats)
     tp, identical = measure_throughput(repeats, batches)

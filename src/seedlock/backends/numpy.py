@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ from seedlock.backends.checks import (
 __all__ = ["NumpyBackend"]
 
 _KEY = struct.Struct("<624I")
+_ORDER = sys.byteorder
 _LEGACY_FIELDS = frozenset(("bit_generator", "key", "pos", "has_gauss", "gauss"))
 _U128 = 2**128 - 1
 #: The range of every int field of NumPy's bit generator states, by field name.
@@ -162,8 +164,7 @@ class NumpyBackend(BaseBackend):
         return self._require_loaded().random.seed  # type: ignore[no-any-return]
 
     def snapshot(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
-        random = self._require_loaded().random
-        return random.get_state, random.set_state
+        return _legacy_snapshot(self._require_loaded())
 
     def capture(self) -> dict[str, Any]:
         st = self._require_loaded().random.get_state(legacy=False)
@@ -274,3 +275,94 @@ class NumpyBackend(BaseBackend):
             # A fresh bit generator of the same type, seeded with 128 bits; its state is copied
             # in so that every reference to `obj` sees the new stream.
             obj.bit_generator.state = type(obj.bit_generator)(low_bits(material, 128)).state
+
+
+_MT_BYTES = 624 * 4 + 4  # NumPy's mt19937_state: uint32 key[624], then int pos
+
+
+def _legacy_snapshot(np: Any) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+    """``(save, load)`` for the legacy global ``RandomState``, exact and cheap.
+
+    ``np.random.get_state`` / ``set_state`` copy the 624 key words one at a time (~30 us each
+    way). Here the bit generator's C state (key and position) is copied whole, through a view
+    of the memory at its ``ctypes.state_address``. What that misses is the ``RandomState``'s
+    kept normal (``has_gauss`` / ``gauss``), read by drawing it: a draw returns a kept normal
+    without touching the key, and moves the key when none is kept. A kept normal (after an odd
+    count of legacy normals) takes the exact ``set_state`` path. When the global generator is
+    not an MT19937 (``np.random.set_bit_generator``), or its C state does not read back as
+    ``get_state`` reports it, ``get_state`` / ``set_state`` are used as they are.
+    """
+    random = np.random
+    # legacy=False: the same dict, without the warning for a bit generator other than MT19937.
+    get_state, set_state = partial(random.get_state, legacy=False), random.set_state
+    rand = getattr(random.mtrand, "_rand", None)
+    mt19937 = random.MT19937
+    if rand is None or type(rand._bit_generator) is not mt19937:
+        return get_state, set_state
+    import ctypes  # only here: a view of the C state is what makes this snapshot cheap
+
+    def view(bit_generator: Any) -> memoryview:
+        """The bytes of ``bit_generator``'s C state, writable (it lives as long as the view's
+        owner, which ``views`` keeps)."""
+        if views[0] is not bit_generator:
+            address = bit_generator.ctypes.state_address
+            views[:] = [
+                bit_generator,
+                memoryview((ctypes.c_ubyte * _MT_BYTES).from_address(address)).cast("B"),
+            ]
+        return views[1]  # type: ignore[no-any-return]
+
+    views: list[Any] = [None, None]
+    state = get_state()["state"]
+    words = state["key"].astype("=u4").tobytes() + int(state["pos"]).to_bytes(4, _ORDER)
+    if view(rand._bit_generator).tobytes() != words:
+        return get_state, set_state
+    normal = rand.standard_normal
+
+    def drop_normal(memory: memoryview, words: bytes) -> float | None:
+        """Take the kept normal of a generator whose C state is ``words``, and return it; with
+        none kept, return None and leave the key moved by the draw (the caller puts it back)."""
+        drawn = normal()
+        if memory.tobytes() == words:  # the key did not move: the normal was a kept one
+            return float(drawn)
+        normal()  # the draw made a pair and kept one: take that one too
+        return None
+
+    def exact(words: bytes, gauss: float | None) -> None:
+        key = np.frombuffer(words, dtype="=u4", count=624)
+        set_state(
+            {
+                "bit_generator": "MT19937",
+                "state": {"key": key, "pos": int.from_bytes(words[-4:], _ORDER, signed=True)},
+                "has_gauss": int(gauss is not None),
+                "gauss": 0.0 if gauss is None else gauss,
+            }
+        )
+
+    def save() -> Any:
+        bit_generator = rand._bit_generator
+        if type(bit_generator) is not mt19937:
+            return None, get_state(), None
+        memory = view(bit_generator)
+        words = memory.tobytes()
+        gauss = drop_normal(memory, words)
+        if gauss is None:
+            with bit_generator.lock:
+                memory[:] = words
+        else:
+            exact(words, gauss)  # drawing it took it: put it back
+        return bit_generator, words, gauss
+
+    def load(saved: Any) -> None:
+        bit_generator, words, gauss = saved
+        if bit_generator is None:
+            set_state(words)
+        elif gauss is not None or rand._bit_generator is not bit_generator:
+            exact(words, gauss)
+        else:
+            memory = view(bit_generator)
+            drop_normal(memory, memory.tobytes())
+            with bit_generator.lock:
+                memory[:] = words
+
+    return save, load

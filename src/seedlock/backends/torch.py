@@ -144,8 +144,10 @@ class TorchBackend(BaseBackend):
         return self._require_loaded().default_generator.manual_seed  # type: ignore[no-any-return]
 
     def snapshot(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
-        torch = self._require_loaded()
-        return torch.get_rng_state, torch.set_rng_state
+        # torch.get_rng_state / set_rng_state are these two behind a Python frame (set_rng_state
+        # also turns functorch off, for a state tensor that a transform wrapped: never this one).
+        generator = self._require_loaded().default_generator
+        return generator.get_state, generator.set_state
 
     def seed(self, value: int) -> str:
         torch = self._require_loaded()

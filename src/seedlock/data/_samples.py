@@ -43,8 +43,9 @@ seed reaches (``random.SystemRandom``) is always an error: it would make every r
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 from torch.utils.data import Dataset, get_worker_info
@@ -59,21 +60,17 @@ _MAX_STEPS = 3
 _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 
 
-class _Sample:
-    __slots__ = ("epoch", "generators", "index", "rng", "root")
-
-    def __init__(self, root: Seed, epoch: int, index: int) -> None:
-        self.root, self.epoch, self.index = root, epoch, index
-        self.rng: Any = None
-        self.generators: dict[str, Any] = {}
-
+# The sample being fetched: [root, epoch, index, its sample_rng() or None, its
+# sample_generator()s by device or None]. A list rather than a class: one is made per sample.
+_Sample = list[Any]
+_ROOT, _EPOCH, _INDEX, _RNG, _GENERATORS = range(5)
 
 # The sample being fetched, per thread (and per asyncio task).
 _current: ContextVar[_Sample | None] = ContextVar("seedlock_sample", default=None)
 
 
 def _material(sample: _Sample, *keys: str | int) -> int:
-    return derive("data", sample.epoch, sample.index, *keys, root=sample.root, bits=256)
+    return derive("data", sample[_EPOCH], sample[_INDEX], *keys, root=sample[_ROOT], bits=256)
 
 
 def _require_sample(what: str) -> _Sample:
@@ -108,11 +105,11 @@ def sample_rng() -> Any:
         Called outside the fetch of a sample by a seedlock loader (or :class:`SeededDataset`).
     """
     sample = _require_sample("sample_rng")
-    if sample.rng is None:
+    if sample[_RNG] is None:
         import numpy as np  # loaded by the program: it holds a NumPy generator
 
-        sample.rng = np.random.default_rng(_material(sample, "sample_rng") & ((1 << 128) - 1))
-    return sample.rng
+        sample[_RNG] = np.random.default_rng(_material(sample, "sample_rng") & ((1 << 128) - 1))
+    return sample[_RNG]
 
 
 def sample_generator(device: Any = "cpu") -> Any:
@@ -151,7 +148,10 @@ def sample_generator(device: Any = "cpu") -> Any:
 
     where = _device(torch, device)
     key = str(where)
-    generator = sample.generators.get(key)
+    generators = sample[_GENERATORS]
+    if generators is None:
+        generators = sample[_GENERATORS] = {}
+    generator = generators.get(key)
     if generator is None:
         material = _material(sample, "sample_generator")
         if where.type == "cpu":
@@ -164,7 +164,7 @@ def sample_generator(device: Any = "cpu") -> Any:
                     "(num_workers=0)"
                 )
             generator = torch.Generator(device=where).manual_seed(material & _BITS_64)
-        sample.generators[key] = generator
+        generators[key] = generator
     return generator
 
 
@@ -324,7 +324,7 @@ class SeededDataset(Dataset[Any]):
         plan = self._plan()
         saved = [(load, save()) for save, load in plan.snapshots] if _in_main_process() else ()
         try:
-            return [self._fetch(epoch, index, plan) for epoch, index in keys]
+            return self._fetch_all(keys, plan)
         finally:
             for load, state in saved:
                 load(state)
@@ -337,18 +337,20 @@ class SeededDataset(Dataset[Any]):
             plan = self._plans[backends] = _Plan(backends, self.held, self.root)
         return plan
 
-    def _fetch(self, epoch: int, index: int, plan: _Plan) -> Any:
-        token = _current.set(_Sample(self.root, epoch, index))
+    def _fetch_all(self, keys: list[tuple[int, int]], plan: _Plan) -> list[Any]:
+        """Fetch ``keys`` under their per-sample seeds (the hot path: a worker's batch)."""
+        dataset, root, enter, fetched = self.dataset, self.root, _current.set, []
+        seeded_epoch, token = _NO_EPOCH, enter(None)  # the token puts back what was current
         try:
-            material = plan.derive(epoch, index)
-            for (seed, mask), value in zip(plan.seeders, material, strict=False):
-                seed(value & mask)
-            held = material[len(plan.seeders) :]
-            for (generator, owner), value in zip(plan.held, held, strict=True):
-                owner.seed_generator(generator, value)
-            return self.dataset[index]
+            for epoch, index in keys:
+                enter([root, epoch, index, None, None])
+                if epoch != seeded_epoch:
+                    seed_sample, seeded_epoch = plan.seeding(epoch), epoch
+                seed_sample(index)
+                fetched.append(dataset[index])
         finally:
             _current.reset(token)
+        return fetched
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers started with "spawn" / "forkserver" receive the dataset pickled; the plans
@@ -368,25 +370,80 @@ class SeededDataset(Dataset[Any]):
 
 
 class _Plan:
-    """The per-sample seeding of one dataset for one set of loaded libraries: a
-    :class:`~seedlock.derivation.Deriver` for ``("data", epoch, index, <suffix>)`` and the
-    backends' fast seeders (see ``seeder`` / ``snapshot`` in :mod:`seedlock.backends.base`)."""
+    """The per-sample seeding of one dataset for one set of loaded libraries: the backends'
+    fast seeders (see ``seeder`` / ``snapshot`` in :mod:`seedlock.backends.base`) and the held
+    generators, from ``derive("data", epoch, index, <suffix>)``. Per epoch, :meth:`seeding` keeps
+    the hash state up to the epoch (a ``Deriver`` whose head holds it): a sample hashes its
+    index and finishes one digest per suffix, over the bytes ``derive`` hashes."""
 
     def __init__(
         self, backends: tuple[Any, ...], held: list[tuple[str, Any, GeneratorOwner]], root: Seed
     ) -> None:
-        suffixes: list[tuple[str, ...]] = [(b.name,) for b in backends]
-        suffixes += [("held", path) for path, _, _ in held]
+        suffixes = [(b.name,) for b in backends] + [("held", path) for path, _, _ in held]
         self.derive = Deriver(("data",), 2, suffixes, root=root, bits=256)
+        self._for_epoch = partial(Deriver, width=1, suffixes=suffixes, root=root, bits=256)
         self.seeders = [(_optional(b, "seeder", b.seed), (1 << b.seed_bits) - 1) for b in backends]
         self.snapshots = [_optional(b, "snapshot", (b.capture, b.restore)) for b in backends]
-        self.held = [(generator, owner) for _, generator, owner in held]
+        # What each derived value goes to, in suffix order: (callable, mask of the bits kept).
+        self.steps: list[tuple[Callable[[int], object], int]] = list(self.seeders)
+        self.steps += [(partial(owner.seed_generator, g), _ALL_BITS) for _, g, owner in held]
+        self._epoch, self._seeding = _NO_EPOCH, self._generic(0)
+
+    def seeding(self, epoch: Any) -> Callable[[Any], None]:
+        """The function that seeds sample ``index`` of ``epoch``; the last epoch's is kept."""
+        if epoch != self._epoch or type(epoch) is not type(self._epoch):
+            self._seeding, self._epoch = self._made_for(epoch), epoch
+        return self._seeding
+
+    def _made_for(self, epoch: Any) -> Callable[[Any], None]:
+        generic = self._generic(epoch)
+        if type(epoch) is not int:
+            return generic
+        # Deriver._groups: per suffix length, (state after the head, [(position, suffix+root)]).
+        groups = []  # (state, [(tail, callable, mask)] but the last, the last's three)
+        for state, tails in self._for_epoch(("data", epoch))._groups:
+            steps = [(tail, *self.steps[position]) for position, tail in tails]
+            groups.append((state, steps[:-1], *steps[-1]))
+        from_bytes = int.from_bytes
+
+        def seed_sample(index: Any) -> None:  # what _generic does, for an int below 2**64
+            if type(index) is not int or index >> 64:  # negative, huge, or not an int
+                generic(index)
+                return
+            # derive's int key: b"i", 8-byte length, bit_length() // 8 + 1 bytes of the int.
+            size = index.bit_length() // 8 + 1
+            item = _INT_ITEM[size] + index.to_bytes(size, "little", signed=True)
+            for state, steps, tail, apply, mask in groups:
+                prefix = state.copy()
+                prefix.update(item)
+                for other, step, bits in steps:
+                    final = prefix.copy()
+                    final.update(other)
+                    step(from_bytes(final.digest(), "little") & bits)
+                prefix.update(tail)  # the last suffix finishes the prefix itself
+                apply(from_bytes(prefix.digest(), "little") & mask)
+
+        return seed_sample
+
+    def _generic(self, epoch: Any) -> Callable[[Any], None]:
+        derive, steps = self.derive, self.steps  # a Deriver call checks and converts any key
+
+        def seed_sample(index: Any) -> None:
+            for (apply, mask), value in zip(steps, derive(epoch, index), strict=True):
+                apply(value & mask)
+
+        return seed_sample
 
 
 def _optional(backend: Any, member: str, default: Any) -> Any:
     """A backend's optional ``seeder()`` / ``snapshot()`` (third-party backends may lack them)."""
     method = getattr(backend, member, None)
     return default if method is None else method()
+
+
+_ALL_BITS = (1 << 256) - 1
+_INT_ITEM = [b"i" + n.to_bytes(8, "little") for n in range(10)]  # an int key's start, by size
+_NO_EPOCH = object()  # what no epoch equals: a plan's first seeding() makes its function
 
 
 def _in_main_process() -> bool:
