@@ -329,3 +329,16 @@ def test_what_cannot_be_exact_is_said_in_one_line(with_seedlock):
     assert any("LengthGroupedSampler" in m for m in refused["group_by_length"]), refused
     message = json.loads((out / "mismatch.json").read_text())["message"]
     assert message and "batch size" in message and f"batch {stop % 10} of epoch" in message
+
+
+def test_a_hostile_loader_position_in_a_checkpoint_is_refused_in_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    import seedlock.data
+    from seedlock.integrations.transformers import SeedlockTrainerMixin, state_path
+
+    torch.save({"loader": {"epoch": "0", "batches": [1]}}, state_path(tmp_path))
+    trainer = SimpleNamespace(_args=SimpleNamespace(process_index=0))
+    loader = seedlock.data.loader(list(range(8)), batch_size=2, seed=0)
+    with pytest.raises(ValueError, match="the loader position is not one seedlock writes"):
+        SeedlockTrainerMixin._check_position(trainer, str(tmp_path), loader, 0, 0)  # type: ignore[arg-type]

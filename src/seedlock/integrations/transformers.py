@@ -352,9 +352,14 @@ class SeedlockTrainerMixin:
         if not os.path.isfile(path):
             return  # _load_rng_state says so
         state = torch.load(path, weights_only=True)
-        saved, length = state.get("loader"), state.get("batches_per_epoch")
+        saved = state.get("loader") if isinstance(state, dict) else None
         if saved is None:
-            return
+            return  # no loader position saved; the state itself is checked when it is loaded
+        length = state.get("batches_per_epoch")
+        if not (
+            isinstance(saved, dict) and all(type(saved.get(k)) is int for k in ("epoch", "batches"))
+        ):
+            raise ValueError(f"{path}: the loader position is not one seedlock writes")
         at = (saved["epoch"], saved["batches"])
         if saved["batches"] >= len(loader):
             at = (saved["epoch"] + 1, 0)
