@@ -153,9 +153,16 @@ def test_seeding_capturing_and_restoring_never_ask_the_driver_without_nvml(monke
     def driver_asked() -> int:
         raise AssertionError("the CUDA driver was asked: forked children could not use CUDA")
 
+    asked: list[int] = []
+
+    def nvml_missing() -> int:
+        asked.append(1)
+        return -1
+
     with fake_cuda(monkeypatch) as generators:
         monkeypatch.setattr(torch.cuda, "_cached_device_count", None)
-        monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda: -1)  # NVML unavailable
+        monkeypatch.setattr(torch.cuda, "_device_count_nvml", nvml_missing)
+        monkeypatch.setattr(_torch_devices, "_NVML_COUNTS", {})
         monkeypatch.setattr(torch._C, "_cuda_getDeviceCount", driver_asked)
         report = seedlock.seed_everything(0)
         assert "cuda, applied when CUDA starts" in str(report)
@@ -163,6 +170,10 @@ def test_seeding_capturing_and_restoring_never_ask_the_driver_without_nvml(monke
         seedlock.restore(state)
         saved = {**state.backends["torch"], "cuda": [bytes(16)] * 2}
         seedlock.restore(seedlock.RNGState({"torch": saved}, {}))  # no count to check against
+        assert len(asked) == 1  # NVML starts on every call: its answer is kept
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+        seedlock.capture()
+        assert len(asked) == 2  # another set of visible devices: asked again
         monkeypatch.setattr(torch._C, "_cuda_getDeviceCount", lambda: 2)
         start()
         assert states(generators) == [(0, 0), (0, 0)]

@@ -14,6 +14,7 @@ does that.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -60,13 +61,22 @@ def count(torch: Any, kind: str) -> int | None:
         return int(module.device_count()) if _lists_states(module) else 0
     if getattr(module, "_cached_device_count", None) is not None:
         return int(module.device_count())
-    nvml = getattr(
-        module, "_device_count_amdsmi" if torch.version.hip else "_device_count_nvml", None
-    )
-    if nvml is None:  # pragma: no cover - a torch older than its NVML count
-        return int(module.device_count())
-    n = int(nvml())
-    return n if n >= 0 else None
+    # NVML loads its library and starts on every call (capture() asks on each call): the answer
+    # is kept for as long as CUDA_VISIBLE_DEVICES, which it depends on, stays as it is.
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible not in _NVML_COUNTS:
+        nvml = getattr(
+            module, "_device_count_amdsmi" if torch.version.hip else "_device_count_nvml", None
+        )
+        if nvml is None:  # pragma: no cover - a torch older than its NVML count
+            return int(module.device_count())
+        n = int(nvml())
+        _NVML_COUNTS[visible] = n if n >= 0 else None
+    return _NVML_COUNTS[visible]
+
+
+#: CUDA devices NVML counted before CUDA started, by CUDA_VISIBLE_DEVICES (None: NVML missing).
+_NVML_COUNTS: dict[str | None, int | None] = {}
 
 
 def modules(torch: Any) -> Iterator[tuple[str, Any, int | None]]:
