@@ -237,7 +237,7 @@ def test_a_newer_loader_state_asks_for_an_upgrade():
     seedlock.seed_everything(0)
     loader = seedlock.data.loader(Augmented(), batch_size=4)
     with pytest.raises(StateVersionError, match="newer seedlock"):
-        loader.load_state_dict({"version": 2, "epoch": 0, "batches": 0})
+        loader.load_state_dict({"version": 3, "epoch": 0, "batches": 0})
 
 
 @pytest.mark.parametrize("batch_size", [4, 5, None])

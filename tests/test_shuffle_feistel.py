@@ -304,7 +304,7 @@ def test_a_state_of_another_order_or_layout_is_refused_and_changes_nothing(
 
 def test_a_newer_sampler_state_asks_for_an_upgrade():
     with pytest.raises(StateVersionError, match="upgrade seedlock"):
-        feistel(10).load_state_dict({"version": 3, "epoch": 0, "position": 0, "order": "feistel"})
+        feistel(10).load_state_dict({"version": 4, "epoch": 0, "position": 0, "order": "feistel"})
 
 
 def test_a_randperm_state_of_either_version_loads_into_the_default_sampler():
@@ -325,7 +325,7 @@ def test_bad_sizes_and_order_names_are_refused_in_one_line():
     assert "up to 4**31" in one_line(error)
     with pytest.raises(IndexError):
         FeistelPermutation(5, 0, 0).index(5)
-    with pytest.raises(ValueError, match="order are set on the ResumableSampler"):
+    with pytest.raises(ValueError, match="are set on the ResumableSampler"):
         seedlock.data.loader(range(4), sampler=feistel(4), order="feistel", seed=0)
     with pytest.raises(ValueError, match="order must be one of"):
         seedlock.data.loader(range(4), shuffle=True, order="fast", seed=0)

@@ -15,6 +15,7 @@ import torch
 
 import seedlock
 from seedlock.data import _sampler as _sampler_layout
+from seedlock.data import _loader as _loader_layout
 from seedlock.errors import StateError, StateVersionError
 
 # Each maker returns (object, continue, resume): `continue` draws what comes next in the running
@@ -56,7 +57,7 @@ def _per_rank() -> tuple[Any, Callable[[], Any], Callable[[], Any]]:
 
 
 MAKERS = {"rng": _rng, "loader": _loader, "sampler": _sampler, "per_rank": _per_rank}
-NEWEST = {"sampler": _sampler_layout._STATE_VERSION}
+NEWEST = {"sampler": _sampler_layout._STATE_VERSION, "loader": _loader_layout._STATE_VERSION}
 
 
 def _through_torch_save(state: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,15 +61,11 @@ from seedlock import _registry
 from seedlock import backends as _backends
 from seedlock._collectives import collective_device, group_ranks, require_group
 from seedlock._forking import fork
+from seedlock._per_rank import PerRankState
 from seedlock._ranks import local_rank, rank, world_size
 from seedlock.derivation import Key
-from seedlock.errors import (
-    StateMismatchError,
-    WorldSizeMismatchError,
-    check_version,
-)
+from seedlock.errors import StateMismatchError, WorldSizeMismatchError
 from seedlock.state import RNGState, capture, restore
-from seedlock.stateful import load_state_dict, state_dict
 
 __all__ = [
     "PerRankState",
@@ -84,9 +80,6 @@ __all__ = [
 ]
 
 _this_rank = rank  # rank_path's parameter is named rank
-
-#: Version of :meth:`PerRankState.state_dict`'s layout.
-_PER_RANK_VERSION = 1
 
 
 @contextlib.contextmanager
@@ -289,155 +282,6 @@ def sync_state(src: int = 0, *, group: Any = None, exclude: Iterable[str] = ()) 
             restore(local)
         raise StateMismatchError(found)
     return SyncReport(src, tuple(sent["backends"]), tuple(sent["generators"]), tuple(sorted(kept)))
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-
-
-class PerRankState:
-    """This rank's seedlock RNG state (and any ``Stateful`` you add) as one checkpoint entry.
-
-    Speaks the ``Stateful`` protocol, so it goes into ``torch.distributed.checkpoint`` as is;
-    ``state_dict()`` is ``{"version": 1, "world_size": W, "rank<r>": {"rng":
-    seedlock.state_dict(), <name>: obj.state_dict(), ...}}`` — the rank in the key, because DCP
-    writes one copy of entries that have the same key on every rank. The same dict goes into a
-    plain per-rank file::
-
-        state = seedlock.distributed.PerRankState(loader=train_loader)
-        dcp.save({"model": ..., "seedlock": state}, checkpoint_id="ckpt/step-100")
-        dcp.load({"model": ..., "seedlock": state}, checkpoint_id="ckpt/step-100")
-        # or
-        path = seedlock.distributed.rank_path("ckpt/step-100.pt")     # ckpt/step-100-rank1.pt
-        torch.save({"model": ..., "seedlock": state.state_dict()}, path)
-        state.load_state_dict(torch.load(path, weights_only=True)["seedlock"])
-
-    Parameters
-    ----------
-    rng
-        Hold seedlock's RNG state (:func:`seedlock.state_dict`) under ``"rng"``; default
-        ``True``.
-    **stateful
-        More objects with ``state_dict()`` and ``load_state_dict()``, each under its keyword
-        (``loader=train_loader``).
-
-    Raises
-    ------
-    TypeError
-        An object lacks ``state_dict`` or ``load_state_dict``.
-    ValueError
-        ``rng=False`` and no object: nothing to hold.
-    """
-
-    def __init__(self, *, rng: bool = True, **stateful: Any) -> None:
-        for name, obj in stateful.items():
-            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-                raise TypeError(
-                    f"{name}= must have state_dict() and load_state_dict() (the Stateful "
-                    f"protocol), got {type(obj).__name__}"
-                )
-        if not rng and not stateful:
-            raise ValueError("nothing to hold: rng=False and no Stateful object given")
-        self.rng = rng
-        self.stateful = dict(stateful)
-
-    def state_dict(self) -> dict[str, Any]:
-        """This rank's entry, keyed by its rank.
-
-        Returns
-        -------
-        dict
-            ``{"version": 1, "world_size": W, "rank<r>": {"rng": ..., <name>: ...}}``.
-        """
-        entry: dict[str, Any] = {"rng": state_dict()} if self.rng else {}
-        for name, obj in self.stateful.items():
-            entry[name] = obj.state_dict()
-        return {"version": _PER_RANK_VERSION, "world_size": world_size(), f"rank{rank()}": entry}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Put back this rank's entry, checking everything before changing anything.
-
-        Under DCP a job with *more* ranks fails inside ``dcp.load`` instead, which names the
-        missing ``rank<r>`` key.
-
-        Parameters
-        ----------
-        state
-            What :meth:`state_dict` returned on this rank of a job of the same size (one without
-            ``"version"`` is read as version 1).
-
-        Raises
-        ------
-        WorldSizeMismatchError
-            Another number of ranks saved it.
-        StateMismatchError
-            It is not a ``PerRankState`` state dict, it is another rank's (a file of another
-            rank), or it holds other names than this ``PerRankState``.
-        StateError
-            The RNG state does not fit (validated by :func:`seedlock.load_state_dict`) or a
-            newer seedlock wrote it (:class:`~seedlock.errors.StateVersionError`).
-        Exception
-            Whatever an added object's ``load_state_dict`` raises, after everything loaded so
-            far is put back.
-        """
-        here, size = rank(), world_size()
-        _check_version(state)
-        saved = state.get("world_size")
-        if type(saved) is not int:
-            raise StateMismatchError(
-                [f"not a PerRankState state dict (no int 'world_size'): {_keys(state)}"]
-            )
-        if saved != size:
-            raise WorldSizeMismatchError(
-                f"this state was saved by a job of {saved} rank(s), this job has {size}: "
-                "per-rank RNG streams and each rank's share of the data cannot be redistributed "
-                f"exactly; resume with the same number of ranks ({saved})"
-            )
-        entry = state.get(f"rank{here}")
-        if not isinstance(entry, Mapping):
-            owners = sorted(k for k in state if k.startswith("rank"))
-            raise StateMismatchError(
-                [f"no state for rank {here} here (it holds {owners}): a file of another rank?"]
-            )
-        expected = {"rng"} if self.rng else set()
-        expected |= set(self.stateful)
-        if set(entry) != expected:
-            raise StateMismatchError(
-                [
-                    f"rank {here}: the state holds {sorted(entry)}, this PerRankState holds "
-                    f"{sorted(expected)}"
-                ]
-            )
-        before = capture() if self.rng else None
-        snapshots = {name: obj.state_dict() for name, obj in self.stateful.items()}
-        if self.rng:
-            load_state_dict(dict(entry["rng"]))
-        done: list[str] = []
-        try:
-            for name, obj in self.stateful.items():
-                obj.load_state_dict(entry[name])
-                done.append(name)
-        except BaseException:
-            for name in done:
-                self.stateful[name].load_state_dict(snapshots[name])
-            if before is not None:
-                restore(before)
-            raise
-
-
-def _check_version(state: object) -> None:
-    """Refuse what is not a PerRankState state dict, or one a newer seedlock wrote.
-
-    A state without ``"version"`` is version 1: what seedlock wrote before it had one.
-    """
-    if not isinstance(state, Mapping):
-        raise StateMismatchError([f"not a PerRankState state dict: {_keys(state)}"])
-    check_version(state.get("version", 1), _PER_RANK_VERSION, "PerRankState state")
-
-
-def _keys(value: object) -> str:
-    if isinstance(value, Mapping):
-        return f"keys {sorted(map(str, value))[:6]}"
-    return type(value).__name__
 
 
 # Names that moved to the audit: an old import gets the new place in its error.

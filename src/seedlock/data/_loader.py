@@ -21,6 +21,13 @@ Under ``torchrun`` each rank's loader iterates its own share of the epoch's orde
 it is above 1). The state is the same on every rank of a job (every rank delivers the same
 number of batches), but a batch count is the same position only for the same number of ranks:
 loading it with another raises :class:`~seedlock.distributed.WorldSizeMismatchError`.
+
+Elastic: with ``global_batch_size=G`` the order is laid out in whole global batches (see
+:class:`~seedlock.data.ResumableSampler`), each rank's ``batch_size`` is a micro-batch, and
+``accumulation`` micro-batches of every rank make one global step. The state then counts global
+samples, ``{"version": 2, "epoch", "samples", "global_batch_size"}``, the same on every rank,
+and loads on any number of ranks that divides ``G`` into micro-batches: global step ``k`` holds
+the same samples, with the same per-sample seeds, on 1 rank or 16.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from seedlock._docs import fill
 from seedlock.backends.checks import fields_problem, int_problem
+from seedlock.data._elastic import elastic_position, elastic_state, micro_batches
 from seedlock.data._sampler import ResumableSampler, check_state_version
 from seedlock.data._samples import SeededDataset
 from seedlock.derivation import Seed, check_seed, derive, get_root
@@ -56,7 +64,13 @@ _documented = fill(
     order
         How the sampler the loader makes shuffles: ``"randperm"`` or ``"feistel"`` (any size,
         O(1) memory; see :class:`~seedlock.data.ResumableSampler`); default ``None``:
-        ``"randperm"``. Set it on the sampler instead when you pass one.""",
+        ``"randperm"``. Set it on the sampler instead when you pass one.
+    global_batch_size
+        Elastic resume (see the module docstring): the samples of one optimizer step over all
+        ranks; ``batch_size`` is then each rank's micro-batch and must divide
+        ``global_batch_size / world_size``; ``drop_last`` drops a last partial global batch
+        instead of padding it. Default ``None``: a state resumes on the same number of ranks
+        only. Set it on the sampler instead when you pass one.""",
     seeds="""seed
         The root of the per-sample seeds and the workers' base seed, and of the order when the
         loader makes the sampler; default ``None``: the process's root seed
@@ -69,14 +83,16 @@ _documented = fill(
         An ``IterableDataset``; ``batch_sampler`` or ``generator`` given; ``sampler`` that is not a
         :class:`~seedlock.data.ResumableSampler`; ``seed`` not an int, str or bytes.
     ValueError
-        ``shuffle=True`` or ``order`` with a ``sampler``; an unknown ``order``; the dataset
+        ``shuffle=True``, ``order`` or ``global_batch_size`` with a ``sampler``; an unknown
+        ``order``; a ``global_batch_size`` that the ranks' micro-batches do not divide; the dataset
         holds a random source no seed reaches (``random.SystemRandom``), or, with
         ``strict=True``, any generator object.
     LookupError
         ``seed`` is ``None`` and the process has no root seed.""",
 )
 
-_STATE_VERSION = 1
+#: Version of the loader state's layout: 1 counts this rank's batches, 2 (elastic) global samples.
+_STATE_VERSION = 2
 
 
 class _EpochBatches(Sampler[Any]):
@@ -169,6 +185,9 @@ class SeedlockDataLoader(DataLoader[Any]):
         The root seed in use.
     resumable_sampler
         The sampler; its cursor is the loader's position.
+    accumulation
+        Micro-batches per rank in one global step: ``global_batch_size / (world_size *
+        batch_size)``; 1 without ``global_batch_size``.
 
     Raises
     ------
@@ -184,6 +203,7 @@ class SeedlockDataLoader(DataLoader[Any]):
         order: str | None = None,
         sampler: ResumableSampler | None = None,
         drop_last: bool = False,
+        global_batch_size: int | None = None,
         seed: Seed | None = None,
         strict: bool = False,
         **kwargs: Any,
@@ -210,10 +230,16 @@ class SeedlockDataLoader(DataLoader[Any]):
         self.root = get_root() if seed is None else check_seed(seed)
         if sampler is None:
             sampler = ResumableSampler(
-                dataset, shuffle=shuffle, seed=self.root, order=order or "randperm"
+                dataset, shuffle=shuffle, seed=self.root, order=order or "randperm",
+                global_batch_size=global_batch_size,
+                drop_last=drop_last and global_batch_size is not None,
+            )  # fmt: skip
+        elif shuffle or order is not None or global_batch_size is not None:
+            raise ValueError(
+                "shuffle, order and global_batch_size are set on the ResumableSampler when you "
+                "pass one"
             )
-        elif shuffle or order is not None:
-            raise ValueError("shuffle and order are set on the ResumableSampler when you pass one")
+        self.accumulation = micro_batches(sampler, batch_size)
         self.resumable_sampler = sampler
         self._batches = _EpochBatches(sampler, batch_size, drop_last)
         seeded = SeededDataset(dataset, root=self.root, strict=strict)
@@ -289,11 +315,15 @@ class SeedlockDataLoader(DataLoader[Any]):
             ``{"version": 1, "epoch": e, "batches": b}`` (plus ``"order"`` with
             ``order="feistel"``, and ``"world_size"`` when the data is partitioned across ranks):
             the epoch in progress (or the next one) and how many of its batches were delivered.
-            Right after :meth:`load_state_dict`, what was loaded.
+            With ``global_batch_size``, ``{"version": 2, "epoch": e, "samples": s,
+            "global_batch_size": g}`` (plus ``"order"``): ``s`` samples of the epoch delivered
+            over all ranks. Right after :meth:`load_state_dict`, what was loaded.
         """
         epoch, position = self.resumable_sampler.cursor.position(self._samples_per_epoch)
         batches = self._batches_before(position)
-        state: dict[str, Any] = {"version": _STATE_VERSION, "epoch": epoch, "batches": batches}
+        if self.resumable_sampler.global_batch_size is not None:
+            return elastic_state(self.resumable_sampler, epoch, batches * self._per_batch)
+        state: dict[str, Any] = {"version": 1, "epoch": epoch, "batches": batches}
         if self.resumable_sampler.order != "randperm":
             state["order"] = self.resumable_sampler.order  # another order: another position
         if self.resumable_sampler.num_replicas > 1:
@@ -317,17 +347,22 @@ class SeedlockDataLoader(DataLoader[Any]):
         seedlock.errors.StateVersionError
             A newer seedlock wrote it.
         seedlock.errors.WorldSizeMismatchError
-            It was saved with the data split across another number of ranks. In every case
-            nothing changes.
+            It was saved with the data split across another number of ranks (without
+            ``global_batch_size``), or (with it) at a position this shape cannot start from.
+            In every case nothing changes.
         """
         if not isinstance(state, dict) or type(state.get("version")) is not int:
             raise CorruptStateError("not a seedlock loader state (no int 'version')")
         check_state_version(state, "loader state", _STATE_VERSION)
+        if state["version"] == 2 or self.resumable_sampler.global_batch_size is not None:
+            epoch, position = elastic_position(self.resumable_sampler, state, self._per_batch)
+            self.resumable_sampler.cursor.seek(epoch, position)
+            return
         optional = [key for key in ("order", "world_size") if key in state]
         keys = ("version", "epoch", "batches", *optional)
         problems = fields_problem(state, keys, "loader state")
         if not problems:
-            problems += int_problem("version", state["version"], 1, _STATE_VERSION)
+            problems += int_problem("version", state["version"], 1, 1)
             problems += int_problem("epoch", state["epoch"], 0, 2**63 - 1)
             problems += int_problem("world_size", state.get("world_size", 1), 1, 2**31 - 1)
         if problems:
@@ -362,6 +397,7 @@ def loader(
     shuffle: bool = False,
     *,
     order: str | None = None,
+    global_batch_size: int | None = None,
     seed: Seed | None = None,
     strict: bool = False,
     **kwargs: Any,
@@ -399,6 +435,7 @@ def loader(
         batch_size=batch_size,
         shuffle=shuffle,
         order=order,
+        global_batch_size=global_batch_size,
         seed=seed,
         strict=strict,
         **kwargs,

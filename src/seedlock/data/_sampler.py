@@ -21,6 +21,11 @@ forever when ``set_epoch`` is forgotten); ``set_epoch`` still works.
 Across ranks it partitions exactly like ``torch.utils.data.DistributedSampler``: without
 ``drop_last`` the permutation is padded with its own first indices up to a multiple of the world
 size; with ``drop_last`` the tail is dropped; rank ``r`` takes every ``world``-th index from ``r``.
+
+With ``global_batch_size=G`` (the elastic layout) the order is padded (or cut) to a multiple of
+``G`` instead, so every global batch of ``G`` consecutive positions is whole, and global batch
+``k`` holds positions ``[k*G, (k+1)*G)`` whatever the number of ranks that share it (any number
+that divides ``G``). The state then counts global samples, and resumes on another world size.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch.utils.data import Sampler
 
 from seedlock import _ranks
 from seedlock.backends.checks import fields_problem, int_problem
+from seedlock.data._elastic import elastic_problem, layout_mismatch
 from seedlock.data._feistel import MAX_SIZE, FeistelPermutation, LazyShare
 from seedlock.derivation import Seed, check_seed, derive, get_root
 from seedlock.errors import CorruptStateError, check_version
@@ -41,8 +47,9 @@ from seedlock.errors import CorruptStateError, check_version
 __all__ = ["ORDERS", "Cursor", "ResumableSampler", "check_state_version"]
 
 #: Version of :meth:`ResumableSampler.state_dict`'s layout: 1 for the ``"randperm"`` order (no
-#: ``"order"`` field, as before there was a choice), 2 with an ``"order"`` field.
-_STATE_VERSION = 2
+#: ``"order"`` field, as before there was a choice), 2 with an ``"order"`` field, 3 for the
+#: elastic layout (``global_batch_size``), which counts global ``"samples"``.
+_STATE_VERSION = 3
 #: The orders a sampler can shuffle in; the first is the default.
 ORDERS = ("randperm", "feistel")
 
@@ -109,7 +116,7 @@ class ResumableSampler(Sampler[int]):
 
     ``state_dict()`` is ``{"version", "epoch", "position"}``: the epoch in progress (or next)
     and how many of this rank's indices were yielded (with ``order="feistel"``, also
-    ``"order"``). The sampler holds the one
+    ``"order"``; with ``global_batch_size``, see :meth:`state_dict`). The sampler holds the one
     :class:`Cursor` of the data order; :func:`seedlock.data.loader` moves the same cursor
     (counting the batches its caller received, which is what makes its resume exact under
     worker prefetching), so ``set_epoch`` and ``load_state_dict`` on the sampler move the
@@ -137,6 +144,10 @@ class ResumableSampler(Sampler[int]):
     order
         How an epoch is shuffled (see the module docstring): ``"randperm"`` (default) or
         ``"feistel"``, for datasets of any size (up to ``4**31``).
+    global_batch_size
+        The elastic layout (see the module docstring): pad (or, with ``drop_last``, cut) the
+        order to a multiple of this many samples, an int that ``num_replicas`` divides; default
+        ``None``: to a multiple of ``num_replicas``.
 
     Attributes
     ----------
@@ -147,7 +158,8 @@ class ResumableSampler(Sampler[int]):
     ------
     ValueError
         A negative size, ``num_replicas < 1``, ``rank`` outside ``[0, num_replicas)``, an
-        unknown ``order`` or, with ``order="feistel"``, a size above ``4**31``.
+        unknown ``order``, with ``order="feistel"`` a size above ``4**31``, or a
+        ``global_batch_size`` that is not an int >= 1 that ``num_replicas`` divides.
     TypeError
         ``seed`` is not an int, str or bytes.
     """
@@ -163,6 +175,7 @@ class ResumableSampler(Sampler[int]):
         drop_last: bool = False,
         epoch: int = 0,
         order: str = "randperm",
+        global_batch_size: int | None = None,
     ) -> None:
         self.size = data_source if isinstance(data_source, int) else len(data_source)
         if self.size < 0:
@@ -177,6 +190,16 @@ class ResumableSampler(Sampler[int]):
             raise ValueError(f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}")
         if order == "feistel" and self.size > MAX_SIZE:
             raise ValueError(f"order='feistel' takes sizes up to 4**31, got {self.size}")
+        if global_batch_size is not None and (
+            type(global_batch_size) is not int
+            or global_batch_size < 1
+            or global_batch_size % self.num_replicas
+        ):
+            raise ValueError(
+                f"global_batch_size must be an int >= 1 that the {self.num_replicas} rank(s) "
+                f"divide, got {global_batch_size!r}"
+            )
+        self.global_batch_size = global_batch_size
         self.shuffle = shuffle
         self.order = order
         self.drop_last = drop_last
@@ -187,6 +210,10 @@ class ResumableSampler(Sampler[int]):
     @property
     def num_samples(self) -> int:
         """How many indices this rank gets per epoch."""
+        if self.global_batch_size is not None:
+            whole, rest = divmod(self.size, self.global_batch_size)
+            whole += 1 if rest and not self.drop_last else 0
+            return whole * self.global_batch_size // self.num_replicas
         if self.drop_last and self.size % self.num_replicas:
             return math.ceil((self.size - self.num_replicas) / self.num_replicas)
         return math.ceil(self.size / self.num_replicas)
@@ -270,9 +297,15 @@ class ResumableSampler(Sampler[int]):
             ``{"version": 1, "epoch": e, "position": p}``: the epoch in progress (or the next
             one) and how many of this rank's indices of it were yielded; with
             ``order="feistel"``, ``{"version": 2, "epoch": e, "position": p, "order":
-            "feistel"}``. Right after a ``load_state_dict``, what was loaded.
+            "feistel"}``; with ``global_batch_size``, ``{"version": 3, "epoch": e, "samples":
+            s, "order": o, "global_batch_size": g}``, where ``s`` counts the samples yielded to
+            all ranks (this rank's position times the number of ranks: the ranks move in step).
+            Right after a ``load_state_dict``, what was loaded.
         """
         epoch, position = self.cursor.position(self.num_samples)
+        if self.global_batch_size is not None:
+            return {"version": 3, "epoch": epoch, "samples": position * self.num_replicas,
+                    "order": self.order, "global_batch_size": self.global_batch_size}  # fmt: skip
         if self.order == "randperm":  # the layout of before the choice: older seedlocks read it
             return {"version": 1, "epoch": epoch, "position": position}
         return {"version": 2, "epoch": epoch, "position": position, "order": self.order}
@@ -296,21 +329,44 @@ class ResumableSampler(Sampler[int]):
         """
         check_state_version(state, "sampler state", _STATE_VERSION)
         version = state.get("version", 1)
+        if version == 3 or self.global_batch_size is not None:
+            self.cursor.seek(*self._elastic_position(state))
+            return
         keys = ["version", "epoch", "position"] if "version" in state else ["epoch", "position"]
         problems = fields_problem(state, keys + ["order"] * (version >= 2), "sampler state")
         if not problems:
             problems += int_problem("epoch", state["epoch"], 0, 2**63 - 1)
             problems += int_problem("position", state["position"], 0, self.num_samples)
-            order = state.get("order", "randperm")
-            if order not in ORDERS:
-                problems.append(f"order must be one of {', '.join(map(repr, ORDERS))}, got "
-                                f"{str(order)[:40]!r}")  # fmt: skip
-            elif order != self.order:
-                problems.append(
-                    f"this state was saved by a sampler with order={order!r}; this one has "
-                    f"order={self.order!r}: its positions mean other indices here; resume with "
-                    f"order={order!r}"
-                )
+            problems += self._order_problem(state.get("order", "randperm"))
         if problems:
             raise CorruptStateError("; ".join(problems))
         self.cursor.seek(state["epoch"], state["position"])
+
+    def _order_problem(self, order: object) -> list[str]:
+        """What is wrong with a state's ``order`` here (an unknown one, or not this one)."""
+        if order not in ORDERS:
+            return [f"order must be one of {', '.join(map(repr, ORDERS))}, got "
+                    f"{str(order)[:40]!r}"]  # fmt: skip
+        if order != self.order:
+            return [
+                f"this state was saved by a sampler with order={order!r}; this one has "
+                f"order={self.order!r}: its positions mean other indices here; resume with "
+                f"order={order!r}"
+            ]
+        return []
+
+    def _elastic_position(self, state: dict[str, Any]) -> tuple[int, int]:
+        """``(epoch, this rank's position)`` of an elastic (version 3) state."""
+        if self.global_batch_size is None or state.get("version") != 3:
+            raise CorruptStateError(layout_mismatch("sampler", state, self.global_batch_size))
+        keys = ("version", "epoch", "samples", "order", "global_batch_size")
+        problems = fields_problem(state, keys, "sampler state")
+        if not problems:
+            problems += int_problem("epoch", state["epoch"], 0, 2**63 - 1)
+            total = self.num_samples * self.num_replicas
+            problems += int_problem("samples", state["samples"], 0, total)
+            problems += self._order_problem(state["order"])
+            problems += elastic_problem(state, self.global_batch_size, self.num_replicas)
+        if problems:
+            raise CorruptStateError("; ".join(problems))
+        return state["epoch"], state["samples"] // self.num_replicas
