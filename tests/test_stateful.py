@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import seedlock
-from seedlock.data import _sampler as _sampler_layout
 from seedlock.data import _loader as _loader_layout
+from seedlock.data import _sampler as _sampler_layout
 from seedlock.errors import StateError, StateVersionError
 
 # Each maker returns (object, continue, resume): `continue` draws what comes next in the running

@@ -32,19 +32,19 @@ the same samples, with the same per-sample seeds, on 1 rank or 16.
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, overload
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, Sampler
+from torch.utils.data import DataLoader, IterableDataset
 
 from seedlock._docs import fill
 from seedlock.backends.checks import fields_problem, int_problem
+from seedlock.data._batches import Delivered, EpochBatches
 from seedlock.data._elastic import elastic_position, elastic_state, micro_batches
 from seedlock.data._sampler import ResumableSampler, check_state_version
 from seedlock.data._samples import SeededDataset
+from seedlock.data._stream import SeedlockStreamLoader
 from seedlock.derivation import Seed, check_seed, derive, get_root
 from seedlock.errors import CorruptStateError, WorldSizeMismatchError
 
@@ -53,8 +53,10 @@ __all__ = ["SeedlockDataLoader", "loader"]
 # What the loader class and its builder function share in their docstrings.
 _documented = fill(
     data="""dataset
-        A map-style dataset (``__getitem__`` and ``__len__``); an ``IterableDataset`` is
-        refused. It is wrapped in a :class:`~seedlock.data.SeededDataset`.
+        A map-style dataset (``__getitem__`` and ``__len__``), wrapped in a
+        :class:`~seedlock.data.SeededDataset`. :func:`loader` also takes an ``IterableDataset``
+        with ``state_dict`` / ``load_state_dict``, or one :func:`~seedlock.data.sharded` made,
+        and returns a :class:`~seedlock.data.SeedlockStreamLoader`.
     batch_size
         Samples per batch; default 1. ``None``: no batching (samples one by one, as with
         DataLoader).
@@ -80,8 +82,10 @@ _documented = fill(
         :func:`~seedlock.data.find_generators`); default ``False``: they are reseeded per
         sample.""",
     raises="""TypeError
-        An ``IterableDataset``; ``batch_sampler`` or ``generator`` given; ``sampler`` that is not a
-        :class:`~seedlock.data.ResumableSampler`; ``seed`` not an int, str or bytes.
+        An ``IterableDataset`` without ``state_dict`` / ``load_state_dict`` (to
+        :class:`SeedlockDataLoader`: any); ``batch_sampler`` or ``generator`` given;
+        ``sampler`` that is not a :class:`~seedlock.data.ResumableSampler`; ``seed`` not an
+        int, str or bytes.
     ValueError
         ``shuffle=True``, ``order`` or ``global_batch_size`` with a ``sampler``; an unknown
         ``order``; a ``global_batch_size`` that the ranks' micro-batches do not divide; the dataset
@@ -93,69 +97,6 @@ _documented = fill(
 
 #: Version of the loader state's layout: 1 counts this rank's batches, 2 (elastic) global samples.
 _STATE_VERSION = 2
-
-
-class _EpochBatches(Sampler[Any]):
-    """Batches of ``(epoch, index)`` pairs for the epoch and start the loader sets."""
-
-    def __init__(self, sampler: ResumableSampler, batch_size: int | None, drop_last: bool) -> None:
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.epoch = 0
-        self.skip = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        epoch = self.epoch
-        indices = self.sampler.indices(epoch)
-        if self.batch_size is None:
-            for index in indices[self.skip :]:
-                yield (epoch, index)
-            return
-        size = self.batch_size
-        # Streamed, not sliced per batch: a lazy order (order="feistel") then computes its
-        # indices in growing blocks, not one small block per batch.
-        rest = iter(indices[self.skip * size :])
-        while batch := list(itertools.islice(rest, size)):
-            if len(batch) < size and self.drop_last:
-                return
-            yield [(epoch, index) for index in batch]
-
-    def __len__(self) -> int:
-        n = len(self.sampler)
-        if self.batch_size is None:
-            return n
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-
-class _Delivered:
-    """Wraps the DataLoader's iterator and counts what reaches the caller."""
-
-    def __init__(self, owner: SeedlockDataLoader, inner: Iterator[Any], token: int) -> None:
-        self._owner = owner
-        self._inner = inner
-        self._token = token
-        self._delivered = owner._skip_at_start
-
-    def __iter__(self) -> _Delivered:
-        return self
-
-    def __next__(self) -> Any:
-        cursor = self._owner.resumable_sampler.cursor
-        try:
-            batch = next(self._inner)
-        except StopIteration:
-            cursor.finish(self._token)
-            raise
-        self._delivered += 1
-        cursor.advance(self._token, self._owner._samples_in_batch(self._delivered))
-        return batch
-
-    def __len__(self) -> int:
-        return len(self._owner) - self._owner._skip_at_start
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 @_documented
@@ -210,9 +151,8 @@ class SeedlockDataLoader(DataLoader[Any]):
     ) -> None:
         if isinstance(dataset, IterableDataset):
             raise TypeError(
-                "seedlock.data.loader supports map-style datasets (with __getitem__ and __len__); "
-                "an IterableDataset decides its own order, so per-sample seeds and an exact "
-                "resume cannot be imposed from outside"
+                "SeedlockDataLoader takes map-style datasets; seedlock.data.loader() builds the "
+                "loader of an iterable dataset"
             )
         for name in ("batch_sampler", "generator"):
             if kwargs.get(name) is not None:
@@ -241,7 +181,7 @@ class SeedlockDataLoader(DataLoader[Any]):
             )
         self.accumulation = micro_batches(sampler, batch_size)
         self.resumable_sampler = sampler
-        self._batches = _EpochBatches(sampler, batch_size, drop_last)
+        self._batches = EpochBatches(sampler, batch_size, drop_last)
         seeded = SeededDataset(dataset, root=self.root, strict=strict)
         # The loader's own generator: iter() draws the workers' base seed from it, never from
         # the global torch RNG.
@@ -288,7 +228,7 @@ class SeedlockDataLoader(DataLoader[Any]):
         skip = self._batches_before(start)
         self._skip_at_start = skip
         self._batches.epoch, self._batches.skip = epoch, skip
-        return _Delivered(self, super().__iter__(), token)
+        return Delivered(self, super().__iter__(), token)
 
     @property
     def epoch(self) -> int:
@@ -390,6 +330,32 @@ class SeedlockDataLoader(DataLoader[Any]):
         self.resumable_sampler.cursor.seek(state["epoch"], position)
 
 
+@overload
+def loader(
+    dataset: IterableDataset[Any],
+    batch_size: int | None = 1,
+    shuffle: bool = False,
+    *,
+    order: str | None = None,
+    global_batch_size: int | None = None,
+    seed: Seed | None = None,
+    strict: bool = False,
+    **kwargs: Any,
+) -> SeedlockStreamLoader: ...
+@overload
+def loader(
+    dataset: Any,
+    batch_size: int | None = 1,
+    shuffle: bool = False,
+    *,
+    order: str | None = None,
+    global_batch_size: int | None = None,
+    seed: Seed | None = None,
+    strict: bool = False,
+    **kwargs: Any,
+) -> SeedlockDataLoader: ...
+
+
 @_documented
 def loader(
     dataset: Any,
@@ -401,7 +367,7 @@ def loader(
     seed: Seed | None = None,
     strict: bool = False,
     **kwargs: Any,
-) -> SeedlockDataLoader:
+) -> SeedlockDataLoader | SeedlockStreamLoader:
     """A DataLoader over ``dataset`` with per-sample seeding and exact O(1) resume.
 
     Parameters
@@ -416,8 +382,8 @@ def loader(
 
     Returns
     -------
-    SeedlockDataLoader
-        A ``torch.utils.data.DataLoader`` subclass.
+    SeedlockDataLoader or SeedlockStreamLoader
+        A ``torch.utils.data.DataLoader`` subclass: the second for an iterable dataset.
 
     Raises
     ------
@@ -430,6 +396,12 @@ def loader(
     >>> for batch in train: ...
     >>> ckpt["loader"] = train.state_dict()     # later: train.load_state_dict(ckpt["loader"])
     """
+    if isinstance(dataset, IterableDataset):
+        root = get_root() if seed is None else check_seed(seed)
+        return SeedlockStreamLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, root=root, strict=strict,
+            order=order, global_batch_size=global_batch_size, **kwargs,
+        )  # fmt: skip
     return SeedlockDataLoader(
         dataset,
         batch_size=batch_size,

@@ -20,7 +20,7 @@ from torch.utils.data import (
 from torch.utils.data.distributed import DistributedSampler
 
 from seedlock._ranks import initialised_group
-from seedlock.data import SeedlockDataLoader, loader
+from seedlock.data import SeedlockDataLoader
 from seedlock.distributed import PerRankState
 
 __all__ = ["gather_ranks", "rebuild_loader", "why_not_rebuilt"]
@@ -101,7 +101,7 @@ def rebuild_loader(dataloader: Any, seed: Any = None) -> SeedlockDataLoader:
     drop_last = dataloader.drop_last
     if type(sampler) is DistributedSampler:
         drop_last = drop_last or sampler.drop_last
-    return loader(
+    return SeedlockDataLoader(
         dataloader.dataset,
         batch_size=batch_size,
         shuffle=shuffle,

@@ -33,7 +33,7 @@ from accelerate.utils import send_to_device  # type: ignore[import-untyped, unus
 
 import seedlock
 from seedlock.data import SeedlockDataLoader
-from seedlock.data._loader import _EpochBatches
+from seedlock.data._batches import EpochBatches
 from seedlock.derivation import Seed
 from seedlock.distributed import PerRankState, rank_path
 from seedlock.integrations._common import rebuild_loader, why_not_rebuilt
@@ -132,7 +132,7 @@ def _went_through_prepare(dataloader: Any) -> bool:
     """Whether ``dataloader`` is accelerate's rebuild of a seedlock loader (by ``prepare``)."""
     sampler = getattr(dataloader, "batch_sampler", None)
     inner = getattr(sampler, "batch_sampler", None)  # BatchSamplerShard, with several processes
-    return isinstance(sampler, _EpochBatches) or isinstance(inner, _EpochBatches)
+    return isinstance(sampler, EpochBatches) or isinstance(inner, EpochBatches)
 
 
 _REBUILT = (
