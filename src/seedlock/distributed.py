@@ -45,7 +45,9 @@ RNG state is per rank. :class:`PerRankState` holds this rank's seedlock state (a
 ``torch.distributed.checkpoint`` (which keeps one copy of identical keys) stores every rank's
 state, and a plain per-rank file (:func:`rank_path`) says whose it is. Resuming needs the same
 world size: another world size is a :class:`WorldSizeMismatchError` (RNG streams and the data
-partition of N ranks cannot be redistributed over M without changing the numbers).
+partition of N ranks cannot be redistributed over M without changing the numbers), except with
+``PerRankState(..., elastic=True)`` and a loader built with ``global_batch_size``, whose position
+is global: the loader continues at the same global step and the RNG streams are re-derived.
 """
 
 from __future__ import annotations
