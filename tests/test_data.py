@@ -443,3 +443,16 @@ def test_sample_generator_refuses_what_is_not_a_device(device, error, match):
     dataset = SeededDataset(_DrawsWith(device), root=0)
     with pytest.raises(error, match=match):
         dataset[(0, 0)]
+
+
+def test_set_epoch_of_the_running_epoch_after_iter_keeps_counting_as_trainers_call_it():
+    seedlock.seed_everything(0)
+    loader = seedlock.data.loader(Augmented(), batch_size=4, shuffle=True)
+    batches = iter(loader)  # Lightning: iter() first, then set_epoch(current epoch)
+    loader.set_epoch(0)
+    next(batches), next(batches)
+    assert loader.state_dict() == {"version": 1, "epoch": 0, "batches": 2}
+    rest = list(batches)
+    assert loader.state_dict() == {"version": 1, "epoch": 1, "batches": 0}
+    loader.set_epoch(0)  # after the epoch: starts epoch 0 again
+    assert [b.tolist() for b in loader][2:] == [b.tolist() for b in rest]

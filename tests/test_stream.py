@@ -211,3 +211,13 @@ def test_a_sharded_iterable_iterates_on_its_own_and_has_no_length():
     assert list(data) == [1, 2, 3]
     with pytest.raises(TypeError, match="no length"):
         len(seedlock.data.loader(data, batch_size=2, seed=0))
+
+
+def test_set_epoch_of_the_running_epoch_after_iter_keeps_counting():
+    train = sds.loader("callables", 0)
+    batches = iter(train)
+    train.set_epoch(0)
+    next(batches), next(batches)
+    assert train.state_dict()["batches"] == 2
+    train.set_epoch(3)
+    assert train.state_dict()["epoch"] == 3 and train.state_dict()["batches"] == 0

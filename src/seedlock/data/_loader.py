@@ -237,7 +237,8 @@ class SeedlockDataLoader(DataLoader[Any]):
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` start ``epoch`` (an int) from its first batch: the same as
-        ``loader.resumable_sampler.set_epoch(epoch)``.
+        ``loader.resumable_sampler.set_epoch(epoch)`` (nothing changes while an iteration of
+        ``epoch`` itself runs).
 
         Parameters
         ----------

@@ -280,12 +280,19 @@ class ResumableSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` use ``epoch`` from its start (as ``DistributedSampler``'s).
 
+        While an iteration of ``epoch`` itself runs, nothing changes: trainers that call
+        ``set_epoch(e)`` right after ``iter()`` started epoch ``e`` (Lightning does) keep its
+        position counting.
+
         Parameters
         ----------
         epoch
             The epoch, an int.
         """
-        self.cursor.seek(epoch, 0)
+        cursor = self.cursor
+        if cursor.running and cursor.epoch == epoch and cursor.done < self.num_samples:
+            return
+        cursor.seek(epoch, 0)
 
     # -- Stateful ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

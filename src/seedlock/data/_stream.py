@@ -258,11 +258,16 @@ class SeedlockStreamLoader(DataLoader[Any]):
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` start ``epoch`` from its beginning.
 
+        While an iteration of ``epoch`` itself runs, nothing changes (trainers that call
+        ``set_epoch(e)`` right after ``iter()`` started epoch ``e``).
+
         Parameters
         ----------
         epoch
             An int >= 0.
         """
+        if self._now is not None and self._now[0] == epoch:
+            return
         self._next, self._now = (epoch, self._fresh(), 0), None
         self._token += 1
 
