@@ -221,3 +221,30 @@ def test_set_epoch_of_the_running_epoch_after_iter_keeps_counting():
     assert train.state_dict()["batches"] == 2
     train.set_epoch(3)
     assert train.state_dict()["epoch"] == 3 and train.state_dict()["batches"] == 0
+
+
+class SplitsByWorker(torch.utils.data.IterableDataset):
+    """Splits itself across workers by get_worker_info(), as torch's docs suggest."""
+
+    def __init__(self) -> None:
+        self.position = 0
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        step, first = (1, 0) if info is None else (info.num_workers, info.id)
+        for k in range(first, 20, step):
+            if k >= self.position:
+                self.position = k + 1
+                yield k
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+def test_a_dataset_that_splits_itself_by_worker_reads_its_whole_shard():
+    seedlock.seed_everything(0)
+    train = seedlock.data.loader(SplitsByWorker(), batch_size=5, num_workers=2)
+    assert torch.cat(list(train)).tolist() == list(range(20))

@@ -17,6 +17,10 @@ puts the rounds together in slot order (a round is complete once every worker ha
 it). So the batches are the same with any ``num_workers``, and a worker that has no slot (more
 workers than shards) sends nothing.
 
+While a shard is read, ``get_worker_info()`` returns ``None``: seedlock assigns the shards, so a
+dataset that splits itself across workers (as torch's docs suggest for iterable datasets) must
+read its whole shard, as in the main process.
+
 Sample ``k`` of shard ``s`` (of ``S``) is fetched under the per-sample seeds of ``index = k * S +
 s`` (see :mod:`seedlock.data._samples`): its randomness depends on the sample, not on the worker.
 
@@ -27,12 +31,14 @@ samples that workers had read past it are read again, in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data._utils import worker as _worker
 from torch.utils.data._utils.collate import default_collate
 from torch.utils.data._utils.pin_memory import pin_memory
 
@@ -86,7 +92,8 @@ class _Producer(IterableDataset[Any]):
             j for j in range(len(job.shards)) if j % workers == worker and not job.slots[j].ended
         ]
         slots = {j: _Slot(s.offset, s.point, s.round) for j in mine for s in [job.slots[j]]}
-        opened = {j: self.sources[job.shards[j]].open(slots[j].point) for j in mine}
+        with _hidden_worker():
+            opened = {j: self.sources[job.shards[j]].open(slots[j].point) for j in mine}
         for j in mine:  # a replayed shard reads again what it took, under the same seeds
             if self.sources[job.shards[j]].replay is not None:
                 for taken in range(slots[j].offset):
@@ -121,13 +128,27 @@ class _Producer(IterableDataset[Any]):
 
     @staticmethod
     def _fetch(samples: Iterator[Any], seed: Any, root: Seed, epoch: int, key: int) -> Any:
-        """The next sample, fetched under the per-sample seeds of ``key``."""
+        """The next sample, fetched under the per-sample seeds of ``key``, with no worker info
+        (see :func:`_hidden_worker`)."""
         token = _current.set([root, epoch, key, None, None])
+        info, _worker._worker_info = _worker._worker_info, None
         try:
             seed(key)
             return next(samples)
         finally:
+            _worker._worker_info = info
             _current.reset(token)
+
+
+@contextlib.contextmanager
+def _hidden_worker() -> Iterator[None]:
+    """``get_worker_info()`` is ``None`` inside: a dataset that splits itself across workers
+    (as torch's docs suggest) reads its whole shard, since seedlock assigns the shards."""
+    info, _worker._worker_info = _worker._worker_info, None
+    try:
+        yield
+    finally:
+        _worker._worker_info = info
 
 
 def _as_is(item: Any) -> Any:
