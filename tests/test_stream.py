@@ -90,8 +90,14 @@ def test_a_new_process_resumes_exactly_from_random_interrupt_points(runs, tmp_pa
         assert rest == batches[point:], f"resumed after batch {point}"
 
 
-def test_the_main_process_streams_are_untouched_by_fetching():
+@pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "resumed"])
+def test_the_main_process_streams_are_untouched_by_fetching(resumed):
     train = sds.loader("callables", 0)
+    if resumed:  # the replayed shards read their skipped samples again, under their seeds
+        other = sds.loader("callables", 0)
+        batches = iter(other)
+        next(batches), next(batches)
+        train.load_state_dict(other.state_dict())
     torch.manual_seed(5)
     np.random.seed(5)
     random.seed(5)

@@ -92,20 +92,20 @@ class _Producer(IterableDataset[Any]):
             j for j in range(len(job.shards)) if j % workers == worker and not job.slots[j].ended
         ]
         slots = {j: _Slot(s.offset, s.point, s.round) for j in mine for s in [job.slots[j]]}
-        with _hidden_worker():
+        with _kept(plan, info), _hidden_worker():
             opened = {j: self.sources[job.shards[j]].open(slots[j].point) for j in mine}
-        for j in mine:  # a replayed shard reads again what it took, under the same seeds
-            if self.sources[job.shards[j]].replay is not None:
-                for taken in range(slots[j].offset):
-                    self._fetch(opened[j], seed, root, job.epoch, taken * job.count + job.shards[j])
+            for j in mine:  # a replayed shard reads again what it took, under the same seeds
+                if self.sources[job.shards[j]].replay is not None:
+                    for taken in range(slots[j].offset):
+                        key = taken * job.count + job.shards[j]
+                        self._fetch(opened[j], seed, root, job.epoch, key)
         now = min((slots[j].round for j in mine), default=0)
         if not mine:
             yield worker, _DONE, []
         while mine:
-            saved = [(load, save()) for save, load in plan.snapshots] if info is None else ()
             rows: list[tuple[Any, ...]] = []
             end = now + self.rounds
-            try:
+            with _kept(plan, info):
                 while now < end and mine:
                     for j in list(mine):
                         slot = slots[j]
@@ -121,9 +121,6 @@ class _Producer(IterableDataset[Any]):
                         slot.offset, slot.round = slot.offset + 1, now + 1
                         rows.append((now, j, False, sample, self.sources[job.shards[j]].point()))
                     now += 1
-            finally:
-                for load, state in saved:
-                    load(state)
             yield worker, (now if mine else _DONE), rows
 
     @staticmethod
@@ -138,6 +135,18 @@ class _Producer(IterableDataset[Any]):
         finally:
             _worker._worker_info = info
             _current.reset(token)
+
+
+@contextlib.contextmanager
+def _kept(plan: Any, worker: Any) -> Iterator[None]:
+    """In the main process (``worker`` is ``None``), the caller's global generators are put
+    back on the way out: reading the stream never shifts the training loop's streams."""
+    saved = [(load, save()) for save, load in plan.snapshots] if worker is None else ()
+    try:
+        yield
+    finally:
+        for load, state in saved:
+            load(state)
 
 
 @contextlib.contextmanager
