@@ -325,6 +325,26 @@ def test_a_loader_it_cannot_rebuild_is_left_with_a_warning(tmp_path: Path):
     assert "\n" not in message and "not exact" in message
 
 
+class _StatefulStream(_Stream):
+    def state_dict(self) -> dict[str, int]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        pass
+
+
+class _StreamModule(_Tiny):
+    def train_dataloader(self) -> Any:
+        return seedlock.data.loader(self.data, batch_size=4, seed=0)
+
+
+def test_a_seedlock_loader_of_an_iterable_dataset_is_left_with_a_warning(tmp_path: Path):
+    with pytest.warns(UserWarning, match="one batch late") as caught:
+        trainer = _fit(_StreamModule(_StatefulStream()), tmp_path, Seedlock(0))
+    assert isinstance(trainer.train_dataloader, seedlock.data.SeedlockStreamLoader)
+    assert any("IterableDataset" in str(w.message) for w in caught)
+
+
 def test_a_checkpoint_without_seedlock_state_warns(tmp_path: Path):
     trainer = _fit(_Tiny(_Squares()), tmp_path)
     path = tmp_path / "plain.ckpt"

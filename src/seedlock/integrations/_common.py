@@ -20,7 +20,7 @@ from torch.utils.data import (
 from torch.utils.data.distributed import DistributedSampler
 
 from seedlock._ranks import initialised_group
-from seedlock.data import SeedlockDataLoader
+from seedlock.data import SeedlockDataLoader, SeedlockStreamLoader
 from seedlock.distributed import PerRankState
 
 __all__ = ["gather_ranks", "rebuild_loader", "why_not_rebuilt"]
@@ -59,10 +59,13 @@ def why_not_rebuilt(dataloader: Any) -> str | None:
     and the same kind of order; ``None`` when it can."""
     if isinstance(dataloader, SeedlockDataLoader):
         return None
+    if isinstance(dataloader, SeedlockStreamLoader) or isinstance(
+        getattr(dataloader, "dataset", None), IterableDataset
+    ):
+        return ("it reads an IterableDataset: trainers fetch one batch ahead of a loader "
+                "without a length, so its saved position would be one batch late")  # fmt: skip
     if type(dataloader) is not DataLoader:
         return f"it is a {type(dataloader).__name__}, not a plain torch DataLoader"
-    if isinstance(dataloader.dataset, IterableDataset):
-        return "its dataset is an IterableDataset, whose order seedlock cannot impose"
     batch_sampler = dataloader.batch_sampler
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
         return f"it has a custom batch_sampler ({type(batch_sampler).__name__})"
