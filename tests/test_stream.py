@@ -254,3 +254,27 @@ def test_a_dataset_that_splits_itself_by_worker_reads_its_whole_shard():
     seedlock.seed_everything(0)
     train = seedlock.data.loader(SplitsByWorker(), batch_size=5, num_workers=2)
     assert torch.cat(list(train)).tolist() == list(range(20))
+
+
+def _mixed(s: int):
+    def read():
+        for k in range(9):
+            image = torch.arange(12.0).reshape(3, 4).t() + s * 100 + k  # not contiguous
+            yield {"image": image, "label": torch.tensor(k, dtype=torch.int16),
+                   "meta": (s, f"shard-{s}", [torch.tensor([k, s])])}  # fmt: skip
+
+    return read
+
+
+def test_samples_of_any_structure_cross_from_workers_unchanged():
+    data = seedlock.data.sharded([_mixed(s) for s in range(3)])
+    seedlock.seed_everything(0)
+    seen = {}
+    for workers in (0, 2):
+        seen[workers] = list(seedlock.data.loader(data, batch_size=None, num_workers=workers))
+    assert len(seen[0]) == 27
+    for a, b in zip(seen[0], seen[2], strict=True):
+        assert torch.equal(a["image"], b["image"]) and a["image"].shape == (4, 3)
+        assert b["label"].dtype == torch.int16 and torch.equal(a["label"], b["label"])
+        assert a["meta"][:2] == b["meta"][:2] and type(b["meta"]) is tuple
+        assert torch.equal(a["meta"][2][0], b["meta"][2][0])
