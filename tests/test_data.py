@@ -318,15 +318,17 @@ def test_threads_fetching_from_one_dataset_each_get_their_samples_generator():
     assert together == [float(np.random.default_rng(k).random()) for k in key]
 
 
-def test_iterable_datasets_and_foreign_samplers_are_refused_with_reasons():
+def test_stateless_iterable_datasets_and_foreign_samplers_are_refused_with_reasons():
     seedlock.seed_everything(0)
 
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):
             yield 1
 
-    with pytest.raises(TypeError, match="supports map-style datasets"):
+    with pytest.raises(TypeError, match=r"needs state_dict\(\) and load_state_dict\(\)"):
         seedlock.data.loader(Stream())
+    with pytest.raises(TypeError, match=r"seedlock\.data\.loader\(\) builds the loader"):
+        seedlock.data.SeedlockDataLoader(Stream())
     with pytest.raises(TypeError, match=r"sampler must be a seedlock\.data\.ResumableSampler"):
         seedlock.data.loader(Augmented(), sampler=torch.utils.data.SequentialSampler(range(3)))
     with pytest.raises(TypeError, match="builds its own generator"):
