@@ -216,3 +216,92 @@ def test_the_view_of_pythons_c_state_reads_what_getstate_reports():
     random.random()
     internal = random.getstate()[1]
     assert memory.tobytes() == np.array([internal[-1], *internal[:-1]], dtype=np.uint32).tobytes()
+
+
+class Holds(Dataset):
+    """Holds one generator object of each library: per-sample seeding reseeds them too."""
+
+    def __init__(self) -> None:
+        self.np_rng = np.random.default_rng(1)
+        self.legacy = np.random.RandomState(2)
+        self.py_rng = random.Random(3)
+        self.torch_gen = torch.Generator().manual_seed(4)
+
+    def __len__(self) -> int:
+        return 1
+
+
+def generator_states(dataset: object) -> tuple[object, ...]:
+    """Every state per-sample seeding sets: the three globals', then the held generators'."""
+    held = []
+    if isinstance(dataset, Holds):
+        held = [
+            dataset.np_rng.bit_generator.state,
+            str(dataset.legacy.get_state(legacy=False)),
+            dataset.py_rng.getstate(),
+            dataset.torch_gen.get_state().numpy().tobytes(),
+        ]
+    return (*all_states(), *held)
+
+
+EDGE_INDICES = [
+    *INDICES,
+    *range(0, 70_000, 4999),
+    2**56 - 1,
+    2**56,
+    -1,
+    -128,
+    -129,
+    -(2**63),
+    2**64,
+    2**64 + 1,
+    2**300,
+    np.int64(12345),
+    np.uint64(2**64 - 1),
+    torch.tensor(2**40),
+]
+EPOCHS = [0, 1, 127, 128, 2**31, 2**64, -3, np.int64(5), "an epoch", b"\x00"]
+
+
+def plans(dataset: object, root: object) -> list[object]:
+    """The plan of ``dataset`` with every loaded library (held generators: another group of
+    suffixes), and one for only two of them (the fast path's loop, not its unrolled form)."""
+    from seedlock.backends import live_globals  # private to this test: which libraries seed
+    from seedlock.data._samples import _Plan  # the plans whose fast path is checked
+
+    seeded = SeededDataset(dataset, root=root)
+    backends = tuple(b for b in live_globals() if b.name != "numpy")
+    return [seeded._plan(), _Plan(backends, seeded.held, seeded.root)]
+
+
+@pytest.mark.parametrize("root", [0, -5, 2**70, "a root", b"\x00\xff"])
+@pytest.mark.parametrize("make", [Globals, Holds], ids=["globals", "held"])
+def test_the_fast_path_seeds_every_generator_as_the_generic_path_does(root, make):
+    dataset = make()
+    for plan in plans(dataset, root):
+        for epoch in EPOCHS:
+            fast, generic = plan.seeding(epoch), plan._generic(epoch)
+            for index in EDGE_INDICES:
+                random.gauss(0, 1), np.random.standard_normal(3), torch.randn(1)  # move them
+                before = random.getstate(), np.random.get_state(), torch.get_rng_state()
+                fast(index)
+                got = generator_states(dataset)
+                random.setstate(before[0]), np.random.set_state(before[1])
+                torch.set_rng_state(before[2])
+                generic(index)
+                assert got == generator_states(dataset), (root, epoch, index)
+
+
+def test_the_fast_path_is_the_one_taken_for_int_keys():
+    plan = SeededDataset(Globals(), root=0)._plan()
+    assert plan.seeding(3).__name__ == "seed_three"
+    assert plan.seeding(3) is plan.seeding(3)  # kept per epoch
+    assert plans(Holds(), 0)[0].seeding(3).__name__ == "seed_sample"
+    assert plan.seeding("an epoch").__name__ == "seed_sample"  # the generic path's
+
+
+@pytest.mark.parametrize("index", [True, 1.5, None])
+def test_the_fast_path_refuses_what_derive_refuses(index):
+    plan = SeededDataset(Globals(), root=0)._plan()
+    with pytest.raises(TypeError, match="key must be an int, str or bytes"):
+        plan.seeding(0)(index)

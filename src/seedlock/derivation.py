@@ -153,6 +153,19 @@ def _encode(item: Key) -> bytes:
     return tag + len(payload).to_bytes(8, "little") + payload
 
 
+def _int_starts(state: Any) -> list[Any]:
+    """``state``, a BLAKE2b object, continued with what ``_encode`` puts before an int's bytes
+    (its type and length), one per length 0-9 (an int in ``[0, 2**64)`` has 1-9 bytes): then
+    hashing ``n.to_bytes(n.bit_length() // 8 + 1, "little")`` onto item ``[that length]``
+    hashes the int key ``n`` (the per-sample seeding's fast path)."""
+    starts = []
+    for length in range(10):
+        start = state.copy()
+        start.update(b"i" + length.to_bytes(8, "little"))
+        starts.append(start)
+    return starts
+
+
 def derive(*keys: Key, root: Seed | None = None, bits: int = 64) -> int:
     """Return the ``bits``-bit seed of the stream named by ``keys`` under ``root``.
 

@@ -19,10 +19,9 @@ there are, what was fetched before it, or whether the run was resumed.
 In the main process (``num_workers=0``) the caller's global generators are saved before the
 sample and put back after it: fetching data never shifts the training loop's random streams.
 
-The sample being fetched is kept per thread (a ``ContextVar``), so threads that fetch from one
-dataset each get their own :func:`sample_rng`. The *global* generators are one per process,
-though: per-sample seeding of ``random`` / ``np.random`` / torch from several threads at once
-interleaves their draws.
+The sample being fetched is kept per thread (a ``ContextVar``): threads that fetch from one
+dataset each get their own :func:`sample_rng`; but the *global* generators are one per process,
+so several threads' per-sample seeding of them interleaves their draws.
 
 What is scanned
 ---------------
@@ -34,10 +33,9 @@ lists, tuples and dict values are looked through without counting as a step::
     dataset.transform.rng                    # 2 steps
     dataset.transform.transforms[2].rng      # 3 steps: torchvision-style Compose
 
-Modules, classes, functions, tensors and arrays are not entered. The scan happens once, when the
-wrapper is made; generators attached later are not seen. With ``strict=True`` finding one is an
-error that names its path instead (for code that must use :func:`sample_rng`). A source that no
-seed reaches (``random.SystemRandom``) is always an error: it would make every run differ.
+Modules, classes, functions, tensors and arrays are not entered. The scan is made once, with
+the wrapper. With ``strict=True`` a find is an error naming its path (for code that must use
+:func:`sample_rng`); a source no seed reaches (``random.SystemRandom``) always is one.
 """
 
 from __future__ import annotations
@@ -46,13 +44,14 @@ import types
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from functools import partial
+from struct import Struct
 from typing import Any
 
 from torch.utils.data import Dataset, get_worker_info
 
 from seedlock import backends as _backends
 from seedlock.backends.base import GeneratorOwner
-from seedlock.derivation import Deriver, Seed, check_seed, derive, get_root
+from seedlock.derivation import Deriver, Seed, _int_starts, check_seed, derive, get_root
 
 __all__ = ["SeededDataset", "find_generators", "sample_generator", "sample_rng"]
 
@@ -60,12 +59,10 @@ _MAX_STEPS = 3
 _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 
 
-# The sample being fetched: [root, epoch, index, its sample_rng() or None, its
-# sample_generator()s by device or None]. A list rather than a class: one is made per sample.
+# The sample being fetched, per thread (and asyncio task): [root, epoch, index, sample_rng()
+# or None, sample_generator()s by device or None]; a list, not a class: one is made per sample.
 _Sample = list[Any]
 _ROOT, _EPOCH, _INDEX, _RNG, _GENERATORS = range(5)
-
-# The sample being fetched, per thread (and per asyncio task).
 _current: ContextVar[_Sample | None] = ContextVar("seedlock_sample", default=None)
 
 
@@ -115,9 +112,8 @@ def sample_rng() -> Any:
 def sample_generator(device: Any = "cpu") -> Any:
     """The current sample's ``torch.Generator`` on ``device`` (same rules as :func:`sample_rng`).
 
-    Per-sample seeding seeds host (CPU) generators only; this is how a sample draws on a
-    device. A device generator is for main-process loading (``num_workers=0``): DataLoader
-    workers cannot use a device.
+    Per-sample seeding seeds host (CPU) generators only; this is how a sample draws on a device,
+    in main-process loading (``num_workers=0``): DataLoader workers cannot use a device.
 
     Parameters
     ----------
@@ -128,10 +124,9 @@ def sample_generator(device: Any = "cpu") -> Any:
     Returns
     -------
     torch.Generator
-        Seeded from ``(root, epoch, index)`` of the sample being fetched: on the CPU with 32
-        bits of ``derive("data", epoch, index, "sample_generator")``, on another device (a
-        Philox generator, which keeps 64 bits) with 64 bits of it. The same generator for
-        repeated calls with the same device during one fetch.
+        Seeded with 32 bits of ``derive("data", epoch, index, "sample_generator")`` on the CPU,
+        64 on another device (Philox keeps 64). The same one for repeated calls with the same
+        device during one fetch.
 
     Raises
     ------
@@ -159,26 +154,20 @@ def sample_generator(device: Any = "cpu") -> Any:
         else:
             if not _in_main_process():
                 raise RuntimeError(
-                    f"sample_generator(device={key!r}) in a DataLoader worker: workers cannot "
-                    "use a device; draw on the CPU there, or load in the main process "
-                    "(num_workers=0)"
+                    f"sample_generator(device={key!r}) in a DataLoader worker: workers cannot use "
+                    "a device; draw on the CPU there, or load in the main process (num_workers=0)"
                 )
-            generator = torch.Generator(device=where).manual_seed(material & _BITS_64)
+            generator = torch.Generator(device=where).manual_seed(material & ((1 << 64) - 1))
         generators[key] = generator
     return generator
-
-
-_BITS_64 = (1 << 64) - 1
 
 
 def _device(torch: Any, device: Any) -> Any:
     """``device`` as a ``torch.device``, an index filled in for a device kind that has a
     current one (``"cuda"`` -> ``cuda:<current>``), so that one device has one generator."""
     if isinstance(device, bool) or not isinstance(device, (str, torch.device)):
-        raise TypeError(
-            f"device must be a str or torch.device (e.g. 'cpu', 'cuda:0'), "
-            f"got {type(device).__name__}"
-        )
+        what = type(device).__name__
+        raise TypeError(f"device must be a str or torch.device (e.g. 'cpu', 'cuda:0'), got {what}")
     try:
         where = torch.device(device)
     except (RuntimeError, ValueError) as exc:
@@ -204,9 +193,7 @@ def _children(obj: Any) -> Iterator[tuple[str, Any]]:
             yield suffix, value
 
     attributes = getattr(obj, "__dict__", None)
-    if not isinstance(attributes, dict):
-        return
-    for name, value in attributes.items():
+    for name, value in attributes.items() if isinstance(attributes, dict) else ():
         yield from expand(f".{name}", value)
 
 
@@ -228,8 +215,7 @@ def find_generators(dataset: Any) -> list[tuple[str, Any, GeneratorOwner]]:
     Returns
     -------
     list of tuple
-        ``(path, generator, owning backend)`` for each, e.g. ``("dataset.transform.rng", rng,
-        <numpy backend>)``, in scan order.
+        ``(path, generator, owning backend)`` in scan order (``"dataset.transform.rng"``, ...).
 
     Raises
     ------
@@ -267,7 +253,7 @@ class SeededDataset(Dataset[Any]):
     seeds (see the module docstring). :func:`seedlock.data.loader` builds it for you.
 
     ``wrapped[(epoch, index)]`` is ``dataset[index]``; ``len(wrapped)`` is ``len(dataset)``;
-    other attributes are the dataset's.
+    ``wrapped.held`` is what :func:`find_generators` found; other attributes are the dataset's.
 
     Parameters
     ----------
@@ -279,11 +265,6 @@ class SeededDataset(Dataset[Any]):
     strict
         Refuse a dataset that holds generator objects, naming each one; default ``False``:
         they are reseeded per sample.
-
-    Attributes
-    ----------
-    held
-        What :func:`find_generators` found in ``dataset``.
 
     Raises
     ------
@@ -319,8 +300,7 @@ class SeededDataset(Dataset[Any]):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
-        # torch's fetcher calls this once per batch: the main process saves and restores the
-        # caller's global generators once per batch rather than once per sample.
+        # torch's fetcher calls this once per batch: the main process saves and restores once.
         plan = self._plan()
         saved = [(load, save()) for save, load in plan.snapshots] if _in_main_process() else ()
         try:
@@ -353,8 +333,7 @@ class SeededDataset(Dataset[Any]):
         return fetched
 
     def __getstate__(self) -> dict[str, Any]:
-        # Workers started with "spawn" / "forkserver" receive the dataset pickled; the plans
-        # hold hash states and bound methods of this process, and are remade there.
+        # "spawn" / "forkserver" workers get the dataset pickled; plans (hash states) are remade.
         state = self.__dict__.copy()
         state["_plans"] = {}
         return state
@@ -370,11 +349,10 @@ class SeededDataset(Dataset[Any]):
 
 
 class _Plan:
-    """The per-sample seeding of one dataset for one set of loaded libraries: the backends'
-    fast seeders (see ``seeder`` / ``snapshot`` in :mod:`seedlock.backends.base`) and the held
-    generators, from ``derive("data", epoch, index, <suffix>)``. Per epoch, :meth:`seeding` keeps
-    the hash state up to the epoch (a ``Deriver`` whose head holds it): a sample hashes its
-    index and finishes one digest per suffix, over the bytes ``derive`` hashes."""
+    """One dataset's per-sample seeding for one set of loaded libraries: the backends' seeders
+    (``seeder`` / ``snapshot`` in :mod:`seedlock.backends.base`) and the held generators get
+    ``derive("data", epoch, index, <suffix>)``; :meth:`seeding` keeps the hash state up to the
+    epoch, and a sample hashes its index and finishes one digest per suffix."""
 
     def __init__(
         self, backends: tuple[Any, ...], held: list[tuple[str, Any, GeneratorOwner]], root: Seed
@@ -387,6 +365,8 @@ class _Plan:
         # What each derived value goes to, in suffix order: (callable, mask of the bits kept).
         self.steps: list[tuple[Callable[[int], object], int]] = list(self.seeders)
         self.steps += [(partial(owner.seed_generator, g), _ALL_BITS) for _, g, owner in held]
+        # The same, with a reader of a digest's kept bits as a 1-tuple (32, 64: struct's).
+        self.readers = [(apply, _UNPACK.get(m) or partial(_low, m)) for apply, m in self.steps]
         self._epoch, self._seeding = _NO_EPOCH, self._generic(0)
 
     def seeding(self, epoch: Any) -> Callable[[Any], None]:
@@ -399,29 +379,45 @@ class _Plan:
         generic = self._generic(epoch)
         if type(epoch) is not int:
             return generic
-        # Deriver._groups: per suffix length, (state after the head, [(position, suffix+root)]).
-        groups = []  # (state, [(tail, callable, mask)] but the last, the last's three)
-        for state, tails in self._for_epoch(("data", epoch))._groups:
-            steps = [(tail, *self.steps[position]) for position, tail in tails]
-            groups.append((state, steps[:-1], *steps[-1]))
-        from_bytes = int.from_bytes
+        groups = [  # per suffix length: (_int_starts, [(suffix + root, callable, reader)])
+            (_int_starts(state), [(tail, *self.readers[p]) for p, tail in tails])
+            for state, tails in self._for_epoch(("data", epoch))._groups
+        ]
+        if len(groups) == 1 and len(groups[0][1]) == 3:  # python, numpy, torch; nothing held
+            starts, steps = groups[0]  # the loop below, unrolled: looping costs 1/6 of hashing
+            (tail0, apply0, read0), (tail1, apply1, read1), (tail2, apply2, read2) = steps
+
+            def seed_three(index: Any) -> None:
+                if type(index) is not int or index >> 64:
+                    generic(index)
+                    return
+                size = index.bit_length() // 8 + 1
+                prefix = starts[size].copy()
+                prefix.update(index.to_bytes(size, "little", signed=True))
+                final = prefix.copy()
+                final.update(tail0)
+                apply0(read0(final.digest())[0])
+                final = prefix.copy()
+                final.update(tail1)
+                apply1(read1(final.digest())[0])
+                prefix.update(tail2)  # the last suffix finishes the prefix itself
+                apply2(read2(prefix.digest())[0])
+
+            return seed_three
 
         def seed_sample(index: Any) -> None:  # what _generic does, for an int below 2**64
             if type(index) is not int or index >> 64:  # negative, huge, or not an int
                 generic(index)
                 return
-            # derive's int key: b"i", 8-byte length, bit_length() // 8 + 1 bytes of the int.
             size = index.bit_length() // 8 + 1
-            item = _INT_ITEM[size] + index.to_bytes(size, "little", signed=True)
-            for state, steps, tail, apply, mask in groups:
-                prefix = state.copy()
-                prefix.update(item)
-                for other, step, bits in steps:
+            payload = index.to_bytes(size, "little", signed=True)
+            for states, steps in groups:
+                prefix = states[size].copy()
+                prefix.update(payload)
+                for tail, apply, read in steps:
                     final = prefix.copy()
-                    final.update(other)
-                    step(from_bytes(final.digest(), "little") & bits)
-                prefix.update(tail)  # the last suffix finishes the prefix itself
-                apply(from_bytes(prefix.digest(), "little") & mask)
+                    final.update(tail)
+                    apply(read(final.digest())[0])
 
         return seed_sample
 
@@ -435,6 +431,10 @@ class _Plan:
         return seed_sample
 
 
+def _low(mask: int, digest: bytes) -> tuple[int]:
+    return (int.from_bytes(digest, "little") & mask,)
+
+
 def _optional(backend: Any, member: str, default: Any) -> Any:
     """A backend's optional ``seeder()`` / ``snapshot()`` (third-party backends may lack them)."""
     method = getattr(backend, member, None)
@@ -442,7 +442,7 @@ def _optional(backend: Any, member: str, default: Any) -> Any:
 
 
 _ALL_BITS = (1 << 256) - 1
-_INT_ITEM = [b"i" + n.to_bytes(8, "little") for n in range(10)]  # an int key's start, by size
+_UNPACK = {(1 << 32) - 1: Struct("<I").unpack_from, (1 << 64) - 1: Struct("<Q").unpack_from}
 _NO_EPOCH = object()  # what no epoch equals: a plan's first seeding() makes its function
 
 
