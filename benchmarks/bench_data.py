@@ -33,12 +33,21 @@ Measures, side by side in one run:
    minus the seeding alone, times the batch) at most 20 us per batch. ``--samples-only`` runs
    this part alone.
 
-3. Loader throughput on a realistic augmentation (3x224x224 uint8 images; random 196x196 crop,
-   random horizontal flip, float conversion, normalisation, gaussian noise from the torch global
-   RNG and a per-channel offset from ``np.random``), batch 64, ``shuffle=True``, with
-   ``num_workers=2`` and ``0``: ``seedlock.data.loader`` against a plain ``DataLoader``, and
-   against a plain ``DataLoader`` that makes the three bare seed calls before each sample. The
-   acceptance criterion is at least 0.95x the plain loader's samples per second.
+3. Loader throughput, samples per second after the first batch, on one augmentation at two
+   image sizes side by side: 3xSxS uint8 images, a random crop of 7/8 S, a random horizontal flip
+   (Python ``random``), float conversion, normalisation, gaussian noise from the torch global RNG
+   and a per-channel offset from ``np.random``; batch 64, ``shuffle=True``, ``num_workers=2`` and
+   ``0``. S = 224 (ImageNet-sized: the augmentation dwarfs the seeding) and S = 64 (a stress case:
+   the seeding is a larger share of each sample; ``--image-size`` changes this side). Variants:
+   ``seedlock.data.loader``, a plain ``DataLoader``, and a plain ``DataLoader`` that makes the
+   three bare seed calls before each sample (the floor of any per-sample seeding). Criteria:
+   seedlock reaches at least 0.97x the plain loader's samples per second at 224 and 0.90x at 64,
+   for each ``num_workers``. seedlock's first batch must be bit-identical with 0 and 2 workers.
+
+4. Time to the first batch after an elastic resume (``benchmarks/_elastic.py``): a loader state
+   saved by 2 ranks with ``global_batch_size=8`` loaded by 1 rank (micro-batch 8) and by 4
+   (micro-batch 2), at global step 0 and 100,000 of 120,000, for both orders. The criterion:
+   at most 1.5x as long at step 100,000 as at step 0.
 
 Each repeat runs every variant, in an order shuffled per repeat (fixed shuffle seed), so machine
 noise hits them alike. Every resume is checked: the batch it returns must be batch k of the
@@ -59,6 +68,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import _elastic
 import _harness as harness  # benchmarks/ is on sys.path when run as a script
 import numpy as np
 import torch
@@ -83,7 +93,7 @@ else:
 RESUME_TARGET = 1.5  # seedlock: first batch at k=100,000 vs k=0
 SEEDING_TARGET = 1.2  # seedlock: per-sample seeding (a worker's) vs the 3 bare seed calls
 SAVE_RESTORE_TARGET_US = 20.0  # seedlock: main-process save + restore of the globals, per batch
-THROUGHPUT_TARGET = 0.95  # seedlock: samples/s vs a plain DataLoader
+THROUGHPUT_TARGETS = {224: 0.97, 64: 0.90}  # seedlock: samples/s vs a plain DataLoader, by side
 
 # Part 1: resume.
 BATCH = 8
@@ -109,8 +119,7 @@ IMG_BATCHES = 60  # per variant and round (--quick: 30)
 # thread-pool wake-ups), which a few long rounds are not.
 ROUNDS_PER_REPEAT = 3
 N_IMAGES = 1024  # distinct images; index i shows image i % N_IMAGES
-SIDE = 224  # image side, ImageNet-sized; --image-size changes it (64: a light stress case)
-CROP = 196
+SIDES = [224, 64]  # image sides: ImageNet-sized, and a stress case (--image-size changes it)
 
 
 # --- datasets ------------------------------------------------------------------------------------
@@ -159,15 +168,16 @@ class HandSeeded(Dataset[Any]):
 
 
 class Images(Dataset[tuple[torch.Tensor, int]]):
-    """3 x SIDE x SIDE uint8 images (224 by default) with a crop / flip / normalise / noise
+    """3 x side x side uint8 images with a crop (7/8 of the side) / flip / normalise / noise
     augmentation in torch ops, drawing from Python ``random``, the torch global RNG and
     ``np.random``."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, side: int) -> None:
         g = torch.Generator().manual_seed(1234)
         self.images = torch.randint(
-            0, 256, (N_IMAGES, 3, SIDE, SIDE), dtype=torch.uint8, generator=g
+            0, 256, (N_IMAGES, 3, side, side), dtype=torch.uint8, generator=g
         )
+        self.side, self.crop = side, side * 7 // 8
         self.labels = torch.randint(0, 10, (N_IMAGES,), generator=g).tolist()
         self.size = size
         self.mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -177,13 +187,13 @@ class Images(Dataset[tuple[torch.Tensor, int]]):
         return self.size
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = self.images[i % N_IMAGES]
-        top, left = torch.randint(0, SIDE - CROP + 1, (2,)).tolist()
-        x = img[:, top : top + CROP, left : left + CROP]
+        img, crop = self.images[i % N_IMAGES], self.crop
+        top, left = torch.randint(0, self.side - crop + 1, (2,)).tolist()
+        x = img[:, top : top + crop, left : left + crop]
         if random.random() < 0.5:
             x = x.flip(-1)
         x = x.float().div_(255).sub_(self.mean).div_(self.std)
-        x.add_(torch.randn(3, CROP, CROP), alpha=0.05)
+        x.add_(torch.randn(3, crop, crop), alpha=0.05)
         x.add_(torch.from_numpy(np.random.normal(0.0, 0.02, (3, 1, 1)).astype(np.float32)))
         return x, self.labels[i % N_IMAGES]
 
@@ -485,49 +495,57 @@ def measure_samples(repeats: int) -> dict[str, harness.Series]:
 # --- part 3: loader throughput -------------------------------------------------------------------
 
 
+# A throughput unit: (variant, num_workers, image side); variants "seedlock", "plain", "hand".
+Unit = tuple[str, int, int]
+
+
 class Throughput:
     def __init__(self, batches: int) -> None:
-        self.ds = Images(IMG_BATCH * batches)
-        self.first: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # seedlock, per num_workers
+        self.ds = {side: Images(IMG_BATCH * batches, side) for side in SIDES}
+        self.first: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # seedlock's
 
-    def loader(self, variant: str, workers: int) -> DataLoader[Any]:
+    def loader(self, variant: str, workers: int, side: int) -> DataLoader[Any]:
         if variant == "seedlock":
             return seedlock.data.loader(
-                self.ds, batch_size=IMG_BATCH, shuffle=True, num_workers=workers
+                self.ds[side], batch_size=IMG_BATCH, shuffle=True, num_workers=workers
             )
-        ds = HandSeeded(self.ds) if variant == "hand" else self.ds
+        ds = HandSeeded(self.ds[side]) if variant == "hand" else self.ds[side]
         g = torch.Generator().manual_seed(0)
         return DataLoader(ds, batch_size=IMG_BATCH, shuffle=True, num_workers=workers, generator=g)
 
-    def run(self, variant: str, workers: int) -> float:
+    def run(self, variant: str, workers: int, side: int) -> float:
         """Samples per second after the first batch (worker start-up is left out)."""
-        it = iter(self.loader(variant, workers))
+        it = iter(self.loader(variant, workers, side))
         first = next(it)
         t = time.perf_counter()
         n = sum(len(y) for _, y in it)
         rate = n / (time.perf_counter() - t)
         del it
         if variant == "seedlock":
-            self.first.setdefault(workers, first)
+            self.first.setdefault((workers, side), first)
         return rate
 
 
 def measure_throughput(
     repeats: int, batches: int
-) -> tuple[dict[tuple[str, int], harness.Series], bool]:
+) -> tuple[dict[Unit, harness.Series], dict[int, bool]]:
+    """Every variant, ``num_workers`` and side once per round, rounds in shuffled orders; and
+    per side, whether seedlock's first batch is identical with 0 and ``WORKERS`` workers."""
     bench = Throughput(batches)
-    units = [(v, w) for w in (WORKERS, 0) for v in ("seedlock", "plain", "hand")]
+    units = [(v, w, s) for s in SIDES for w in (WORKERS, 0) for v in ("seedlock", "plain", "hand")]
     harness.progress("throughput: warm-up ...")
     for unit in units:
         bench.run(*unit)
         settle()
-    res: dict[tuple[str, int], harness.Series] = {u: harness.Series() for u in units}
+    res: dict[Unit, harness.Series] = {u: harness.Series() for u in units}
     for shuffled in harness.rounds(units, repeats * ROUNDS_PER_REPEAT, label="throughput, round"):
         for unit in shuffled:
             res[unit].add(bench.run(*unit))
             settle()
-    (x0, y0), (x2, y2) = bench.first[0], bench.first[WORKERS]
-    identical = torch.equal(x0, x2) and torch.equal(y0, y2)
+    identical = {}
+    for side in SIDES:
+        (x0, y0), (x2, y2) = bench.first[0, side], bench.first[WORKERS, side]
+        identical[side] = torch.equal(x0, x2) and torch.equal(y0, y2)
     return res, identical
 
 
@@ -596,15 +614,15 @@ def seeding_breakdown(calls: int = 2000) -> list[str]:
     ]
 
 
-def profile_throughput(batches: int) -> list[str]:
+def profile_throughput(batches: int, side: int) -> list[str]:
     bench = Throughput(batches)
 
     def consume() -> None:
-        for _ in bench.loader("seedlock", 0):
+        for _ in bench.loader("seedlock", 0, side):
             pass
 
     return harness.profile(consume, top=14).lines(
-        f"one epoch of `seedlock.data.loader` (num_workers=0, {batches} batches)"
+        f"one epoch of `seedlock.data.loader` ({side}x{side}, num_workers=0, {batches} batches)"
     )
 
 
@@ -633,8 +651,9 @@ def report_header(span: harness.Span, batches: int) -> list[str]:
         f"per-sample seeding seeds: {', '.join(b.name for b in live_globals())}",
         f"resume: epoch of {EPOCH_BATCHES:,} batches of {BATCH}; time from `load_state_dict` "
         "(replay: from `iter()`) to the first batch, the loader built beforehand; throughput: "
-        f"{batches} batches of {IMG_BATCH} per variant and round, {ROUNDS_PER_REPEAT} rounds a "
-        "repeat, timed after the first batch",
+        f"{' and '.join(f'{s}x{s}' for s in SIDES)} images, "
+        f"{batches} batches of {IMG_BATCH} per variant, side and round, {ROUNDS_PER_REPEAT} "
+        "rounds a repeat, timed after the first batch",
         legend=harness.cells("over repeats (throughput: rounds)", "per repeat (round)"),
         versions=[td],
         machine=[f"DataLoader workers start with `{torch.multiprocessing.get_start_method()}`"],
@@ -644,7 +663,7 @@ def report_header(span: harness.Span, batches: int) -> list[str]:
 def report(
     rr: ResumeResults,
     samples: dict[str, harness.Series],
-    tp: dict[tuple[str, int], harness.Series],
+    tp: dict[Unit, harness.Series],
 ) -> list[str]:
     ms, us = 1e3, 1e6
     c = rr.cells
@@ -736,25 +755,28 @@ def report(
         )
     )
     lines += seeding_rows(samples)
-    for workers in (WORKERS, 0):
-        what = f"throughput, {SIDE}x{SIDE} augmentation, batch {IMG_BATCH}, num_workers={workers}"
-        lines += [
-            throughput_row(
-                f"{what}: seedlock vs DataLoader (criterion >= {THROUGHPUT_TARGET}x)",
-                tp["seedlock", workers],
-                tp["plain", workers],
-            ),
-            throughput_row(
-                f"{what}: DataLoader + the 3 seed calls per sample (floor) vs DataLoader",
-                tp["hand", workers],
-                tp["plain", workers],
-            ),
-            throughput_row(
-                f"{what}: seedlock vs DataLoader + the 3 seed calls per sample",
-                tp["seedlock", workers],
-                tp["hand", workers],
-            ),
-        ]
+    for side in SIDES:
+        for workers in (WORKERS, 0):
+            what = (
+                f"throughput, {side}x{side} augmentation, batch {IMG_BATCH}, num_workers={workers}"
+            )
+            lines += [
+                throughput_row(
+                    f"{what}: seedlock vs DataLoader (criterion >= {THROUGHPUT_TARGETS[side]}x)",
+                    tp["seedlock", workers, side],
+                    tp["plain", workers, side],
+                ),
+                throughput_row(
+                    f"{what}: DataLoader + the 3 seed calls per sample (floor) vs DataLoader",
+                    tp["hand", workers, side],
+                    tp["plain", workers, side],
+                ),
+                throughput_row(
+                    f"{what}: seedlock vs DataLoader + the 3 seed calls per sample",
+                    tp["seedlock", workers, side],
+                    tp["hand", workers, side],
+                ),
+            ]
     return lines
 
 
@@ -812,8 +834,8 @@ def seeding_verdicts(samples: dict[str, harness.Series]) -> tuple[list[str], boo
 def verdicts(
     rr: ResumeResults,
     samples: dict[str, harness.Series],
-    tp: dict[tuple[str, int], harness.Series],
-    ident: bool,
+    tp: dict[Unit, harness.Series],
+    ident: dict[int, bool],
 ) -> tuple[list[str], bool, bool]:
     c = rr.cells
     lines = [""]
@@ -827,23 +849,26 @@ def verdicts(
             f"(criterion <= {RESUME_TARGET}x): " + harness.passfail(ok)
         )
     tp_ok = True
-    for workers in (WORKERS, 0):
-        r = tp["seedlock", workers].median / tp["plain", workers].median
-        ok = r >= THROUGHPUT_TARGET
-        tp_ok &= ok
-        per_repeat = harness.paired(tp["seedlock", workers], tp["plain", workers], operator.truediv)
-        lo, hi = per_repeat.iqr()
+    for side in SIDES:
+        target = THROUGHPUT_TARGETS[side]
+        for workers in (WORKERS, 0):
+            this, plain = tp["seedlock", workers, side], tp["plain", workers, side]
+            r = this.median / plain.median
+            ok = r >= target
+            tp_ok &= ok
+            per_round = harness.paired(this, plain, operator.truediv)
+            lo, hi = per_round.iqr()
+            lines.append(
+                f"**throughput {side}x{side}, num_workers={workers}: {r:.3f}x** of a plain "
+                f"DataLoader (criterion >= {target}x): "
+                + harness.passfail(ok)
+                + f" (per-round ratios: median {per_round.median:.2f}x, p25 - p75 {lo:.2f} - "
+                f"{hi:.2f})"
+            )
         lines.append(
-            f"**throughput num_workers={workers}: {r:.2f}x** of a plain DataLoader "
-            f"(criterion >= {THROUGHPUT_TARGET}x): "
-            + harness.passfail(ok)
-            + f" (per-round ratios: median {per_repeat.median:.2f}x, p25 - p75 {lo:.2f} - "
-            f"{hi:.2f})"
+            f"seedlock's first augmented {side}x{side} batch is bit-identical with num_workers=0 "
+            f"and {WORKERS}: " + ("yes" if ident[side] else "NO (a Workers-contract bug)")
         )
-    lines.append(
-        "seedlock's first augmented batch is bit-identical with num_workers=0 and "
-        f"{WORKERS}: " + ("yes" if ident else "NO (a Workers-contract bug)")
-    )
     big = KS[-1]
     replay0 = c["replay", 0, big]
     if rr.replay_once is not None:
@@ -886,22 +911,24 @@ def verdicts(
             f"of which the library seed calls themselves take "
             f"{(samples['raw'].median - samples['direct'].median) * 1e6:.1f} us."
         )
-    for workers in (WORKERS, 0):
-        plain, hand = tp["plain", workers].median, tp["hand", workers].median
-        text = (
-            f"num_workers={workers}: the augmentation alone takes {1e6 / plain:.0f} us per "
-            f"sample (plain DataLoader, wall time); the bare seed calls bring that loader to "
-            f"{hand / plain:.2f}x"
-        )
-        if hand < plain:
-            need = (1 / hand - 1 / plain) * 1e6 / (1 / THROUGHPUT_TARGET - 1)
-            text += (
-                f", so a per-sample seeding scheme reaches {THROUGHPUT_TARGET}x only with an "
-                f"augmentation of more than about {need:.0f} us per sample."
+    for side in SIDES:
+        target = THROUGHPUT_TARGETS[side]
+        for workers in (WORKERS, 0):
+            plain, hand = tp["plain", workers, side].median, tp["hand", workers, side].median
+            text = (
+                f"{side}x{side}, num_workers={workers}: the augmentation alone takes "
+                f"{1e6 / plain:.0f} us per sample (plain DataLoader, wall time); the bare seed "
+                f"calls bring that loader to {hand / plain:.2f}x"
             )
-        else:
-            text += " (the seed calls are lost in this run's noise)."
-        lines.append(text)
+            if hand < plain:
+                need = (1 / hand - 1 / plain) * 1e6 / (1 / target - 1)
+                text += (
+                    f", so a per-sample seeding scheme reaches {target}x only with an "
+                    f"augmentation of more than about {need:.0f} us per sample."
+                )
+            else:
+                text += " (the seed calls are lost in this run's noise)."
+            lines.append(text)
     return lines, resume_ok, tp_ok
 
 
@@ -949,13 +976,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--image-size",
         type=int,
-        default=224,
-        help="side of the synthetic images (crop: 7/8 of it); the default 224 is ImageNet-sized, "
-        "64 a light stress case where the bare seed calls alone cost more than 5%% (default 224)",
+        default=64,
+        help="side of the stress case's synthetic images (crop: 7/8 of it), measured beside the "
+        "ImageNet-sized 224 (default 64: the bare seed calls alone cost more than 5%%)",
     )
     args = parser.parse_args(argv)
-    global SIDE, CROP
-    SIDE, CROP = args.image_size, args.image_size * 7 // 8
+    if args.image_size != SIDES[-1]:
+        if args.image_size in SIDES or args.image_size < 8:
+            parser.error(f"--image-size must be at least 8 and not {SIDES[0]}")
+        THROUGHPUT_TARGETS[args.image_size] = THROUGHPUT_TARGETS.pop(SIDES[-1])
+        SIDES[-1] = args.image_size
     repeats = max(1, args.repeats if args.repeats is not None else (2 if args.quick else 5))
     batches = 30 if args.quick else IMG_BATCHES
     if StatefulDataLoader is None:
@@ -972,17 +1002,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     rr = measure_resume(repeats, args.quick)
     samples = measure_samples(repeats)
     tp, identical = measure_throughput(repeats, batches)
+    elastic = _elastic.measure(repeats)
 
     lines = report_header(span.stop(), batches)
     lines += report(rr, samples, tp)
     more, resume_ok, tp_ok = verdicts(rr, samples, tp, identical)
     lines += more
+    elastic_lines, elastic_ok = _elastic.report(elastic)
+    lines += [*elastic_lines, "", f"Elastic resume at step 100,000 within {_elastic.BAR}x of "
+              f"step 0, every shape and order: {harness.passfail(elastic_ok)}"]  # fmt: skip
     if args.profile or not resume_ok:
         harness.progress("profiling the resume ...")
         lines += profile_resume()
     if args.profile or not tp_ok:
         harness.progress("profiling the loader ...")
-        lines += profile_throughput(min(batches, 60))
+        lines += profile_throughput(min(batches, 60), SIDES[-1])
         lines += seeding_breakdown()
     print("\n".join(lines))
     return 0
