@@ -7,8 +7,9 @@ uninterrupted one would have.
 Modules: ``_samples`` (seeding each sample from ``(root, epoch, index)``), ``_sampler`` (the
 order of an epoch, and the one cursor in it), ``_feistel`` (an order computed per position),
 ``_elastic`` (a state in global samples, for another number of ranks), ``_batches`` and
-``_loader`` (the DataLoader of a map-style dataset), ``_shards`` and ``_stream`` (the loader of
-an iterable dataset). The guide: ``docs/data.md``.
+``_loader`` (the DataLoader of a map-style dataset), ``_shards``, ``_producer`` and ``_stream``
+(the loader of an iterable dataset: its shards, its workers, its order). The guide:
+``docs/data.md``.
 
 >>> seedlock.seed_everything(0)
 >>> train = seedlock.data.loader(dataset, batch_size=32, shuffle=True, num_workers=4)

@@ -31,175 +31,27 @@ samples that workers had read past it are read again, in the same order.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torch.utils.data._utils import worker as _worker
+from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from seedlock import _ranks
 from seedlock.backends.checks import fields_problem, int_problem
+from seedlock.data._producer import Job, Producer, Slot
 from seedlock.data._sampler import check_state_version
-from seedlock.data._samples import SeededDataset, _current
-from seedlock.data._shards import Source, sources_of
+from seedlock.data._samples import SeededDataset
+from seedlock.data._shards import sources_of
 from seedlock.derivation import Seed, derive
 from seedlock.errors import CorruptStateError, WorldSizeMismatchError
 
 __all__ = ["SeedlockStreamLoader"]
 
 _STATE_VERSION = 1
-_DONE = math.inf  # a worker that has sent its last round
-
-
-class _Slot:
-    """Where one slot stands: ``[samples taken, point, next round, ended]`` in a state."""
-
-    __slots__ = ("ended", "offset", "point", "round")
-
-    def __init__(self, offset: int = 0, point: Any = None, round: int = 0, ended: bool = False):
-        self.offset, self.point, self.round, self.ended = offset, point, round, ended
-
-    def saved(self) -> list[Any]:
-        return [self.offset, self.point, self.round, self.ended]
-
-
-class _Job:
-    """What the workers read in one epoch: the shards of this rank's slots, from where."""
-
-    def __init__(self, epoch: int, shards: list[int], slots: list[_Slot], count: int) -> None:
-        self.epoch, self.shards, self.slots, self.count = epoch, shards, slots, count
-
-
-class _Producer(IterableDataset[Any]):
-    """What each worker (or the main process) iterates: its slots' samples, in rounds."""
-
-    def __init__(self, seeded: SeededDataset, sources: list[Source], rounds: int) -> None:
-        self.seeded, self.sources, self.rounds = seeded, sources, rounds
-        self.job: _Job | None = None
-
-    def __iter__(self) -> Iterator[tuple[int, float, list[tuple[Any, ...]]]]:
-        job, info = self.job, get_worker_info()
-        assert job is not None, "the loader sets the epoch's job before iterating"
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        plan, root = self.seeded._plan(), self.seeded.root
-        seed = plan.seeding(job.epoch)
-        mine = [
-            j for j in range(len(job.shards)) if j % workers == worker and not job.slots[j].ended
-        ]
-        slots = {j: _Slot(s.offset, s.point, s.round) for j in mine for s in [job.slots[j]]}
-        with _kept(plan, info), _hidden_worker():
-            opened = {j: self.sources[job.shards[j]].open(slots[j].point) for j in mine}
-            for j in mine:  # a replayed shard reads again what it took, under the same seeds
-                if self.sources[job.shards[j]].replay is not None:
-                    for taken in range(slots[j].offset):
-                        key = taken * job.count + job.shards[j]
-                        self._fetch(opened[j], seed, root, job.epoch, key)
-        now = min((slots[j].round for j in mine), default=0)
-        if not mine:
-            yield worker, _DONE, []
-        while mine:
-            rows: list[tuple[Any, ...]] = []
-            end = now + self.rounds
-            with _kept(plan, info):
-                while now < end and mine:
-                    for j in list(mine):
-                        slot = slots[j]
-                        if slot.round != now:
-                            continue  # resumed after this slot's sample of the round
-                        key = slot.offset * job.count + job.shards[j]
-                        try:
-                            sample = self._fetch(opened[j], seed, root, job.epoch, key)
-                        except StopIteration:
-                            rows.append((now, j, True, None, None))
-                            mine.remove(j)
-                            continue
-                        slot.offset, slot.round = slot.offset + 1, now + 1
-                        rows.append((now, j, False, sample, self.sources[job.shards[j]].point()))
-                    now += 1
-            yield worker, (now if mine else _DONE), rows if info is None else _packed(rows)
-
-    @staticmethod
-    def _fetch(samples: Iterator[Any], seed: Any, root: Seed, epoch: int, key: int) -> Any:
-        """The next sample, fetched under the per-sample seeds of ``key``, with no worker info
-        (see :func:`_hidden_worker`)."""
-        token = _current.set([root, epoch, key, None, None])
-        info, _worker._worker_info = _worker._worker_info, None
-        try:
-            seed(key)
-            return next(samples)
-        finally:
-            _worker._worker_info = info
-            _current.reset(token)
-
-
-def _packed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """``rows`` with their samples' tensors moved into one buffer per dtype (as views of it).
-
-    A worker sends each tensor's storage through shared memory on its own, which costs far
-    more than the copy for small samples; views of one storage share it once. The samples keep
-    their structure, shapes, dtypes and values.
-    """
-    found: list[torch.Tensor] = []
-    for row in rows:
-        _walk(row[3], found.append)
-    sizes: dict[torch.dtype, int] = {}
-    for tensor in found:
-        sizes[tensor.dtype] = sizes.get(tensor.dtype, 0) + tensor.numel()
-    buffers = {dtype: torch.empty(size, dtype=dtype) for dtype, size in sizes.items()}
-    offsets = dict.fromkeys(sizes, 0)
-    views: dict[int, torch.Tensor] = {}
-    for tensor in found:
-        start, size = offsets[tensor.dtype], tensor.numel()
-        view = buffers[tensor.dtype][start : start + size]
-        view.copy_(tensor.reshape(-1))
-        views[id(tensor)] = view.view(tensor.shape)
-        offsets[tensor.dtype] = start + size
-    return [(*row[:3], _walk(row[3], None, views), row[4]) for row in rows]
-
-
-def _walk(value: Any, found: Any, views: dict[int, torch.Tensor] | None = None) -> Any:
-    """Collect the plain CPU tensors in ``value`` (``found``), or put ``views`` in their place;
-    lists, tuples and dicts are looked through."""
-    if type(value) is torch.Tensor:
-        if value.layout != torch.strided or value.requires_grad or value.device.type != "cpu":
-            return value
-        if views is None:
-            found(value)
-            return value
-        return views[id(value)]
-    if type(value) in (list, tuple):
-        return type(value)(_walk(item, found, views) for item in value)
-    if type(value) is dict:
-        return {key: _walk(item, found, views) for key, item in value.items()}
-    return value
-
-
-@contextlib.contextmanager
-def _kept(plan: Any, worker: Any) -> Iterator[None]:
-    """In the main process (``worker`` is ``None``), the caller's global generators are put
-    back on the way out: reading the stream never shifts the training loop's streams."""
-    saved = [(load, save()) for save, load in plan.snapshots] if worker is None else ()
-    try:
-        yield
-    finally:
-        for load, state in saved:
-            load(state)
-
-
-@contextlib.contextmanager
-def _hidden_worker() -> Iterator[None]:
-    """``get_worker_info()`` is ``None`` inside: a dataset that splits itself across workers
-    (as torch's docs suggest) reads its whole shard, since seedlock assigns the shards."""
-    info, _worker._worker_info = _worker._worker_info, None
-    try:
-        yield
-    finally:
-        _worker._worker_info = info
 
 
 def _as_is(item: Any) -> Any:
@@ -286,14 +138,14 @@ class SeedlockStreamLoader(DataLoader[Any]):
         workers = max(1, int(kwargs.get("num_workers", 0) or 0))
         slots = len(range(self.rank, self._count, self.ranks))
         rounds = max(1, math.ceil((batch_size or 1) / max(1, slots // workers)))
-        self._producer = _Producer(SeededDataset(dataset, root=root, strict=strict), sources,
+        self._producer = Producer(SeededDataset(dataset, root=root, strict=strict), sources,
                                    rounds)  # fmt: skip
         generator = torch.Generator().manual_seed(derive("loader", root=root, bits=32))
         super().__init__(self._producer, batch_size=None, collate_fn=_as_is, generator=generator,
                          **kwargs)  # fmt: skip
         # Where the next iter() begins, and (while an epoch runs) where the caller is in it.
-        self._next: tuple[int, list[_Slot], int] = (0, self._fresh(), 0)
-        self._now: tuple[int, list[_Slot], int] | None = None
+        self._next: tuple[int, list[Slot], int] = (0, self._fresh(), 0)
+        self._now: tuple[int, list[Slot], int] | None = None
         self._token = 0  # which iteration may move the position: the latest one
 
     # -- the order -------------------------------------------------------------------------------
@@ -319,8 +171,8 @@ class SeedlockStreamLoader(DataLoader[Any]):
             order = torch.randperm(self._count, generator=generator).tolist()
         return order[self.rank :: self.ranks]
 
-    def _fresh(self) -> list[_Slot]:
-        return [_Slot() for _ in range(len(range(self.rank, self._count, self.ranks)))]
+    def _fresh(self) -> list[Slot]:
+        return [Slot() for _ in range(len(range(self.rank, self._count, self.ranks)))]
 
     @property
     def epoch(self) -> int:
@@ -352,12 +204,12 @@ class SeedlockStreamLoader(DataLoader[Any]):
         self._next = (epoch + 1, self._fresh(), 0)
         self._now = (epoch, start, batches)
         self._token += 1
-        slots = [_Slot(*s.saved()) for s in start]
-        self._producer.job = _Job(epoch, self.shards(epoch), slots, self._count)
+        slots = [Slot(*s.saved()) for s in start]
+        self._producer.job = Job(epoch, self.shards(epoch), slots, self._count)
         return self._deliver(epoch, slots, batches, self._token, super().__iter__())
 
     def _deliver(
-        self, epoch: int, slots: list[_Slot], batches: int, token: int, items: Iterator[Any]
+        self, epoch: int, slots: list[Slot], batches: int, token: int, items: Iterator[Any]
     ) -> Iterator[Any]:
         workers = max(1, self.num_workers)
         active = [j for j, s in enumerate(slots) if not s.ended]
@@ -393,12 +245,12 @@ class SeedlockStreamLoader(DataLoader[Any]):
             self._now = None  # the epoch is over: the next iter() starts the next one
 
     def _made(
-        self, batch: list[Any], token: int, epoch: int, slots: list[_Slot], batches: int
+        self, batch: list[Any], token: int, epoch: int, slots: list[Slot], batches: int
     ) -> Any:
         """The batch of ``batch``'s samples; the position moves to after it (for the latest
         iteration only)."""
         if token == self._token:
-            self._now = (epoch, [_Slot(*s.saved()) for s in slots], batches)
+            self._now = (epoch, [Slot(*s.saved()) for s in slots], batches)
         made = batch[0] if self.stream_batch_size is None else self._collate(batch)
         return pin_memory(made) if self._pin else made  # type: ignore[no-untyped-call]
 
@@ -457,7 +309,7 @@ class SeedlockStreamLoader(DataLoader[Any]):
         self._next, self._now = (state["epoch"], slots, state["batches"]), None
         self._token += 1
 
-    def _slots_of(self, saved: Any, epoch: int, problems: list[str]) -> list[_Slot]:
+    def _slots_of(self, saved: Any, epoch: int, problems: list[str]) -> list[Slot]:
         """The slots of a state's ``"shards"``, or ``[]`` with what is wrong in ``problems``."""
         count = len(self._fresh())
         if not isinstance(saved, list) or len(saved) != count:
@@ -476,5 +328,5 @@ class SeedlockStreamLoader(DataLoader[Any]):
                 problems.append(f"{where} ended must be a bool")
             if point is not None and self._producer.sources[shards[j]].replay is not None:
                 problems.append(f"{where} point must be None (seedlock replays this shard)")
-            slots.append(_Slot(offset, point, round_, ended))
+            slots.append(Slot(offset, point, round_, ended))
         return slots
