@@ -237,3 +237,14 @@ def test_elastic_refuses_states_that_differ_by_rank_and_a_missing_position(monke
     assert torch.equal(torch.get_rng_state(), before)
     with pytest.raises(StateMismatchError, match="no rank's entry"):
         sd.PerRankState(loader=loader, elastic=True).load_state_dict({"world_size": 2})
+
+
+def test_elastic_refuses_entries_that_hold_other_names(monkeypatch):
+    entries = saved_by_two_ranks(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    loader = seedlock.data.loader(DATA, batch_size=8, shuffle=True, global_batch_size=8)
+    with pytest.raises(StateMismatchError, match="this PerRankState holds"):
+        sd.PerRankState(loader=loader, other=loader, elastic=True).load_state_dict(entries[0])
+    with pytest.raises(StateMismatchError, match="this PerRankState holds"):
+        sd.PerRankState(loader=loader, rng=False, elastic=True).load_state_dict(entries[0])

@@ -172,11 +172,14 @@ class PerRankState:
     def _load_elastic(self, state: Mapping[str, Any], saved: int) -> None:
         """Load what a job of ``saved`` ranks wrote into this job of another size."""
         entries = _elastic_entries(state, saved)
+        expected = ({"rng"} if self.rng else set()) | set(self.stateful)
+        for entry in entries:
+            if set(entry) != expected:
+                held = f"a saved rank holds {sorted(entry)}"
+                raise StateMismatchError([f"{held}, this PerRankState holds {sorted(expected)}"])
         states: dict[str, Any] = {}
         for name in self.stateful:
-            found = [entry.get(name) for entry in entries]
-            if any(name not in entry for entry in entries):
-                raise StateMismatchError([f"the state holds no {name!r} for some saved rank"])
+            found = [entry[name] for entry in entries]
             if any(other != found[0] for other in found[1:]):
                 raise WorldSizeMismatchError(
                     f"{name!r} differs between the {saved} saved ranks, so it has no counterpart "
