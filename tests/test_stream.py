@@ -278,3 +278,18 @@ def test_samples_of_any_structure_cross_from_workers_unchanged():
         assert b["label"].dtype == torch.int16 and torch.equal(a["label"], b["label"])
         assert a["meta"][:2] == b["meta"][:2] and type(b["meta"]) is tuple
         assert torch.equal(a["meta"][2][0], b["meta"][2][0])
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_drop_last_drops_the_short_last_batch_of_each_epoch(drop_last):
+    seedlock.seed_everything(0)
+    data = sds.dataset("callables")  # 66 samples: 16 batches of 4 and one of 2
+    train = seedlock.data.loader(data, batch_size=4, drop_last=drop_last)
+    sizes = [len(batch) for batch in train]
+    assert sizes == [4] * 16 + ([] if drop_last else [2])
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0, True])
+def test_a_batch_size_that_is_not_a_count_is_refused(batch_size):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1 or None"):
+        seedlock.data.loader(sds.dataset("callables"), batch_size=batch_size, seed=0)

@@ -95,8 +95,8 @@ class SeedlockStreamLoader(DataLoader[Any]):
     TypeError
         A dataset without ``state_dict`` / ``load_state_dict``.
     ValueError
-        Fewer shards than ranks, ``persistent_workers=True``, or an argument that only applies
-        to map-style datasets.
+        Fewer shards than ranks, ``persistent_workers=True``, a ``batch_size`` that is not an
+        int >= 1 or ``None``, or an argument that only applies to map-style datasets.
     """
 
     def __init__(
@@ -130,7 +130,10 @@ class SeedlockStreamLoader(DataLoader[Any]):
                 f"{len(sources)} shard(s) for {self.ranks} ranks: every rank needs at least one "
                 "(split the data into at least as many shards as ranks)"
             )
-        self.root, self.shuffle, self.drop_last = root, shuffle, drop_last
+        if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
+            raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+        # Not self.drop_last: DataLoader sets its own (False: it batches nothing here).
+        self.root, self.shuffle, self._drop_last = root, shuffle, drop_last
         self.stream_batch_size = batch_size
         self._collate = default_collate if collate_fn is None else collate_fn
         self._pin = pin_memory
@@ -239,7 +242,7 @@ class SeedlockStreamLoader(DataLoader[Any]):
                         yield self._made(batch, token, epoch, slots, batches)
                         batch = []
                 now += 1
-        if batch and not self.drop_last:
+        if batch and not self._drop_last:
             yield self._made(batch, token, epoch, slots, batches + 1)
         if token == self._token:
             self._now = None  # the epoch is over: the next iter() starts the next one
