@@ -293,3 +293,33 @@ def test_drop_last_drops_the_short_last_batch_of_each_epoch(drop_last):
 def test_a_batch_size_that_is_not_a_count_is_refused(batch_size):
     with pytest.raises(ValueError, match="batch_size must be an int >= 1 or None"):
         seedlock.data.loader(sds.dataset("callables"), batch_size=batch_size, seed=0)
+
+
+class LiveState(torch.utils.data.IterableDataset):
+    """Returns its live state dict, which it then changes in place."""
+
+    def __init__(self) -> None:
+        self.state = {"position": 0}
+
+    def __iter__(self):
+        while self.state["position"] < 30:
+            self.state["position"] += 1
+            yield self.state["position"] - 1
+
+    def state_dict(self):
+        return self.state
+
+    def load_state_dict(self, state):
+        self.state = dict(state)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shard_that_returns_its_live_state_still_resumes_exactly(workers):
+    seedlock.seed_everything(0)
+    train = seedlock.data.loader(LiveState(), batch_size=4, num_workers=workers)
+    batches = iter(train)
+    next(batches)
+    state = train.state_dict()
+    resumed = seedlock.data.loader(LiveState(), batch_size=4, num_workers=workers)
+    resumed.load_state_dict(state)
+    assert torch.cat(list(resumed)).tolist() == list(range(4, 30))

@@ -71,8 +71,10 @@ class Source:
         return iter(self.replay())
 
     def point(self) -> Any:
-        """Where the shard is now (a Stateful shard's state; ``None`` for a replayed one)."""
-        return None if self.shard is None else self.shard.state_dict()
+        """Where the shard is now: a copy of a Stateful shard's state (a ``state_dict()`` that
+        returns its live dict would otherwise change under the saved points); ``None`` for a
+        replayed shard."""
+        return None if self.shard is None else copy.deepcopy(self.shard.state_dict())
 
 
 class ShardedIterable(IterableDataset[Any]):
