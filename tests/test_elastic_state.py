@@ -141,6 +141,8 @@ def test_an_elastic_state_into_a_loader_without_global_batch_size_says_what_to_b
     [
         ({"global_batch_size": 8, "batch_size": 3}, "batch_size=3 does not divide"),
         ({"global_batch_size": 8, "batch_size": None}, "batch_size=None does not divide"),
+        ({"global_batch_size": 8, "batch_size": 0}, "batch_size=0 does not divide"),
+        ({"global_batch_size": 8, "batch_size": -2}, "batch_size=-2 does not divide"),
         ({"global_batch_size": 0, "batch_size": 1}, "global_batch_size must be an int >= 1"),
         ({"global_batch_size": 7.0, "batch_size": 1}, "global_batch_size must be an int >= 1"),
         ({"global_batch_size": 8, "batch_size": 2, "sampler": ResumableSampler(30)},

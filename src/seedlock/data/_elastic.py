@@ -49,7 +49,7 @@ def micro_batches(sampler: ResumableSampler, batch_size: int | None) -> int:
     if global_batch is None:
         return 1
     share = global_batch // sampler.num_replicas
-    if batch_size is None or share % batch_size:
+    if type(batch_size) is not int or batch_size < 1 or share % batch_size:
         raise ValueError(
             f"with global_batch_size={global_batch} over {sampler.num_replicas} rank(s) each "
             f"rank takes {share} samples a step, which batch_size={batch_size} does not divide "
