@@ -223,6 +223,18 @@ def test_show_copies_each_runs_output_to_stderr_between_progress_lines(tmp_path)
     assert lines[4] == "seedlock check: run 2/2 (seed 0) ..."
 
 
+def test_show_keeps_each_line_whole_when_the_other_stream_writes_inside_it(tmp_path):
+    # Unbuffered, a line's text and its newline are two writes; the other stream's line comes
+    # in between them here on purpose.
+    text = ("import sys, time\n"
+            "sys.stdout.write('loss 0.5'); sys.stdout.flush(); time.sleep(0.3)\n"
+            "print('warning: slow', file=sys.stderr, flush=True); time.sleep(0.3)\n"
+            "sys.stdout.write('\\n'); sys.stdout.flush()\n")  # fmt: skip
+    code, out, err = check("--show", "--", sys.executable, script(tmp_path, text), cwd=tmp_path)
+    assert code == 0, out + err
+    assert err.splitlines()[1:3] == ["warning: slow", "loss 0.5"]
+
+
 def test_show_with_a_command_that_cannot_start_is_one_line_after_the_progress_line(tmp_path):
     code, out, err = check("--show", "--", "no_such_command_here", cwd=tmp_path)
     assert code == 2 and out == "" and "Traceback" not in err

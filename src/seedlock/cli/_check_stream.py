@@ -19,7 +19,7 @@ __all__ = ["Streams"]
 #: How long the copies may go on after the command ended (a process it left running may still
 #: hold the pipes open).
 _DRAIN_SECONDS = 5.0
-_TERMINAL = threading.Lock()  # one chunk at a time on seedlock's stderr
+_TERMINAL = threading.Lock()  # one stream's lines at a time on seedlock's stderr
 
 
 class Streams:
@@ -60,13 +60,28 @@ class Streams:
 
 def _copy(read: int, file: BinaryIO) -> None:
     terminal = sys.stderr.buffer
+    pending = b""  # the end of the last chunk, after its last line end: not shown yet
+
+    def show(text: bytes) -> None:
+        if text:
+            with _TERMINAL:
+                terminal.write(text)
+                terminal.flush()
+
     try:
         while chunk := os.read(read, 1 << 16):
             file.write(chunk)
             file.flush()
-            with _TERMINAL:
-                terminal.write(chunk)
-                terminal.flush()
+            # Whole lines only (a "\r" ends a progress bar's line): an unbuffered command
+            # writes a line's text and its newline apart, and the other stream's line would
+            # land between them.
+            pending += chunk
+            cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
+            if cut == 0 and len(pending) >= 1 << 16:
+                cut = len(pending)  # a line that long is shown as it comes
+            show(pending[:cut])
+            pending = pending[cut:]
+        show(pending)
     except (OSError, ValueError):  # a closed terminal or file: the copy ends, the run does not
         pass
     finally:
