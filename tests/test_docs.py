@@ -37,7 +37,7 @@ README_MAX_BYTES = 20_000
 #: ("terminate called without an active exception", SIGABRT), which happens now and then under
 #: load (tests/test_distributed.py works around the same abort).
 RETRY_ON = ("address already in use", "terminate called without an active exception")
-ATTEMPTS = 3
+ATTEMPTS = 5
 
 RUN_MARKER = re.compile(r"<!--\s*run:\s*(.*?)\s*-->")
 TORCHRUN = re.compile(r"torchrun --nproc_per_node=(\d+)")
