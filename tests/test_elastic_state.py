@@ -181,7 +181,7 @@ def test_the_sampler_alone_resumes_on_another_world_size():
 
 
 def saved_by_two_ranks(monkeypatch):
-    """The PerRankState entries two ranks write after one global step, and rank 0's draws."""
+    """The PerRankState entries two ranks write after one global step."""
     entries = []
     for rank in range(2):
         monkeypatch.setenv("WORLD_SIZE", "2")

@@ -154,19 +154,26 @@ class PerRankState:
                 ]
             )
         before = capture() if self.rng else None
-        snapshots = {name: obj.state_dict() for name, obj in self.stateful.items()}
         if self.rng:
             load_state_dict(dict(entry["rng"]))
+        try:
+            self._load_objects(entry)
+        except BaseException:
+            if before is not None:
+                restore(before)
+            raise
+
+    def _load_objects(self, states: Mapping[str, Any]) -> None:
+        """Load each added object's state; if one refuses, put back those loaded before it."""
+        snapshots = {name: obj.state_dict() for name, obj in self.stateful.items()}
         done: list[str] = []
         try:
             for name, obj in self.stateful.items():
-                obj.load_state_dict(entry[name])
+                obj.load_state_dict(states[name])
                 done.append(name)
         except BaseException:
             for name in done:
                 self.stateful[name].load_state_dict(snapshots[name])
-            if before is not None:
-                restore(before)
             raise
 
     def _load_elastic(self, state: Mapping[str, Any], saved: int) -> None:
@@ -188,16 +195,7 @@ class PerRankState:
                 )
             states[name] = found[0]
         epoch, samples = _elastic_position(states)
-        snapshots = {name: obj.state_dict() for name, obj in self.stateful.items()}
-        done: list[str] = []
-        try:
-            for name, obj in self.stateful.items():
-                obj.load_state_dict(states[name])
-                done.append(name)
-        except BaseException:
-            for name in done:
-                self.stateful[name].load_state_dict(snapshots[name])
-            raise
+        self._load_objects(states)
         if self.rng:  # rank-local, as seed_everything(per_rank=True) makes them
             seed_live_globals("elastic", epoch, samples, "rank", rank())
             _registry.set_globals_per_rank(True)
