@@ -327,3 +327,14 @@ def test_a_shard_that_returns_its_live_state_still_resumes_exactly(workers):
     resumed = seedlock.data.loader(made(), batch_size=3, num_workers=workers)
     resumed.load_state_dict(state)
     assert head + torch.cat(list(resumed)).tolist() == straight
+
+
+def test_an_older_iteration_reads_its_own_epoch_after_a_newer_one_starts():
+    seedlock.seed_everything(0)
+    data = sds.dataset("callables")
+    reference = [b.tolist() for b in seedlock.data.loader(data, batch_size=4, shuffle=True)]
+    seedlock.seed_everything(0)
+    train = seedlock.data.loader(data, batch_size=4, shuffle=True)
+    first = iter(train)  # epoch 0
+    iter(train)  # epoch 1 starts before epoch 0 is read
+    assert [b.tolist() for b in first] == reference

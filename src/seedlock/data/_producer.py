@@ -52,8 +52,13 @@ class Producer(IterableDataset[Any]):
         self.job: Job | None = None
 
     def __iter__(self) -> Iterator[tuple[int, float, list[tuple[Any, ...]]]]:
-        job, info = self.job, get_worker_info()
+        # The job is read now, at iter() (a later iter() of the loader sets another one).
+        job = self.job
         assert job is not None, "the loader sets the epoch's job before iterating"
+        return self._run(job)
+
+    def _run(self, job: Job) -> Iterator[tuple[int, float, list[tuple[Any, ...]]]]:
+        info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         plan, root = self.seeded._plan(), self.seeded.root
         seed = plan.seeding(job.epoch)
