@@ -300,6 +300,9 @@ def test_what_cannot_resume_exactly_is_refused_in_one_line():
 
     with pytest.raises(TypeError, match="IterableDataset"):
         sla.track(Accelerator(cpu=True), DataLoader(Stream()))
+    stream = seedlock.data.loader(seedlock.data.sharded([lambda: range(4)]), batch_size=2, seed=0)
+    with pytest.raises(TypeError, match="one batch ahead"):
+        sla.track(Accelerator(cpu=True), stream)
     accelerator = Accelerator(cpu=True)
     rebuilt = accelerator.prepare(_loader())  # prepared without track
     with pytest.raises(TypeError, match="before prepare"):

@@ -59,11 +59,12 @@ def why_not_rebuilt(dataloader: Any) -> str | None:
     and the same kind of order; ``None`` when it can."""
     if isinstance(dataloader, SeedlockDataLoader):
         return None
-    if isinstance(dataloader, SeedlockStreamLoader) or isinstance(
-        getattr(dataloader, "dataset", None), IterableDataset
-    ):
-        return ("it reads an IterableDataset: trainers fetch one batch ahead of a loader "
-                "without a length, so its saved position would be one batch late")  # fmt: skip
+    if isinstance(dataloader, SeedlockStreamLoader):
+        return ("it reads an IterableDataset, and the trainer fetches one batch ahead of a loader "
+                "without a length: the position it would save is one batch late")  # fmt: skip
+    if isinstance(getattr(dataloader, "dataset", None), IterableDataset):
+        return ("its dataset is an IterableDataset: build the loader with seedlock.data.loader "
+                "(the dataset needs state_dict and load_state_dict)")  # fmt: skip
     if type(dataloader) is not DataLoader:
         return f"it is a {type(dataloader).__name__}, not a plain torch DataLoader"
     batch_sampler = dataloader.batch_sampler

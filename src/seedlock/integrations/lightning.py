@@ -10,6 +10,9 @@ What the callback does, hook by hook:
   scheme gives the numbers ``lightning.seed_everything(seed)`` gives), switches the determinism
   profile on when asked, and stands in for the fit loop's train-data source so that the
   ``DataLoader`` Lightning gets is rebuilt as a seedlock loader (``_common.rebuild_loader``).
+- A seedlock loader of an iterable dataset is taken as it is. Lightning fetches one batch
+  ahead of it (it has no length), so its position after each fetched batch is kept until
+  ``on_train_batch_end`` says the batch was trained.
 - The rebuilt loader reaches Lightning inside a small iterable of this module, not as a
   ``DataLoader``: Lightning then neither injects a ``DistributedSampler`` (the seedlock loader
   splits each epoch across the ranks itself) nor calls ``set_epoch`` in the middle of an epoch.
@@ -28,13 +31,14 @@ Importing this module imports Lightning (``pip install seedlock[lightning]``).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from seedlock.data import SeedlockDataLoader
+from seedlock.data import SeedlockDataLoader, SeedlockStreamLoader
 from seedlock.derivation import Seed, check_seed, get_root
 from seedlock.determinism import DeterminismProfile, deterministic
 from seedlock.distributed import PerRankState
@@ -63,18 +67,36 @@ class _Pass(Iterator[Any]):
     def __next__(self) -> Any:
         if self._inner is None:
             self._inner = self._owner._begin()
-        return next(self._inner)
+        try:
+            batch = next(self._inner)
+        except StopIteration:
+            self._owner._fetched(None)
+            raise
+        self._owner._fetched(batch)
+        return batch
 
 
 class _TrainLoader:
     """What Lightning iterates in place of the user's train ``DataLoader``: a seedlock loader
     (``.loader``) whose epoch is Lightning's, with the loader's ``state_dict`` /
-    ``load_state_dict``."""
+    ``load_state_dict``.
 
-    def __init__(self, loader: SeedlockDataLoader, epoch: Callable[[], int]) -> None:
+    Lightning fetches one batch ahead of a loader without a length (an iterable dataset's), so
+    there the loader's own position is one batch past the last trained one. For such a loader
+    the position after each fetched batch is kept until the batch is trained
+    (:meth:`trained`), and the state is the one after the last trained batch.
+    """
+
+    def __init__(
+        self, loader: SeedlockDataLoader | SeedlockStreamLoader, epoch: Callable[[], int]
+    ) -> None:
         self.loader = loader
         self._epoch = epoch
         self._resumed = False
+        self._ahead = isinstance(loader, SeedlockStreamLoader)
+        self._fetched_states: deque[dict[str, Any]] = deque()  # fetched, not yet trained
+        self._end: dict[str, Any] | None = None  # the state once the epoch's batches ran out
+        self._trained: dict[str, Any] | None = None
 
     @property
     def dataset(self) -> Any:
@@ -92,14 +114,34 @@ class _TrainLoader:
             self._resumed = False  # the loaded position: the rest of that epoch
         else:
             self.loader.set_epoch(self._epoch())
+        self._fetched_states.clear()
+        self._end, self._trained = None, self.loader.state_dict() if self._ahead else None
         return iter(self.loader)
 
+    def _fetched(self, batch: Any) -> None:
+        """Lightning took ``batch`` (``None``: the epoch's batches ran out)."""
+        if self._ahead:
+            if batch is None:
+                self._end = self.loader.state_dict()
+            else:
+                self._fetched_states.append(self.loader.state_dict())
+
+    def trained(self) -> None:
+        """The oldest fetched batch went through its training step."""
+        if self._fetched_states:
+            self._trained = self._fetched_states.popleft()
+        if not self._fetched_states and self._end is not None:
+            self._trained = self._end
+
     def state_dict(self) -> dict[str, Any]:
+        if self._trained is not None:
+            return self._trained
         return self.loader.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loader.load_state_dict(dict(state))
         self._resumed = True
+        self._trained = None
 
 
 class _Position:
@@ -227,8 +269,11 @@ class Seedlock(Callback):
     def _adopt(self, dataloader: Any) -> Any:
         """The train loader Lightning gets: the user's, rebuilt as a seedlock loader when it
         can be, at the checkpoint's position when resuming."""
+        fit_loop = self._trainer.fit_loop
         if isinstance(dataloader, _TrainLoader):
             train = dataloader
+        elif isinstance(dataloader, SeedlockStreamLoader):
+            train = _TrainLoader(dataloader, lambda: int(fit_loop.epoch_progress.current.processed))
         else:
             reason = why_not_rebuilt(dataloader)
             if reason is not None:
@@ -239,7 +284,6 @@ class Seedlock(Callback):
                 )
                 self._train = None
                 return dataloader
-            fit_loop = self._trainer.fit_loop
             train = _TrainLoader(
                 rebuild_loader(dataloader, self._root),
                 lambda: int(fit_loop.epoch_progress.current.processed),
@@ -275,6 +319,28 @@ class Seedlock(Callback):
                 "dataloader is not a seedlock loader: the data order after the resume is "
                 "Lightning's, not the saved run's"
             )
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:  # fmt: skip
+        """Count the batch as trained: the loader's position moves past it.
+
+        Parameters
+        ----------
+        trainer
+            The ``Trainer``.
+        pl_module
+            The ``LightningModule``.
+        outputs
+            What ``training_step`` returned.
+        batch
+            The batch.
+        batch_idx
+            Its index in the epoch.
+        """
+        if self._train is not None:
+            self._train.trained()
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Give the fit loop its own data source back and switch the profile off.
