@@ -338,3 +338,11 @@ def test_an_older_iteration_reads_its_own_epoch_after_a_newer_one_starts():
     first = iter(train)  # epoch 0
     iter(train)  # epoch 1 starts before epoch 0 is read
     assert [b.tolist() for b in first] == reference
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the case of a machine without accelerator")
+def test_pin_memory_without_an_accelerator_is_ignored_with_a_warning_as_dataloader_does():
+    seedlock.seed_everything(0)
+    with pytest.warns(UserWarning, match="no accelerator is found"):
+        train = seedlock.data.loader(sds.dataset("callables"), batch_size=4, pin_memory=True)
+    assert sum(len(batch) for batch in train) == sum(sds.LENGTHS)

@@ -32,6 +32,7 @@ samples that workers had read past it are read again, in the same order.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +53,20 @@ from seedlock.errors import CorruptStateError, WorldSizeMismatchError
 __all__ = ["SeedlockStreamLoader"]
 
 _STATE_VERSION = 1
+
+
+def _pinnable() -> bool:
+    """Whether pinned memory can be had: an accelerator is there (else ``pin_memory=True`` is
+    ignored with a warning, as DataLoader does)."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.5
+    available = accelerator.is_available() if accelerator else torch.cuda.is_available()
+    if not available:
+        warnings.warn(
+            "pin_memory=True, but no accelerator is found: the batches are not pinned",
+            UserWarning,
+            stacklevel=4,
+        )
+    return bool(available)
 
 
 def _as_is(item: Any) -> Any:
@@ -136,7 +151,7 @@ class SeedlockStreamLoader(DataLoader[Any]):
         self.root, self.shuffle, self._drop_last = root, shuffle, drop_last
         self.stream_batch_size = batch_size
         self._collate = default_collate if collate_fn is None else collate_fn
-        self._pin = pin_memory
+        self._pin = pin_memory and _pinnable()
         self._count = len(sources)
         workers = max(1, int(kwargs.get("num_workers", 0) or 0))
         slots = len(range(self.rank, self._count, self.ranks))
