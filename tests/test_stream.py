@@ -271,7 +271,10 @@ def test_samples_of_any_structure_cross_from_workers_unchanged():
     seedlock.seed_everything(0)
     seen = {}
     for workers in (0, 2):
-        seen[workers] = list(seedlock.data.loader(data, batch_size=None, num_workers=workers))
+        train = seedlock.data.loader(
+            data, batch_size=None, num_workers=workers, collate_fn=lambda sample: sample
+        )  # each sample as it came
+        seen[workers] = list(train)
     assert len(seen[0]) == 27
     for a, b in zip(seen[0], seen[2], strict=True):
         assert torch.equal(a["image"], b["image"]) and a["image"].shape == (4, 3)
@@ -346,3 +349,16 @@ def test_pin_memory_without_an_accelerator_is_ignored_with_a_warning_as_dataload
     with pytest.warns(UserWarning, match="no accelerator is found"):
         train = seedlock.data.loader(sds.dataset("callables"), batch_size=4, pin_memory=True)
     assert sum(len(batch) for batch in train) == sum(sds.LENGTHS)
+
+
+def test_without_batching_samples_are_converted_as_a_dataloader_converts_them():
+    data = seedlock.data.sharded([lambda: (np.full(2, k) for k in range(3))])
+    plain = list(torch.utils.data.DataLoader(data, batch_size=None))
+    seedlock.seed_everything(0)
+    mine = list(seedlock.data.loader(data, batch_size=None))
+    assert all(
+        type(a) is type(b) is torch.Tensor and torch.equal(a, b)
+        for a, b in zip(plain, mine, strict=True)
+    )
+    tagged = list(seedlock.data.loader(data, batch_size=None, collate_fn=lambda x: ("s", x)))
+    assert [t[0] for t in tagged] == ["s"] * 3

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data._utils.collate import default_collate, default_convert
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from seedlock import _ranks
@@ -93,7 +93,9 @@ class SeedlockStreamLoader(DataLoader[Any]):
     strict
         As for map-style datasets: refuse generator objects held by the dataset.
     collate_fn
-        Makes a batch from a list of samples, in the main process; default: torch's.
+        Makes a batch from a list of samples, in the main process; default: torch's. With
+        ``batch_size=None`` it takes each sample (default: torch's ``default_convert``), as
+        DataLoader's does.
     pin_memory
         Pin each batch's tensors.
     **kwargs
@@ -150,7 +152,9 @@ class SeedlockStreamLoader(DataLoader[Any]):
         # Not self.drop_last: DataLoader sets its own (False: it batches nothing here).
         self.root, self.shuffle, self._drop_last = root, shuffle, drop_last
         self.stream_batch_size = batch_size
-        self._collate = default_collate if collate_fn is None else collate_fn
+        # As DataLoader: without batching, collate_fn (default: default_convert) takes a sample.
+        default = default_collate if batch_size is not None else default_convert
+        self._collate = default if collate_fn is None else collate_fn
         self._pin = pin_memory and _pinnable()
         self._count = len(sources)
         workers = max(1, int(kwargs.get("num_workers", 0) or 0))
@@ -269,7 +273,7 @@ class SeedlockStreamLoader(DataLoader[Any]):
         iteration only)."""
         if token == self._token:
             self._now = (epoch, [Slot(*s.saved()) for s in slots], batches)
-        made = batch[0] if self.stream_batch_size is None else self._collate(batch)
+        made = self._collate(batch[0] if self.stream_batch_size is None else batch)
         return pin_memory(made) if self._pin else made  # type: ignore[no-untyped-call]
 
     # -- Stateful --------------------------------------------------------------------------------
