@@ -175,6 +175,11 @@ def test_the_sampler_alone_resumes_on_another_world_size():
         one.load_state_dict({"version": 2, "epoch": 0, "position": 8, "order": "randperm"})
     with pytest.raises(CorruptStateError, match="build this sampler with global_batch_size=8"):
         ResumableSampler(DATA, seed=0).load_state_dict(state)
+    uneven = {**state, "samples": 9}  # a sample count 2 ranks cannot split
+    two_again = ResumableSampler(DATA, seed=0, num_replicas=2, rank=0, global_batch_size=8)
+    with pytest.raises(WorldSizeMismatchError, match="2 rank\\(s\\) cannot start from"):
+        two_again.load_state_dict(uneven)
+    assert two_again.state_dict()["samples"] == 0
 
 
 # -- PerRankState(elastic=True) -------------------------------------------------------------------

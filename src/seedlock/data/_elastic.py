@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from seedlock.data._sampler import ResumableSampler
 
 __all__ = [
+    "check_start",
     "elastic_position",
     "elastic_problem",
     "elastic_state",
@@ -91,23 +92,12 @@ def elastic_position(
     if not problems:
         problems += int_problem("epoch", state["epoch"], 0, 2**63 - 1)
         problems += int_problem("samples", state["samples"], 0, len(sampler) * sampler.num_replicas)
-        saved = state.get("order", "randperm")
-        if saved != sampler.order:
-            problems.append(
-                f"this loader state was saved with order={str(saved)[:40]!r}, this loader "
-                f"shuffles with order={sampler.order!r}: build the loader with the same order"
-            )
-        if not problems:
-            problems += elastic_problem(state, sampler.global_batch_size, 1)
+        problems += sampler._order_problem(state.get("order", "randperm"))
+        problems += elastic_problem(state, sampler.global_batch_size)
     if problems:
         raise CorruptStateError("; ".join(problems))
-    step = sampler.num_replicas * batch_size
-    if state["samples"] % step:
-        raise WorldSizeMismatchError(
-            f"this loader state stopped after {state['samples']} global samples, which "
-            f"{sampler.num_replicas} rank(s) with batch_size={batch_size} cannot start from "
-            f"(they take {step} at a time): resume at a global batch boundary"
-        )
+    shape = f"{sampler.num_replicas} rank(s) with batch_size={batch_size}"
+    check_start(state["samples"], sampler.num_replicas * batch_size, shape)
     return state["epoch"], state["samples"] // sampler.num_replicas
 
 
@@ -122,15 +112,26 @@ def layout_mismatch(what: str, state: dict[str, Any], global_batch_size: int | N
             "was built")  # fmt: skip
 
 
-def elastic_problem(state: dict[str, Any], global_batch_size: int, step: int) -> list[str]:
-    """What keeps an elastic state from resuming here: another ``global_batch_size``, or a
-    ``samples`` count that is not a multiple of ``step`` (the samples all ranks take at once)."""
-    saved, samples = state["global_batch_size"], state["samples"]
+def elastic_problem(state: dict[str, Any], global_batch_size: int) -> list[str]:
+    """What keeps an elastic state from meaning the same samples here: another
+    ``global_batch_size``."""
+    saved = state["global_batch_size"]
     if saved != global_batch_size:
         return [f"this state was saved with global_batch_size={str(saved)[:40]}, this one has "
                 f"{global_batch_size}: global step k holds other samples here"]  # fmt: skip
-    if type(samples) is int and samples % step:
-        return [f"it stopped after {samples} global samples, which is not a multiple of the "
-                f"{step} that this shape takes at once: resume at a global batch boundary "
-                "(a multiple of global_batch_size)"]  # fmt: skip
     return []
+
+
+def check_start(samples: int, step: int, shape: str) -> None:
+    """Refuse to start at ``samples`` global samples a shape that takes ``step`` at a time.
+
+    Raises
+    ------
+    WorldSizeMismatchError
+        ``samples`` is not a multiple of ``step``.
+    """
+    if samples % step:
+        raise WorldSizeMismatchError(
+            f"this state stopped after {samples} global samples, which {shape} cannot start "
+            f"from (they take {step} at a time): resume at a global batch boundary"
+        )

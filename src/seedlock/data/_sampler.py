@@ -39,7 +39,7 @@ from torch.utils.data import Sampler
 
 from seedlock import _ranks
 from seedlock.backends.checks import fields_problem, int_problem
-from seedlock.data._elastic import elastic_problem, layout_mismatch
+from seedlock.data._elastic import check_start, elastic_problem, layout_mismatch
 from seedlock.data._feistel import MAX_SIZE, FeistelPermutation, LazyShare
 from seedlock.derivation import Seed, check_seed, derive, get_root
 from seedlock.errors import CorruptStateError, check_version
@@ -330,7 +330,9 @@ class ResumableSampler(Sampler[int]):
         ------
         seedlock.errors.CorruptStateError
             ``state`` is not a sampler state, its position is outside this sampler's epoch, or
-            it was saved by a sampler of another ``order``.
+            it was saved by a sampler of another ``order`` or ``global_batch_size``.
+        seedlock.errors.WorldSizeMismatchError
+            An elastic state whose global sample count this many ranks cannot split.
         seedlock.errors.StateVersionError
             A newer seedlock wrote it. In every case nothing changes.
         """
@@ -373,7 +375,8 @@ class ResumableSampler(Sampler[int]):
             total = self.num_samples * self.num_replicas
             problems += int_problem("samples", state["samples"], 0, total)
             problems += self._order_problem(state["order"])
-            problems += elastic_problem(state, self.global_batch_size, self.num_replicas)
+            problems += elastic_problem(state, self.global_batch_size)
         if problems:
             raise CorruptStateError("; ".join(problems))
+        check_start(state["samples"], self.num_replicas, f"{self.num_replicas} rank(s)")
         return state["epoch"], state["samples"] // self.num_replicas
